@@ -1,0 +1,233 @@
+// Package config defines Levee's configuration: one tree of structs decoded
+// from YAML, with documented defaults and strict validation.
+//
+// Loading is three steps, as in Prometheus: strict decode (unknown keys are
+// errors), Defaults (fill every zero field with its documented default), then
+// Validate. Every error carries the file and line it refers to. A reload
+// parses and validates a whole new Config before anything is swapped, so a bad
+// file never half-applies.
+//
+// Convention: for numeric and duration fields, zero (or omitted) means "use the
+// default"; a negative value disables the limit where the field says so.
+// Boolean fields are phrased so that false is the default.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is the root of a shield's configuration (levee serve).
+type Config struct {
+	// Listen is the list of client-facing listeners.
+	// Default: one plain HTTP listener on ":8000".
+	Listen []Listener `yaml:"listen"`
+
+	// Sites are the protected origins, selected by the request's Host header.
+	// At least one site is required. A site with no hosts is the default site,
+	// used when no other site matches; at most one site may have no hosts.
+	Sites []Site `yaml:"sites"`
+
+	// Admin is the operator API (status, stats, reload, metrics).
+	Admin Admin `yaml:"admin"`
+
+	// Guard holds the connection-level and HTTP-level protections.
+	Guard Guard `yaml:"guard"`
+
+	// TrustedProxies lists the networks whose X-Forwarded-For / Forwarded
+	// headers are believed. Default: empty (headers from clients are never
+	// trusted).
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
+
+	// ClientIPHeader is the header read from trusted proxies:
+	// "x-forwarded-for" (default) or "forwarded".
+	ClientIPHeader string `yaml:"client_ip_header"`
+
+	// DataDir holds persistent state (admin token, bans, incidents).
+	// Default: $LEVEE_DATA_DIR, else /var/lib/levee when running as root,
+	// else $XDG_STATE_HOME/levee or ~/.local/state/levee.
+	DataDir string `yaml:"data_dir"`
+
+	// Log configures the process log and the access log.
+	Log Log `yaml:"log"`
+}
+
+// Listener is one client-facing socket.
+type Listener struct {
+	// Address is host:port to bind, e.g. ":8000" or "127.0.0.1:8443".
+	Address string `yaml:"address"`
+	// ProxyProtocol, when true, requires a PROXY protocol v1 or v2 header on
+	// every connection and takes the client address from it. Only enable it
+	// behind a load balancer that sends one. Default false.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
+	// ProxyProtocolTimeout bounds reading the PROXY header. Default 5s.
+	ProxyProtocolTimeout time.Duration `yaml:"proxy_protocol_timeout"`
+	// TLS enables TLS termination on this listener when it lists certificates.
+	TLS TLS `yaml:"tls"`
+	// H2C accepts cleartext HTTP/2 with prior knowledge on a plain listener.
+	// Default false.
+	H2C bool `yaml:"h2c"`
+}
+
+// TLS configures TLS termination for a listener.
+type TLS struct {
+	// Certificates are cert/key file pairs. The one matching the client's SNI
+	// is chosen (by the certificate's names); the first is the fallback.
+	Certificates []Certificate `yaml:"certificates"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+	// DisableHTTP2 turns off HTTP/2 negotiation (ALPN h2). Default false.
+	DisableHTTP2 bool `yaml:"disable_http2"`
+}
+
+// Certificate is a PEM certificate chain and its private key.
+type Certificate struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Enabled reports whether the listener terminates TLS.
+func (t TLS) Enabled() bool { return len(t.Certificates) > 0 }
+
+// Site is one protected website: the hosts it answers for and its origins.
+type Site struct {
+	// Name identifies the site in metrics, logs and the admin API.
+	// Default: the first host, or "default".
+	Name string `yaml:"name"`
+	// Hosts are the Host header values this site serves (case-insensitive,
+	// port ignored). "*.example.com" matches any subdomain. Empty: default site.
+	Hosts []string `yaml:"hosts"`
+	// Upstreams are the origin servers, as http://host:port URLs. At least one.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Balance is "round_robin" (default) or "least_conn".
+	Balance string `yaml:"balance"`
+	// HealthCheck configures active health checks of the upstreams.
+	HealthCheck HealthCheck `yaml:"health_check"`
+	// ConnectTimeout bounds dialing an upstream. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// ResponseTimeout bounds the wait for the upstream's response headers.
+	// Default 60s.
+	ResponseTimeout time.Duration `yaml:"response_timeout"`
+	// MaxConnsPerUpstream caps open connections to each upstream (pool limit).
+	// Requests beyond it wait up to ConnectTimeout, then get 502. Default 1024.
+	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
+	// IdleConnTimeout closes pooled upstream connections idle this long.
+	// Default 60s.
+	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
+	// RewriteHost, when set, replaces the Host header sent upstream.
+	// Default: the client's Host header is passed through.
+	RewriteHost string `yaml:"rewrite_host"`
+}
+
+// Upstream is one origin server.
+type Upstream struct {
+	// URL is http://host:port (https upstreams are not supported yet).
+	URL string `yaml:"url"`
+	// Weight is the round-robin weight (1-100). Default 1.
+	Weight int `yaml:"weight"`
+}
+
+// HealthCheck configures active upstream health checks.
+type HealthCheck struct {
+	// Path is requested with GET on each upstream. Empty (default): active
+	// checks are off and every upstream is assumed healthy until a connection
+	// to it fails.
+	Path string `yaml:"path"`
+	// Interval between checks. Default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one check. Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// UnhealthyAfter consecutive failures mark an upstream down. Default 3.
+	UnhealthyAfter int `yaml:"unhealthy_after"`
+	// HealthyAfter consecutive successes mark it up again. Default 2.
+	HealthyAfter int `yaml:"healthy_after"`
+	// ExpectStatus is the accepted status range, e.g. "200-399" (default).
+	ExpectStatus string `yaml:"expect_status"`
+}
+
+// Admin configures the operator API listener.
+type Admin struct {
+	// Address to bind. Default "127.0.0.1:9901". Set to "off" to disable.
+	Address string `yaml:"address"`
+	// TokenFile holds the bearer token. Default: <data_dir>/admin.token,
+	// generated with mode 0600 on first start.
+	TokenFile string `yaml:"token_file"`
+	// TokenEnv names an environment variable holding the token; it takes
+	// precedence over TokenFile when set and non-empty. Default LEVEE_ADMIN_TOKEN.
+	TokenEnv string `yaml:"token_env"`
+	// PublicMetrics serves /metrics without the token. Default false.
+	PublicMetrics bool `yaml:"public_metrics"`
+}
+
+// Guard holds connection and request limits enforced before proxying.
+type Guard struct {
+	// MaxConnections caps open client connections in total. Default 20000.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps concurrent connections from one address.
+	// Default 256.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// NewConnectionsPerIP limits the rate of new connections from one address
+	// (per second, with burst NewConnectionsBurst). Default 100/s.
+	NewConnectionsPerIP float64 `yaml:"new_connections_per_ip"`
+	// NewConnectionsBurst is the burst for NewConnectionsPerIP. Default 200.
+	NewConnectionsBurst int `yaml:"new_connections_burst"`
+	// HeaderTimeout is the time a client has to send a full request head,
+	// counted from the first byte of the request. Default 10s.
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// BodyTimeout is the longest pause allowed while receiving a request
+	// body. Default 30s.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// MinBodyRate is the minimum average upload rate in bytes/s once a body
+	// has been sending for BodyTimeout (slow POST defense). Default 1KiB.
+	MinBodyRate ByteSize `yaml:"min_body_rate"`
+	// WriteTimeout is the longest a single write to the client may block
+	// (slow read defense: a client that stops reading is cut off after it).
+	// Default 30s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// MaxHeaderBytes caps the request line plus headers. Default 16KiB.
+	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
+	// MaxURLLength caps the request target length (414 beyond). Default 8KiB.
+	MaxURLLength ByteSize `yaml:"max_url_length"`
+	// MaxBodyBytes caps a request body (413 beyond). Default 1GiB.
+	// -1 disables the cap.
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// HTTP2 bounds HTTP/2 resource use per connection.
+	HTTP2 HTTP2 `yaml:"http2"`
+	// LogSampleInterval bounds rejection logging: at most one log line per
+	// reason per interval, with a count of what was suppressed. Default 10s.
+	LogSampleInterval time.Duration `yaml:"log_sample_interval"`
+}
+
+// HTTP2 holds HTTP/2 limits.
+type HTTP2 struct {
+	// MaxConcurrentStreams per connection. Default 100.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// MaxHeaderListBytes caps the decoded header list. Default 16KiB
+	// (follows guard.max_header_bytes when unset).
+	MaxHeaderListBytes ByteSize `yaml:"max_header_list_bytes"`
+	// HPACKTableBytes caps the HPACK dynamic table. Default 4KiB.
+	HPACKTableBytes ByteSize `yaml:"hpack_table_bytes"`
+	// MaxResetsPerWindow is the client RST_STREAM budget per Window before the
+	// connection gets GOAWAY(ENHANCE_YOUR_CALM) (Rapid Reset). Default 200.
+	MaxResetsPerWindow int `yaml:"max_resets_per_window"`
+	// MaxServerResetsPerWindow is the budget of resets the server was provoked
+	// into sending (MadeYouReset). Default 200.
+	MaxServerResetsPerWindow int `yaml:"max_server_resets_per_window"`
+	// MaxContinuationFrames per header block (CONTINUATION flood). Default 32.
+	MaxContinuationFrames int `yaml:"max_continuation_frames"`
+	// Window is the accounting window. Default 10s.
+	Window time.Duration `yaml:"window"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is "text" (default) or "json".
+	Format string `yaml:"format"`
+	// AccessLog is a file path, "stdout", or empty (default: off). Lines are
+	// JSON objects.
+	AccessLog string `yaml:"access_log"`
+}

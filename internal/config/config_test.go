@@ -1,0 +1,162 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]byte("sites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Listen[0].Address; got != ":8000" {
+		t.Errorf("listen address = %q, want :8000", got)
+	}
+	s := c.Sites[0]
+	if s.Name != "default" || s.Balance != "round_robin" || s.Upstreams[0].Weight != 1 {
+		t.Errorf("site defaults not applied: %+v", s)
+	}
+	if c.Guard.HeaderTimeout != 10*time.Second || c.Guard.MaxHeaderBytes != 16<<10 {
+		t.Errorf("guard defaults not applied: %+v", c.Guard)
+	}
+	if c.Admin.Address != "127.0.0.1:9901" {
+		t.Errorf("admin address = %q", c.Admin.Address)
+	}
+	// Defaults is idempotent.
+	before := *c
+	c.Defaults()
+	if c.Guard != before.Guard {
+		t.Error("Defaults is not idempotent")
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	src := `
+listen:
+  - address: "127.0.0.1:8443"
+    tls:
+      certificates:
+        - {cert: a.pem, key: a.key}
+  - address: ":8000"
+    proxy_protocol: true
+trusted_proxies: [10.0.0.0/8, "::1/128"]
+sites:
+  - name: shop
+    hosts: [shop.example.com, "*.shop.example.com"]
+    balance: least_conn
+    upstreams:
+      - url: http://10.0.0.5:8080
+        weight: 3
+      - url: http://10.0.0.6
+    health_check: {path: /healthz, interval: 2s}
+guard:
+  max_body_bytes: 10MiB
+  min_body_rate: 2KB
+  http2: {max_concurrent_streams: 50}
+`
+	c, err := Parse([]byte(src), "full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.TrustedProxies) != 2 || c.TrustedProxies[0].String() != "10.0.0.0/8" {
+		t.Errorf("trusted proxies = %v", c.TrustedProxies)
+	}
+	if c.Guard.MaxBodyBytes != 10<<20 || c.Guard.MinBodyRate != 2000 {
+		t.Errorf("sizes = %d %d", c.Guard.MaxBodyBytes, c.Guard.MinBodyRate)
+	}
+	if c.Sites[0].HealthCheck.Interval != 2*time.Second || c.Sites[0].HealthCheck.Timeout != 2*time.Second {
+		t.Errorf("health check = %+v", c.Sites[0].HealthCheck)
+	}
+	if got := UpstreamAddr(c.Sites[0].Upstreams[1].URL); got != "10.0.0.6:80" {
+		t.Errorf("UpstreamAddr = %q", got)
+	}
+	if c.Guard.HTTP2.MaxConcurrentStreams != 50 {
+		t.Errorf("h2 streams = %d", c.Guard.HTTP2.MaxConcurrentStreams)
+	}
+}
+
+func TestParseErrorsHaveLines(t *testing.T) {
+	tests := []struct {
+		name, src string
+		want      []string // substrings, each must appear
+	}{
+		{"unknown key", "sites:\n  - upstreams:\n      - url: http://a:1\n    colour: red\n",
+			[]string{`t.yaml:4: unknown key "colour" in site`}},
+		{"bad type", "guard:\n  max_connections: lots\n", []string{"t.yaml:2:", "lots"}},
+		{"bad url", "sites:\n  - upstreams:\n      - url: ftp://a:1\n", []string{"t.yaml:3: sites[0].upstreams[0].url:", "scheme must be http"}},
+		{"no sites", "listen:\n  - address: \":8000\"\n", []string{"sites: at least one site"}},
+		{"bad duration", "guard:\n  header_timeout: soon\n", []string{"t.yaml:2:"}},
+		{"negative", "sites:\n  - upstreams: [{url: \"http://a:1\"}]\nguard:\n  idle_timeout: -5s\n", []string{"t.yaml:4: guard.idle_timeout: must be a positive duration"}},
+		{"dup host", "sites:\n  - hosts: [a.com]\n    upstreams: [{url: \"http://a:1\"}]\n  - hosts: [A.com]\n    upstreams: [{url: \"http://b:1\"}]\n",
+			[]string{"t.yaml:4: sites[1].hosts[0]:", "already served"}},
+		{"bad size", "guard:\n  max_header_bytes: 12XB\n", []string{"t.yaml:2:", "invalid size"}},
+		{"bad balance", "sites:\n  - upstreams: [{url: \"http://a:1\"}]\n    balance: random\n", []string{"t.yaml:3: sites[0].balance"}},
+		{"two docs", "sites: []\n---\nsites: []\n", []string{"only one YAML document"}},
+		{"syntax", "sites: [\n", []string{"t.yaml:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "t.yaml")
+			if err == nil {
+				t.Fatal("want error")
+			}
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("error %T is not Errors", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"0": 0, "512": 512, "16KiB": 16 << 10, "64MiB": 64 << 20, "1GiB": 1 << 30, "10KB": 10000, "3 MB": 3e6, "7B": 7} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1.5MiB", "MiB", "1PiB", "99999999999GiB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", bad)
+		}
+	}
+	if s := ByteSize(64 << 20).String(); s != "64MiB" {
+		t.Errorf("String = %q", s)
+	}
+}
+
+func TestNormalizeHost(t *testing.T) {
+	for in, want := range map[string]string{"Example.COM": "example.com", "a.com:8080": "a.com", "a.com.": "a.com", "[::1]:80": "[::1]", "::1": "::1"} {
+		if got := NormalizeHost(in); got != want {
+			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("sites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n"))
+	f.Add([]byte("listen: [{address: ':1', tls: {certificates: [{cert: a, key: b}]}}]\nguard: {max_body_bytes: 1GiB}\n"))
+	f.Add([]byte("trusted_proxies: [1.2.3.0/24]\nsites: [{hosts: ['*.a'], upstreams: [{url: 'http://x'}]}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, "fuzz.yaml")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error without file name: %v", err)
+			}
+			return
+		}
+		// A config that parsed must validate again after re-defaulting.
+		c.Defaults()
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted config fails revalidation: %v", err)
+		}
+	})
+}
