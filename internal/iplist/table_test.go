@@ -145,9 +145,9 @@ func TestTableEdges(t *testing.T) {
 		{"0.0.0.0/0", 1},
 		{"255.255.255.255/32", 2},
 		{"1.2.3.0/24", 3},
-		{"1.2.3.4/30", 4},     // host bits are masked: 1.2.3.4/30
-		{"1.2.3.0/24", 5},     // duplicate: last Add wins
-		{"::/0", 6},           // default route, v6
+		{"1.2.3.4/30", 4}, // host bits are masked: 1.2.3.4/30
+		{"1.2.3.0/24", 5}, // duplicate: last Add wins
+		{"::/0", 6},       // default route, v6
 		{"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", 7},
 		{"2001:db8::/32", 8},
 		{"::ffff:9.9.9.0/120", 9}, // mapped prefix stored as 9.9.9.0/24
