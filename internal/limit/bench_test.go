@@ -1,0 +1,251 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sethvargo/go-limiter/memorystore"
+	"golang.org/x/time/rate"
+)
+
+// benchLimit is loose enough that a uniformly chosen key among 100k or more
+// is rarely denied: every implementation does the same allow path.
+var benchLimit = Limit{Rate: 100, Burst: 200}
+
+// keyPicker draws uniformly distributed indexes in [0, n) from a per
+// goroutine generator (wyrand), so the key choice costs a few nanoseconds
+// and no shared state.
+type keyPicker struct {
+	s uint64
+	n uint64
+}
+
+var pickerSeq atomic.Uint64
+
+func newPicker(n int) keyPicker {
+	return keyPicker{s: pickerSeq.Add(1) * 0x9e3779b97f4a7c15, n: uint64(n)}
+}
+
+func (p *keyPicker) next() int {
+	p.s += 0xa0761d6478bd642f
+	hi, lo := bits.Mul64(p.s, p.s^0xe7037ed1a0b428db)
+	r := hi ^ lo
+	hi, _ = bits.Mul64(r, p.n)
+	return int(hi)
+}
+
+// benchClock reads the wall clock once every 64 checks, as a proxy that
+// stamps a request once and checks several limits would.
+type benchClock struct {
+	i   int
+	now int64
+}
+
+func (c *benchClock) tick() int64 {
+	if c.i&63 == 0 {
+		c.now = time.Now().UnixNano()
+	}
+	c.i++
+	return c.now
+}
+
+func benchKeys(n int) []uint64 {
+	keys := make([]uint64, n)
+	for i := range keys {
+		keys[i] = KeyString(1, "client-"+strconv.Itoa(i))
+	}
+	return keys
+}
+
+func newBenchTable(b *testing.B, keys []uint64) *Table {
+	t, err := New(Config{Name: "bench"}, Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	for _, k := range keys {
+		t.AllowAt(now, k, benchLimit)
+	}
+	return t
+}
+
+// BenchmarkTable measures one AllowAt on a table (default 64 MiB budget)
+// holding the given number of live keys, keys chosen uniformly.
+func BenchmarkTable(b *testing.B) {
+	for _, n := range []int{1_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("keys=%s", count(n)), func(b *testing.B) {
+			keys := benchKeys(n)
+			t := newBenchTable(b, keys)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				p, c := newPicker(n), benchClock{}
+				for pb.Next() {
+					t.AllowAt(c.tick(), keys[p.next()], benchLimit)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkTableAddr measures the full per-request cost for an address
+// limit: KeyAddr (/32) plus AllowAt, 1M distinct addresses.
+func BenchmarkTableAddr(b *testing.B) {
+	const n = 1_000_000
+	addrs := make([]netip.Addr, n)
+	keys := make([]uint64, n)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		keys[i] = KeyAddr(1, addrs[i], 32)
+	}
+	t := newBenchTable(b, keys)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		p, c := newPicker(n), benchClock{}
+		for pb.Next() {
+			t.AllowAt(c.tick(), KeyAddr(1, addrs[p.next()], 32), benchLimit)
+		}
+	})
+}
+
+// BenchmarkKey measures the key builders alone.
+func BenchmarkKey(b *testing.B) {
+	a := netip.MustParseAddr("2001:db8:1234:5678:9abc:def0:1234:5678")
+	v := []byte("session=0123456789abcdef0123456789abcdef")
+	b.Run("addr6/64", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var s uint64
+			for pb.Next() {
+				s += KeyAddr(2, a, 64)
+			}
+			sink.Add(s)
+		})
+	})
+	b.Run("bytes40", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var s uint64
+			for pb.Next() {
+				s += KeyBytes(3, v)
+			}
+			sink.Add(s)
+		})
+	})
+}
+
+var sink atomic.Uint64
+
+// BenchmarkCompare runs the same workload (uniform keys, same number of
+// live keys, limit 100/s burst 200, clock read every 64 checks) against
+// levee's Table, github.com/sethvargo/go-limiter's memorystore and a sharded
+// map of golang.org/x/time/rate limiters.
+func BenchmarkCompare(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		keys := benchKeys(n)
+		b.Run(fmt.Sprintf("impl=levee/keys=%s", count(n)), func(b *testing.B) {
+			t := newBenchTable(b, keys)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				p, c := newPicker(n), benchClock{}
+				for pb.Next() {
+					t.AllowAt(c.tick(), keys[p.next()], benchLimit)
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("impl=golimiter/keys=%s", count(n)), func(b *testing.B) {
+			// go-limiter keys are strings; build them up front so the
+			// benchmark does not measure string conversion.
+			strs := make([]string, n)
+			for i := range strs {
+				strs[i] = strconv.FormatUint(keys[i], 16)
+			}
+			st, err := memorystore.New(&memorystore.Config{
+				Tokens: uint64(benchLimit.Burst), Interval: 2 * time.Second, InitialAlloc: n,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close(context.Background())
+			ctx := context.Background()
+			for _, s := range strs {
+				st.Take(ctx, s)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				p := newPicker(n)
+				for pb.Next() {
+					st.Take(ctx, strs[p.next()])
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("impl=xrate/keys=%s", count(n)), func(b *testing.B) {
+			m := newRateMap(256, n)
+			now := time.Now()
+			for _, k := range keys {
+				m.allow(now, k)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				p, c := newPicker(n), benchClock{}
+				for pb.Next() {
+					m.allow(time.Unix(0, c.tick()), keys[p.next()])
+				}
+			})
+		})
+	}
+}
+
+// rateMap is the usual way to keep per-key x/time/rate limiters: a sharded
+// map guarded by mutexes. It has no eviction, so its memory grows with the
+// number of keys.
+type rateMap struct {
+	shards []rateShard
+}
+
+type rateShard struct {
+	mu sync.Mutex
+	m  map[uint64]*rate.Limiter
+	_  [48]byte
+}
+
+func newRateMap(nshards, n int) *rateMap {
+	rm := &rateMap{shards: make([]rateShard, nshards)}
+	for i := range rm.shards {
+		rm.shards[i].m = make(map[uint64]*rate.Limiter, n/nshards)
+	}
+	return rm
+}
+
+func (rm *rateMap) allow(now time.Time, key uint64) bool {
+	sh := &rm.shards[key%uint64(len(rm.shards))]
+	sh.mu.Lock()
+	l, ok := sh.m[key]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(benchLimit.Rate), benchLimit.Burst)
+		sh.m[key] = l
+	}
+	sh.mu.Unlock()
+	return l.AllowN(now, 1)
+}
+
+func count(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return strconv.Itoa(n/1_000_000) + "M"
+	case n >= 1_000 && n%1_000 == 0:
+		return strconv.Itoa(n/1_000) + "k"
+	}
+	return strconv.Itoa(n)
+}

@@ -1,0 +1,343 @@
+package limit
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMemoryBytes is the default budget of one Table: 64 MiB, about four
+// million slots. Levee's default for all tables together is the same 64 MiB,
+// so a caller running several tables divides it among them.
+const DefaultMemoryBytes = 64 << 20
+
+// MinMemoryBytes is the smallest budget New accepts.
+const MinMemoryBytes = 8 << 10
+
+// Memory layout constants. A slot is 16 bytes; eight slots form a 128-byte
+// bucket (two cache lines, which the adjacent-line prefetcher loads together).
+const (
+	slotBytes      = 16
+	slotsPerBucket = 8
+	bucketBytes    = slotBytes * slotsPerBucket
+	shardBytes     = 64
+	refBit         = 1 // low bit of slot.key: CLOCK reference bit
+)
+
+// warnEvery limits the "table too small" warning to one line per interval.
+const warnEvery = int64(time.Minute)
+
+// Config configures a Table. The zero value is usable: every field has a
+// default.
+type Config struct {
+	// Name labels the table's metrics (label table="...") and log lines.
+	// Default "default".
+	Name string `yaml:"name"`
+	// MemoryBytes is the table's memory budget in bytes, including its lock
+	// shards. The table allocates it entirely in New and never grows.
+	// Default DefaultMemoryBytes (64 MiB); minimum MinMemoryBytes (8 KiB).
+	MemoryBytes int64 `yaml:"memory_bytes"`
+	// Shards is the number of lock shards, a power of two. Default: 16 per
+	// GOMAXPROCS rounded up to a power of two, between 64 and 256, reduced
+	// for small budgets so that locks take at most 1/16 of the budget.
+	Shards int `yaml:"shards"`
+}
+
+// Deps holds a Table's optional collaborators.
+type Deps struct {
+	// Registerer receives the table's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger receives rate-limited warnings when the table is too small
+	// for its load; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) fill() {
+	if c.Name == "" {
+		c.Name = "default"
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = DefaultMemoryBytes
+	}
+}
+
+// Validate reports whether c, after defaults are filled, is usable.
+func (c Config) Validate() error {
+	c.fill()
+	if c.MemoryBytes < MinMemoryBytes {
+		return fmt.Errorf("limit: table %q: memory_bytes %d: %w: must be at least %d", c.Name, c.MemoryBytes, ErrConfig, MinMemoryBytes)
+	}
+	if c.Shards < 0 || c.Shards&(c.Shards-1) != 0 {
+		return fmt.Errorf("limit: table %q: shards %d: %w: must be a power of two (0 = automatic)", c.Name, c.Shards, ErrConfig)
+	}
+	if c.Shards > 1<<16 {
+		return fmt.Errorf("limit: table %q: shards %d: %w: at most %d", c.Name, c.Shards, ErrConfig, 1<<16)
+	}
+	return nil
+}
+
+// slot is one key's state. key is the normalised key with the CLOCK
+// reference bit in bit 0; 0 marks an empty slot. tat is the key's
+// theoretical arrival time in Unix nanoseconds.
+type slot struct {
+	key uint64
+	tat int64
+}
+
+// bucket is the probe window of a key: eight slots, scanned in order. Slots
+// are filled in order and never emptied, so the first empty slot ends a scan.
+type bucket [slotsPerBucket]slot
+
+// shard is a lock and the counters it protects, padded to a cache line.
+type shard struct {
+	mu             sync.Mutex
+	allowed        uint64
+	denied         uint64
+	inserted       uint64
+	evictRecovered uint64
+	evictActive    uint64
+	_              [shardBytes - 48]byte
+}
+
+// Table is a fixed-size, sharded table of GCRA rate limiter states keyed by
+// uint64. Create it with New; the zero value is not usable.
+//
+// A Table is safe for concurrent use by multiple goroutines.
+type Table struct {
+	name      string
+	seed      uint64
+	nbuckets  uint64
+	shardMask uint64
+	buckets   []bucket
+	shards    []shard
+	bytes     int64
+
+	log      *slog.Logger
+	lastWarn atomic.Int64
+}
+
+// New returns a Table sized from cfg.MemoryBytes, with its metrics registered
+// on deps.Registerer (if any).
+func New(cfg Config, deps Deps) (*Table, error) {
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	nshards := cfg.Shards
+	if nshards == 0 {
+		nshards = 1 << bits.Len(uint(16*runtime.GOMAXPROCS(0)-1))
+		nshards = min(max(nshards, 64), 256)
+		for nshards > 1 && int64(nshards)*shardBytes*16 > cfg.MemoryBytes {
+			nshards /= 2
+		}
+	}
+	nb := (cfg.MemoryBytes - int64(nshards)*shardBytes) / bucketBytes
+	if nb < 1 {
+		return nil, fmt.Errorf("limit: table %q: memory_bytes %d: %w: too small for %d shards", cfg.Name, cfg.MemoryBytes, ErrConfig, nshards)
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	t := &Table{
+		name:      cfg.Name,
+		seed:      rand.Uint64() | 1,
+		nbuckets:  uint64(nb),
+		shardMask: uint64(nshards - 1),
+		buckets:   make([]bucket, nb),
+		shards:    make([]shard, nshards),
+		bytes:     nb*bucketBytes + int64(nshards)*shardBytes,
+		log:       log.With("table", cfg.Name),
+	}
+	adviseHugePages(t.buckets)
+	t.lastWarn.Store(-warnEvery - 1)
+	if deps.Registerer != nil {
+		if err := deps.Registerer.Register(newCollector(t)); err != nil {
+			return nil, fmt.Errorf("limit: table %q: register metrics: %w", cfg.Name, err)
+		}
+	}
+	return t, nil
+}
+
+// Name returns the table's configured name.
+func (t *Table) Name() string { return t.name }
+
+// Allow is AllowAt with the current wall-clock time.
+func (t *Table) Allow(key uint64, l Limit) (ok bool, retryAfter time.Duration) {
+	return t.AllowNAt(time.Now().UnixNano(), key, l, 1)
+}
+
+// AllowAt reports whether one event for key at time now (Unix nanoseconds)
+// conforms to l, and records it if so. When the event is denied, retryAfter
+// is the time until the same event would conform, for a 429 Retry-After
+// header (round it up to whole seconds there). A denied event is not
+// recorded, so a client that keeps retrying does not lock itself out for
+// longer.
+//
+// An unlimited Limit (Rate 0) always allows and stores nothing. Times need not
+// be monotonic: an event earlier than the key's last one is judged against
+// the recorded state.
+func (t *Table) AllowAt(now int64, key uint64, l Limit) (ok bool, retryAfter time.Duration) {
+	return t.AllowNAt(now, key, l, 1)
+}
+
+// AllowNAt is AllowAt for n events at once (for example n bytes or n
+// requests of a batch). n <= 0 always succeeds without touching the table;
+// n larger than the limit's burst never succeeds and reports Never.
+func (t *Table) AllowNAt(now int64, key uint64, l Limit, n int) (ok bool, retryAfter time.Duration) {
+	interval, burst := l.gcra()
+	if interval == 0 || n <= 0 {
+		return true, 0
+	}
+	if int64(n) > burst {
+		return false, Never
+	}
+	return t.allow(now, key, interval*int64(n), interval*burst)
+}
+
+// allow runs GCRA for one key: the event costs inc nanoseconds of TAT and
+// conforms while TAT-now stays within tau.
+func (t *Table) allow(now int64, key uint64, inc, tau int64) (bool, time.Duration) {
+	k := key &^ refBit
+	if k == 0 {
+		k = 2
+	}
+	bi, _ := bits.Mul64((k^t.seed)*0x9e3779b97f4a7c15, t.nbuckets)
+	b := &t.buckets[bi]
+	sh := &t.shards[bi&t.shardMask]
+	sh.mu.Lock()
+	for i := range b {
+		s := &b[i]
+		w := s.key
+		if w&^refBit == k {
+			tat := max(s.tat, now)
+			nt := tat + inc
+			s.key = k | refBit
+			if nt-now > tau {
+				sh.denied++
+				sh.mu.Unlock()
+				return false, time.Duration(nt - now - tau)
+			}
+			s.tat = nt
+			sh.allowed++
+			sh.mu.Unlock()
+			return true, 0
+		}
+		if w == 0 {
+			// Key absent and a free slot: a fresh key always conforms
+			// because inc <= tau.
+			s.key, s.tat = k, now+inc
+			sh.inserted++
+			sh.allowed++
+			sh.mu.Unlock()
+			return true, 0
+		}
+	}
+	v, recovered := b.victim(now)
+	b[v] = slot{key: k, tat: now + inc}
+	if recovered {
+		sh.evictRecovered++
+	} else {
+		sh.evictActive++
+	}
+	sh.allowed++
+	sh.mu.Unlock()
+	if !recovered {
+		t.warnFull(now)
+	}
+	return true, 0
+}
+
+// victim picks the slot to reuse in a full bucket. In order of preference:
+// a slot whose key has fully recovered (its TAT is not after now, so
+// forgetting it changes no future decision); an unreferenced slot with the
+// earliest TAT (the state closest to recovery); otherwise, as CLOCK's second
+// chance, it clears every reference bit and takes the earliest TAT.
+func (b *bucket) victim(now int64) (i int, recovered bool) {
+	best, bestRef := -1, -1
+	var bestTat, bestRefTat int64
+	for j := range b {
+		s := &b[j]
+		if s.tat <= now {
+			return j, true
+		}
+		if s.key&refBit == 0 {
+			if best < 0 || s.tat < bestTat {
+				best, bestTat = j, s.tat
+			}
+		} else if bestRef < 0 || s.tat < bestRefTat {
+			bestRef, bestRefTat = j, s.tat
+		}
+	}
+	if best >= 0 {
+		return best, false
+	}
+	for j := range b {
+		b[j].key &^= refBit
+	}
+	return bestRef, false
+}
+
+// warnFull logs, at most once per warnEvery of table time, that the table
+// evicted a key that still had state: its budget is too small for the load.
+func (t *Table) warnFull(now int64) {
+	last := t.lastWarn.Load()
+	if now-last < warnEvery && now >= last {
+		return
+	}
+	if !t.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	st := t.Stats()
+	t.log.Warn("limit: table full, evicting keys that still have state; raise memory_bytes if this persists",
+		"slots", st.Slots, "live", st.Live, "evictions_active", st.EvictionsActive)
+}
+
+// Stats is a snapshot of a Table's counters.
+type Stats struct {
+	// Slots is the table's capacity in keys.
+	Slots int64
+	// Bytes is the memory the table allocated.
+	Bytes int64
+	// Live is the number of occupied slots. Slots are never emptied, so once
+	// the table has filled Live equals Slots; recovered keys stay until their
+	// slot is needed.
+	Live int64
+	// EvictionsRecovered counts evicted keys whose state had fully recovered
+	// (no information lost).
+	EvictionsRecovered uint64
+	// EvictionsActive counts evicted keys that still had state: a sign that
+	// the table is too small for the number of active keys.
+	EvictionsActive uint64
+	// Allowed and Denied count checks that reached the table (unlimited
+	// limits do not).
+	Allowed, Denied uint64
+}
+
+// Stats returns the table's counters. It briefly takes every shard lock, so
+// call it from a scrape or a test, not per request.
+func (t *Table) Stats() Stats {
+	st := Stats{
+		Slots: int64(t.nbuckets) * slotsPerBucket,
+		Bytes: t.bytes,
+	}
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		st.Live += int64(sh.inserted)
+		st.EvictionsRecovered += sh.evictRecovered
+		st.EvictionsActive += sh.evictActive
+		st.Allowed += sh.allowed
+		st.Denied += sh.denied
+		sh.mu.Unlock()
+	}
+	return st
+}
