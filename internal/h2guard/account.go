@@ -1,0 +1,164 @@
+package h2guard
+
+import "time"
+
+// window is a sliding-window event counter approximated with two fixed
+// buckets: the estimate is the current bucket's count plus the previous
+// bucket's count weighted by how much of it still overlaps the window.
+// Times are nanoseconds on the connection's monotonic clock.
+//
+// The zero value is an empty window. A window is not safe for concurrent
+// use.
+type window struct {
+	start     int64 // start of the current bucket
+	cur, prev uint32
+	everAdded bool
+}
+
+// add records one event at now and returns the estimated number of events
+// in the last size nanoseconds, including this one.
+func (w *window) add(now, size int64) uint64 {
+	w.advance(now, size)
+	w.cur++
+	return w.estimate(now, size)
+}
+
+// count returns the estimate at now without recording an event.
+func (w *window) count(now, size int64) uint64 {
+	w.advance(now, size)
+	return w.estimate(now, size)
+}
+
+func (w *window) advance(now, size int64) {
+	if !w.everAdded {
+		w.everAdded = true
+		w.start = now
+		return
+	}
+	if now < w.start { // clock went backwards (not with monotonic time); stay put
+		return
+	}
+	if d := now - w.start; d >= size {
+		if d >= 2*size {
+			w.prev = 0
+		} else {
+			w.prev = w.cur
+		}
+		w.cur = 0
+		w.start = now - d%size
+	}
+}
+
+func (w *window) estimate(now, size int64) uint64 {
+	elapsed := max(now-w.start, 0)
+	if elapsed > size {
+		elapsed = size
+	}
+	return uint64(w.cur) + uint64(w.prev)*uint64(size-elapsed)/uint64(size)
+}
+
+// clientAcct accounts frames sent by the client. It is used only from the
+// Read side of one connection.
+type clientAcct struct {
+	maxStream uint32 // highest client stream opened with HEADERS
+	opened    window // streams opened
+	resets    window // client RST_STREAM for streams it opened
+	pings     window
+	settings  window
+	emptyData window
+
+	inBlock    bool   // a header block without END_HEADERS is open
+	contFrames int    // CONTINUATION frames in the open block
+	blockBytes uint64 // bytes of the open block
+
+	// Totals for the connection, for tests and debugging.
+	streams, clientResets, continuations uint64
+}
+
+// frame accounts one client frame at now (nanoseconds since the
+// connection started) and returns the reason the connection must be cut
+// off, or "".
+func (a *clientAcct) frame(cfg *Config, now int64, fh frameHeader) Reason {
+	size := int64(cfg.Window)
+	switch fh.Type {
+	case frameHeaders:
+		if fh.StreamID&1 == 1 && fh.StreamID > a.maxStream {
+			a.maxStream = fh.StreamID
+			a.streams++
+			a.opened.add(now, size)
+		}
+		a.inBlock = fh.Flags&flagEndHeaders == 0
+		a.contFrames = 0
+		a.blockBytes = uint64(fh.Length)
+		if cfg.MaxHeaderBlockBytes > 0 && a.blockBytes > uint64(cfg.MaxHeaderBlockBytes) {
+			return ReasonHeaderBlockSize
+		}
+	case frameContinuation:
+		if !a.inBlock {
+			return "" // the server rejects it as a protocol error
+		}
+		a.continuations++
+		a.contFrames++
+		a.blockBytes += uint64(fh.Length)
+		if fh.Flags&flagEndHeaders != 0 {
+			a.inBlock = false
+		}
+		if cfg.MaxContinuationFrames > 0 && a.contFrames > cfg.MaxContinuationFrames {
+			return ReasonContinuationFlood
+		}
+		if cfg.MaxHeaderBlockBytes > 0 && a.blockBytes > uint64(cfg.MaxHeaderBlockBytes) {
+			return ReasonHeaderBlockSize
+		}
+	case frameRSTStream:
+		// Only resets of streams the client opened: a reset of an idle
+		// stream is a protocol error the server handles itself.
+		if fh.StreamID == 0 || fh.StreamID&1 == 0 || fh.StreamID > a.maxStream {
+			return ""
+		}
+		a.clientResets++
+		n := a.resets.add(now, size)
+		if cfg.MaxClientResets > 0 && n > uint64(cfg.MaxClientResets) {
+			return ReasonRapidReset
+		}
+		if cfg.MaxResetRatio > 0 && n >= uint64(cfg.MinResetsForRatio) {
+			if opened := a.opened.count(now, size); opened > 0 && float64(n) > cfg.MaxResetRatio*float64(opened) {
+				return ReasonResetRatio
+			}
+		}
+	case framePing:
+		if fh.Flags&flagACK == 0 && cfg.MaxPings > 0 && a.pings.add(now, size) > uint64(cfg.MaxPings) {
+			return ReasonPingFlood
+		}
+	case frameSettings:
+		if fh.Flags&flagACK == 0 && cfg.MaxSettings > 0 && a.settings.add(now, size) > uint64(cfg.MaxSettings) {
+			return ReasonSettingsFlood
+		}
+	case frameData:
+		if fh.Length == 0 && fh.Flags&flagEndStream == 0 && cfg.MaxEmptyData > 0 &&
+			a.emptyData.add(now, size) > uint64(cfg.MaxEmptyData) {
+			return ReasonEmptyDataFlood
+		}
+	}
+	return ""
+}
+
+// serverAcct accounts frames sent by the server. It is used only from the
+// Write side of one connection.
+type serverAcct struct {
+	resets      window
+	totalResets uint64
+}
+
+func (a *serverAcct) frame(cfg *Config, now int64, fh frameHeader) Reason {
+	if fh.Type != frameRSTStream {
+		return ""
+	}
+	a.totalResets++
+	if cfg.MaxServerResets > 0 && a.resets.add(now, int64(cfg.Window)) > uint64(cfg.MaxServerResets) {
+		return ReasonServerResets
+	}
+	return ""
+}
+
+// since returns the nanoseconds from start to now on the monotonic clock.
+func since(start, now time.Time) int64 { return int64(now.Sub(start)) }
