@@ -19,7 +19,7 @@ var rcodes = dns.StringToRcode
 func (p *Prober) dns(ctx context.Context) Result {
 	var r Result
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(p.spec.Name), dnsTypes[p.spec.Type])
+	m.SetQuestion(dns.Fqdn(p.spec.Query), dnsTypes[p.spec.Type])
 	m.RecursionDesired = true
 	c := &dns.Client{Net: "udp"}
 	if dl, ok := ctx.Deadline(); ok {

@@ -84,8 +84,8 @@ type Spec struct {
 	CertMinDays int `yaml:"cert_min_days,omitempty" json:"cert_min_days,omitempty"`
 	// Server is the DNS server host:port to query (kind dns). Required for dns.
 	Server string `yaml:"server,omitempty" json:"server,omitempty"`
-	// Name is the DNS name to query (kind dns).
-	Name string `yaml:"name,omitempty" json:"name,omitempty"`
+	// Query is the DNS name to query (kind dns).
+	Query string `yaml:"query,omitempty" json:"query,omitempty"`
 	// Type is the DNS query type (A, AAAA, CNAME, MX, TXT, NS, SOA). Default A.
 	Type string `yaml:"type,omitempty" json:"type,omitempty"`
 	// ExpectRcode is the expected DNS rcode name. Default NOERROR.
@@ -125,8 +125,8 @@ func (s *Spec) Validate() error {
 		if s.Server == "" || !strings.Contains(s.Server, ":") {
 			return fmt.Errorf("probe: dns probe needs server host:port, got %q", s.Server)
 		}
-		if s.Name == "" {
-			return fmt.Errorf("probe: dns probe needs a name")
+		if s.Query == "" {
+			return fmt.Errorf("probe: dns probe needs a query name")
 		}
 		if s.Type == "" {
 			s.Type = "A"

@@ -207,11 +207,11 @@ func TestDNS(t *testing.T) {
 		spec Spec
 		want Failure
 	}{
-		{"answer ok", Spec{Kind: KindDNS, Server: server, Name: "example.test", ExpectAnswer: "192.0.2.7"}, FailNone},
-		{"answer wrong", Spec{Kind: KindDNS, Server: server, Name: "example.test", ExpectAnswer: "192.0.2.8"}, FailDNSAnswer},
-		{"nxdomain", Spec{Kind: KindDNS, Server: server, Name: "missing.test"}, FailDNSRcode},
-		{"nxdomain expected", Spec{Kind: KindDNS, Server: server, Name: "missing.test", ExpectRcode: "nxdomain"}, FailNone},
-		{"server silent", Spec{Kind: KindDNS, Server: silent.LocalAddr().String(), Name: "example.test"}, FailTimeout},
+		{"answer ok", Spec{Kind: KindDNS, Server: server, Query: "example.test", ExpectAnswer: "192.0.2.7"}, FailNone},
+		{"answer wrong", Spec{Kind: KindDNS, Server: server, Query: "example.test", ExpectAnswer: "192.0.2.8"}, FailDNSAnswer},
+		{"nxdomain", Spec{Kind: KindDNS, Server: server, Query: "missing.test"}, FailDNSRcode},
+		{"nxdomain expected", Spec{Kind: KindDNS, Server: server, Query: "missing.test", ExpectRcode: "nxdomain"}, FailNone},
+		{"server silent", Spec{Kind: KindDNS, Server: silent.LocalAddr().String(), Query: "example.test"}, FailTimeout},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -255,8 +255,8 @@ func TestSpecValidate(t *testing.T) {
 		{Kind: KindHTTP, URL: "http://x/", ExpectStatus: []int{99}},
 		{Kind: KindTCP, Address: "nohostport"},
 		{Kind: KindDNS, Server: "127.0.0.1:53"},
-		{Kind: KindDNS, Server: "127.0.0.1:53", Name: "a", Type: "BOGUS"},
-		{Kind: KindDNS, Server: "127.0.0.1:53", Name: "a", ExpectRcode: "MAYBE"},
+		{Kind: KindDNS, Server: "127.0.0.1:53", Query: "a", Type: "BOGUS"},
+		{Kind: KindDNS, Server: "127.0.0.1:53", Query: "a", ExpectRcode: "MAYBE"},
 		{Kind: KindTLS, Address: "a:1", CertMinDays: -1},
 	}
 	for _, s := range bad {
@@ -264,7 +264,7 @@ func TestSpecValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = nil, want error", s)
 		}
 	}
-	s := Spec{Kind: KindDNS, Server: "127.0.0.1:53", Name: "a"}
+	s := Spec{Kind: KindDNS, Server: "127.0.0.1:53", Query: "a"}
 	if err := s.Validate(); err != nil || s.Type != "A" || s.ExpectRcode != "NOERROR" {
 		t.Errorf("defaults not filled: %+v %v", s, err)
 	}
