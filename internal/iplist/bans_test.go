@@ -76,7 +76,7 @@ func TestBansLookup(t *testing.T) {
 	mp, ma := netip.MustParsePrefix, netip.MustParseAddr
 	err := b.Add(ctx,
 		Ban{Prefix: mp("10.0.0.0/8"), Reason: "outer", Source: "cli", Expires: t0.Add(time.Hour)},
-		Ban{Prefix: mp("10.1.0.0/16"), Reason: "middle", Source: "api"},                                  // never expires
+		Ban{Prefix: mp("10.1.0.0/16"), Reason: "middle", Source: "api"},                                   // never expires
 		Ban{Prefix: mp("10.1.2.3/32"), Reason: "inner", Source: "detector", Expires: t0.Add(time.Minute)}, // expires first
 		Ban{Prefix: mp("2001:db8::/32"), Reason: "v6", Source: "cli", Expires: t0.Add(time.Minute)},
 	)
