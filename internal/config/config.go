@@ -193,6 +193,9 @@ type Guard struct {
 	// MaxBodyBytes caps a request body (413 beyond). Default 1GiB.
 	// -1 disables the cap.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// TunnelIdleTimeout closes an Upgrade (WebSocket) tunnel when neither
+	// side sent anything for this long. Default 10m.
+	TunnelIdleTimeout time.Duration `yaml:"tunnel_idle_timeout"`
 	// HTTP2 bounds HTTP/2 resource use per connection.
 	HTTP2 HTTP2 `yaml:"http2"`
 	// LogSampleInterval bounds rejection logging: at most one log line per

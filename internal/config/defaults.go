@@ -88,6 +88,7 @@ func (c *Config) Defaults() {
 	setSize(&g.MaxURLLength, 8<<10)
 	setSize(&g.MaxBodyBytes, 1<<30)
 	setDur(&g.LogSampleInterval, 10*time.Second)
+	setDur(&g.TunnelIdleTimeout, 10*time.Minute)
 	h2 := &g.HTTP2
 	setInt(&h2.MaxConcurrentStreams, 100)
 	setSize(&h2.MaxHeaderListBytes, g.MaxHeaderBytes)

@@ -176,6 +176,7 @@ func (c *Config) Validate() error {
 	v.positiveDur("guard.body_timeout", g.BodyTimeout)
 	v.positiveDur("guard.write_timeout", g.WriteTimeout)
 	v.positiveDur("guard.log_sample_interval", g.LogSampleInterval)
+	v.positiveDur("guard.tunnel_idle_timeout", g.TunnelIdleTimeout)
 	if g.MaxHeaderBytes < 1024 || g.MaxHeaderBytes > 1<<20 {
 		v.add("guard.max_header_bytes", "want 1KiB-1MiB, got %s", g.MaxHeaderBytes)
 	}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/levee-dev/levee/internal/admin"
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/shield"
+)
+
+func init() {
+	register(command{name: "status", summary: "show a running shield's state (admin API)", run: runStatus})
+	register(command{name: "reload", summary: "make a running shield re-read its configuration", run: runReload})
+}
+
+// adminFlags are the flags every admin-API command shares.
+type adminFlags struct {
+	cfgPath, addr, tokenFile *string
+	jsonOut                  *bool
+}
+
+func addAdminFlags(fs *flag.FlagSet) adminFlags {
+	return adminFlags{
+		cfgPath:   fs.String("c", "", "the shield's configuration file (to find the admin address and token)"),
+		addr:      fs.String("admin", "", "admin API address (default from -c, else 127.0.0.1:9901)"),
+		tokenFile: fs.String("token-file", "", "admin token file (default $LEVEE_ADMIN_TOKEN, else <data dir>/admin.token)"),
+		jsonOut:   fs.Bool("json", false, "print JSON"),
+	}
+}
+
+func (f adminFlags) client() (*admin.Client, error) {
+	cfg := &config.Config{}
+	if *f.cfgPath != "" {
+		c, err := config.Load(*f.cfgPath)
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+	}
+	cfg.Defaults()
+	addr := cfg.Admin.Address
+	if *f.addr != "" {
+		addr = *f.addr
+	}
+	tf := cfg.Admin.TokenFile
+	if *f.tokenFile != "" {
+		tf = *f.tokenFile
+	}
+	tok, err := admin.LoadToken(cfg.Admin.TokenEnv, tf, false)
+	if err != nil {
+		return nil, err
+	}
+	return admin.NewClient(addr, tok), nil
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", "[--admin ADDR] [--json]", stderr)
+	af := addAdminFlags(fs)
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	var st shield.StatusReport
+	if err := c.Do("GET", "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	if *af.jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "version\t%s\n", st.Version)
+	fmt.Fprintf(tw, "uptime\t%s\n", st.Uptime)
+	fmt.Fprintf(tw, "mode\t%s\n", st.Mode)
+	fmt.Fprintf(tw, "listeners\t%v\n", st.Listeners)
+	fmt.Fprintf(tw, "open connections\t%d\n", st.OpenConnections)
+	fmt.Fprintf(tw, "tracked addresses\t%d\n", st.TrackedAddrs)
+	fmt.Fprintf(tw, "reloads\t%d\n", st.Reloads)
+	if st.LastReloadError != "" {
+		fmt.Fprintf(tw, "last reload error\t%s\n", st.LastReloadError)
+	}
+	tw.Flush()
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SITE\tUPSTREAM\tHEALTHY\tINFLIGHT\tCONNS")
+	for _, s := range st.Sites {
+		for _, u := range s.Upstreams {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\n", s.Name, u.Addr, u.Healthy, u.Inflight, u.Conns)
+		}
+	}
+	return tw.Flush()
+}
+
+func runReload(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("reload", "[--admin ADDR]", stderr)
+	af := addAdminFlags(fs)
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	if err := c.Do("POST", "/v1/reload", nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "reloaded")
+	return nil
+}
+

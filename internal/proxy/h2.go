@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+type peerKey struct{}
+
+// WithPeer returns a context carrying the TCP peer address of an HTTP/2
+// connection, for ServeHTTP.
+func WithPeer(ctx context.Context, peer netip.Addr) context.Context {
+	return context.WithValue(ctx, peerKey{}, peer)
+}
+
+func peerFrom(r *http.Request) netip.Addr {
+	if a, ok := r.Context().Value(peerKey{}).(netip.Addr); ok {
+		return a
+	}
+	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
+	return ap.Addr().Unmap()
+}
+
+// hopByHop lists headers never forwarded in either direction.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authorization": true,
+	"Te": true, "Transfer-Encoding": true, "Upgrade": true, "Trailer": true,
+}
+
+// ServeHTTP proxies one HTTP/2 request through the same upstream pools as
+// HTTP/1.1.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := p.state.Load()
+	start := time.Now()
+	site := st.Router.Match([]byte(r.Host))
+	if site == nil {
+		p.writePageHTTP(w, r, p.m.noSite, vNoSite, pageNoSite)
+		return
+	}
+	cfg := &st.Config
+	if len(r.RequestURI) > cfg.MaxURLLength {
+		p.writePageHTTP(w, r, site.m, vInvalid, pageURITooLong)
+		return
+	}
+	if cfg.MaxBodyBytes >= 0 && r.ContentLength > cfg.MaxBodyBytes {
+		p.writePageHTTP(w, r, site.m, vInvalid, pageTooLarge)
+		return
+	}
+	peer := peerFrom(r)
+	trusted := cfg.ClientIP != nil && cfg.ClientIP.Trusted(peer)
+
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(r.Method)
+	req.SetRequestURI(r.RequestURI)
+	req.Header.SetHost(r.Host)
+	for k, vs := range r.Header {
+		if hopByHop[k] {
+			continue
+		}
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	var body *bodyReader
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		rc := http.NewResponseController(w)
+		body = &bodyReader{r: r.Body, conn: deadlineConn{rc}, max: cfg.MaxBodyBytes, timeout: cfg.BodyTimeout, minRate: cfg.MinBodyRate}
+		req.SetBodyStream(body, int(r.ContentLength))
+	}
+	prepareRequest(&req.Header, peer, trusted, true, site.RewriteHost)
+
+	b := site.Pool.Pick(nil)
+	err := b.Do(req, resp)
+	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
+		if b2 := site.Pool.Pick(b); b2 != nil {
+			err = b2.Do(req, resp)
+		}
+	}
+	if err != nil {
+		pg := pageBadGateway
+		switch {
+		case body != nil && body.err != nil:
+			pg = pageReqTimeout
+			if body.err == errBodyTooLarge {
+				pg = pageTooLarge
+			}
+			p.writePageHTTP(w, r, site.m, vInvalid, pg)
+			return
+		case isTimeout(err):
+			site.m.timeout.Inc()
+			pg = pageGatewayTimeout
+		case isDialError(err):
+			site.m.dialErr.Inc()
+		default:
+			site.m.otherErr.Inc()
+		}
+		p.writePageHTTP(w, r, site.m, vError, pg)
+		return
+	}
+	conn := resp.Header.Peek(fasthttp.HeaderConnection)
+	hdr := w.Header()
+	for k, v := range resp.Header.All() {
+		ks := string(k)
+		if hopByHop[ks] || (len(conn) > 0 && hasToken(conn, ks)) {
+			continue
+		}
+		hdr.Add(ks, string(v))
+	}
+	hdr.Add("Via", "2 levee")
+	status := resp.StatusCode()
+	w.WriteHeader(status)
+	site.m.count(vPass, status)
+	site.m.latency.Observe(time.Since(start).Seconds())
+	if r.Method != http.MethodHead {
+		_ = resp.BodyWriteTo(flushWriter{w})
+	} else {
+		_ = resp.CloseBodyStream()
+	}
+}
+
+// flushWriter flushes after each write so streamed responses (server-sent
+// events, long downloads) reach the client as they arrive.
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+	return n, err
+}
+
+// deadlineConn adapts an http.ResponseController to the SetReadDeadline the
+// body reader needs.
+type deadlineConn struct{ rc *http.ResponseController }
+
+func (d deadlineConn) SetReadDeadline(t time.Time) error { return d.rc.SetReadDeadline(t) }
+
+func (p *Proxy) writePageHTTP(w http.ResponseWriter, r *http.Request, sm *siteMetrics, v verdictIdx, pg page) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	body := pg.html
+	if strings.Contains(r.Header.Get("Accept"), "application/json") && !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		h.Set("Content-Type", "application/json")
+		body = pg.json
+	} else {
+		h.Set("Content-Type", "text/html; charset=utf-8")
+	}
+	w.WriteHeader(pg.status)
+	_, _ = w.Write(body)
+	sm.count(v, pg.status)
+}

@@ -1,0 +1,281 @@
+// Package proxy is the shield's request path: it routes each request to its
+// site by Host, enforces request-level limits (URL length, body size, body
+// receive rate), rewrites headers (hop-by-hop removal, X-Forwarded-For,
+// X-Forwarded-Proto, Via) and streams the exchange with an origin chosen by
+// the site's upstream pool.
+//
+// HTTP/1.1 is served by fasthttp (ServeFastHTTP); HTTP/2 by x/net/http2
+// through ServeHTTP, which converts to the same upstream path. Both read the
+// current configuration from one immutable State published atomically, so a
+// reload never locks or half-applies on the request path.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/levee-dev/levee/internal/clientip"
+	"github.com/levee-dev/levee/internal/upstream"
+)
+
+// Config holds request-level limits and client address resolution.
+type Config struct {
+	// MaxURLLength bounds the request target (414 beyond).
+	MaxURLLength int
+	// MaxBodyBytes bounds request bodies (413 beyond); negative: no bound.
+	MaxBodyBytes int64
+	// BodyTimeout is the longest pause while receiving a request body, and
+	// the grace period before MinBodyRate is enforced.
+	BodyTimeout time.Duration
+	// MinBodyRate is the minimum average body receive rate, bytes/s.
+	MinBodyRate int64
+	// TunnelIdleTimeout closes Upgrade/WebSocket tunnels idle this long.
+	TunnelIdleTimeout time.Duration
+	// ConnectTimeout bounds dialing an origin for a tunnel.
+	ConnectTimeout time.Duration
+	// ClientIP resolves the client address behind trusted proxies; nil
+	// means the TCP peer is the client.
+	ClientIP *clientip.Resolver
+}
+
+// State is everything the request path reads, published as one immutable
+// snapshot.
+type State struct {
+	Router *Router
+	Config Config
+}
+
+// Proxy serves requests. It is safe for concurrent use; create it with New
+// and publish a State before serving.
+type Proxy struct {
+	state    atomic.Pointer[State]
+	m        *Metrics
+	log      *slog.Logger
+	draining atomic.Bool
+}
+
+// New returns a Proxy that records into m (required) and logs to log
+// (nil: discard).
+func New(m *Metrics, log *slog.Logger) *Proxy {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{m: m, log: log}
+}
+
+// NewSite returns a Site bound to this proxy's metrics.
+func (p *Proxy) NewSite(name string, pool *upstream.Pool, rewriteHost string) *Site {
+	return &Site{Name: name, Pool: pool, RewriteHost: rewriteHost, m: p.m.site(name)}
+}
+
+// Publish makes st the state seen by new requests.
+func (p *Proxy) Publish(st *State) { p.state.Store(st) }
+
+// State returns the current state.
+func (p *Proxy) State() *State { return p.state.Load() }
+
+// SetDraining makes every response close its connection (graceful shutdown).
+func (p *Proxy) SetDraining(v bool) { p.draining.Store(v) }
+
+// addrConn is implemented by guard.Conn.
+type addrConn interface{ Addr() netip.Addr }
+
+// PeerAddr returns the TCP peer of a client connection (after PROXY
+// protocol), without allocating for guard connections.
+func PeerAddr(c net.Conn) netip.Addr {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if ac, ok := c.(addrConn); ok {
+		return ac.Addr()
+	}
+	if c == nil {
+		return netip.Addr{}
+	}
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap.Addr().Unmap()
+}
+
+// ServeFastHTTP proxies one HTTP/1.1 request.
+func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
+	st := p.state.Load()
+	start := time.Now()
+	req := &ctx.Request
+	site := st.Router.Match(req.Header.Host())
+	if site == nil {
+		p.reject(ctx, p.m.noSite, vNoSite, pageNoSite)
+		return
+	}
+	cfg := &st.Config
+	if len(req.Header.RequestURI()) > cfg.MaxURLLength {
+		p.reject(ctx, site.m, vInvalid, pageURITooLong)
+		ctx.SetConnectionClose()
+		return
+	}
+	peer := PeerAddr(ctx.Conn())
+	client, trusted := peer, false
+	if cfg.ClientIP != nil && cfg.ClientIP.Trusted(peer) {
+		trusted = true
+		client = cfg.ClientIP.Resolve(peer, req.Header.Peek("X-Forwarded-For"), req.Header.Peek("Forwarded"))
+	}
+	_ = client // the decision engine keys on client; see internal/decide
+
+	if isUpgrade(&req.Header) {
+		p.tunnel(ctx, st, site, peer, trusted)
+		return
+	}
+	if cl := req.Header.ContentLength(); cfg.MaxBodyBytes >= 0 && int64(cl) > cfg.MaxBodyBytes {
+		p.reject(ctx, site.m, vInvalid, pageTooLarge)
+		ctx.SetConnectionClose()
+		return
+	}
+	var body *bodyReader
+	if req.IsBodyStream() {
+		body = newBodyReader(ctx.RequestBodyStream(), ctx.Conn(), cfg)
+		req.SetBodyStream(body, req.Header.ContentLength())
+	}
+	clientClose := req.Header.ConnectionClose()
+	prepareRequest(&req.Header, peer, trusted, ctx.IsTLS(), site.RewriteHost)
+
+	resp := &ctx.Response
+	b := site.Pool.Pick(nil)
+	err := b.Do(req, resp)
+	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
+		if b2 := site.Pool.Pick(b); b2 != nil {
+			site.m.dialErr.Inc()
+			err = b2.Do(req, resp)
+		}
+	}
+	if err != nil {
+		p.upstreamError(ctx, site, err, body)
+		return
+	}
+	prepareResponse(&resp.Header)
+	if clientClose || p.draining.Load() {
+		ctx.SetConnectionClose()
+	}
+	site.m.count(vPass, resp.StatusCode())
+	site.m.latency.Observe(time.Since(start).Seconds())
+}
+
+func (p *Proxy) reject(ctx *fasthttp.RequestCtx, sm *siteMetrics, v verdictIdx, pg page) {
+	writePage(ctx, pg)
+	sm.count(v, pg.status)
+}
+
+func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, site *Site, err error, body *bodyReader) {
+	if body != nil && body.err != nil {
+		// The client, not the origin, failed: too large or too slow.
+		pg := pageReqTimeout
+		if errors.Is(body.err, errBodyTooLarge) {
+			pg = pageTooLarge
+		}
+		p.reject(ctx, site.m, vInvalid, pg)
+		ctx.SetConnectionClose()
+		return
+	}
+	pg := pageBadGateway
+	switch {
+	case isTimeout(err):
+		site.m.timeout.Inc()
+		pg = pageGatewayTimeout
+	case isDialError(err):
+		site.m.dialErr.Inc()
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		site.m.otherErr.Inc()
+		pg = pageUnavailable
+	default:
+		site.m.otherErr.Inc()
+	}
+	p.log.Debug("upstream error", "site", site.Name, "err", err)
+	writePage(ctx, pg)
+	if pg.status == 503 {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	site.m.count(vError, pg.status)
+	if body != nil {
+		// The request body may be partly unread; the connection cannot be reused.
+		ctx.SetConnectionClose()
+	}
+}
+
+func isDialError(err error) bool {
+	var de *upstream.DialError
+	return errors.As(err, &de)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+var (
+	errBodyTooLarge = errors.New("request body too large")
+	errBodySlow     = errors.New("request body too slow")
+)
+
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+// bodyReader enforces the body size cap and the minimum receive rate while
+// the request body streams to the origin.
+type bodyReader struct {
+	r       io.Reader
+	conn    readDeadliner
+	max     int64
+	n       int64
+	start   int64
+	lastDL  int64
+	timeout time.Duration
+	minRate int64
+	err     error
+}
+
+func newBodyReader(r io.Reader, c net.Conn, cfg *Config) *bodyReader {
+	return &bodyReader{r: r, conn: c, max: cfg.MaxBodyBytes, timeout: cfg.BodyTimeout, minRate: cfg.MinBodyRate}
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	now := time.Now().UnixNano()
+	if b.start == 0 {
+		b.start = now
+	}
+	if b.timeout > 0 && now-b.lastDL > int64(b.timeout/4) {
+		b.lastDL = now
+		_ = b.conn.SetReadDeadline(time.Unix(0, now).Add(b.timeout))
+	}
+	if el := now - b.start; b.minRate > 0 && el > int64(b.timeout) && b.n*int64(time.Second)/el < b.minRate {
+		b.err = errBodySlow
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.max >= 0 && b.n > b.max {
+		b.err = errBodyTooLarge
+		return n, b.err
+	}
+	if err != nil && err != io.EOF && isTimeout(err) {
+		b.err = errBodySlow
+		return n, b.err
+	}
+	return n, err
+}

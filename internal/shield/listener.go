@@ -1,0 +1,218 @@
+package shield
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/guard"
+	"github.com/levee-dev/levee/internal/proxy"
+	"github.com/levee-dev/levee/internal/proxyproto"
+)
+
+// listener is one client-facing socket and the accept loop in front of the
+// HTTP servers.
+type listener struct {
+	s     *Shield
+	cfg   config.Listener
+	ln    net.Listener
+	h1    *connQueue
+	certs atomic.Pointer[certStore]
+}
+
+// connQueue is a net.Listener fed by the accept loop, from which fasthttp's
+// Serve takes HTTP/1.1 connections that already passed the guard (and TLS).
+type connQueue struct {
+	ch     chan net.Conn
+	addr   net.Addr
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{ch: make(chan net.Conn, 1024), addr: addr, closed: make(chan struct{})}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) push(c net.Conn) {
+	select {
+	case q.ch <- c:
+	case <-q.closed:
+		c.Close()
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// acceptLoop admits or rejects each connection at accept time. Plain
+// connections go straight to the HTTP/1.1 server; PROXY protocol, TLS and
+// h2c sniffing run in a goroutine per connection so a slow client cannot
+// stall the loop.
+func (l *listener) acceptLoop() {
+	s := l.s
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: back off instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.sampled.warn("accept", "accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if l.cfg.ProxyProtocol {
+			go l.proxied(c)
+			continue
+		}
+		addr := guard.AddrOf(c.RemoteAddr())
+		gc := l.admit(c, addr, nil, nil)
+		if gc == nil {
+			continue
+		}
+		if l.cfg.TLS.Enabled() || l.cfg.H2C {
+			go l.dispatch(gc, addr)
+			continue
+		}
+		l.h1.push(gc)
+	}
+}
+
+func (l *listener) admit(c net.Conn, addr netip.Addr, remote, local net.Addr) *guard.Conn {
+	s := l.s
+	if r := s.guard.Admit(time.Now(), addr); r != guard.Admitted {
+		guard.Reject(c)
+		s.sampled.warn("reject:"+r.String(), "connection rejected", "client", addr, "reason", r.String())
+		return nil
+	}
+	return s.guard.NewConn(c, addr, remote, local)
+}
+
+// proxied reads the PROXY protocol header, then admits by the address it
+// names.
+func (l *listener) proxied(c net.Conn) {
+	pc, hdr, err := proxyproto.Accept(c, l.cfg.ProxyProtocolTimeout)
+	if err != nil {
+		guard.Reject(c)
+		l.s.sampled.warn("proxyproto", "bad PROXY protocol header", "peer", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	addr := guard.AddrOf(c.RemoteAddr())
+	if hdr.Proxied() {
+		addr = hdr.Source.Addr().Unmap()
+	}
+	gc := l.admit(pc, addr, pc.RemoteAddr(), pc.LocalAddr())
+	if gc == nil {
+		return
+	}
+	if l.cfg.TLS.Enabled() || l.cfg.H2C {
+		l.dispatch(gc, addr)
+		return
+	}
+	l.h1.push(gc)
+}
+
+var h2Preface = []byte(http2.ClientPreface)
+
+// dispatch completes TLS (choosing HTTP/2 or HTTP/1.1 by ALPN) or sniffs
+// an h2c prior-knowledge preface.
+func (l *listener) dispatch(gc *guard.Conn, addr netip.Addr) {
+	s := l.s
+	cfg := s.cfg.Load()
+	deadline := time.Now().Add(cfg.Guard.HeaderTimeout)
+	if l.cfg.TLS.Enabled() {
+		tc := tls.Server(gc, l.tlsConfig())
+		_ = gc.SetDeadline(deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			s.sampled.warn("tls", "TLS handshake failed", "client", addr, "err", err)
+			tc.Close()
+			return
+		}
+		_ = gc.SetDeadline(time.Time{})
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			s.serveH2(tc, addr)
+			return
+		}
+		l.h1.push(tc)
+		return
+	}
+	// h2c with prior knowledge: peek at the preface.
+	_ = gc.SetReadDeadline(deadline)
+	buf := make([]byte, len(h2Preface))
+	n, err := io.ReadFull(gc, buf)
+	_ = gc.SetReadDeadline(time.Time{})
+	pc := &peekedConn{Conn: gc, buf: buf[:n]}
+	if err == nil && bytes.Equal(buf, h2Preface) {
+		s.serveH2(pc, addr)
+		return
+	}
+	if n == 0 {
+		gc.Close()
+		return
+	}
+	l.h1.push(pc)
+}
+
+func (l *listener) tlsConfig() *tls.Config {
+	cs := l.certs.Load()
+	protos := []string{"h2", "http/1.1"}
+	if l.cfg.TLS.DisableHTTP2 {
+		protos = []string{"http/1.1"}
+	}
+	minV := uint16(tls.VersionTLS12)
+	if l.cfg.TLS.MinVersion == "1.3" {
+		minV = tls.VersionTLS13
+	}
+	return &tls.Config{
+		MinVersion:     minV,
+		NextProtos:     protos,
+		GetCertificate: cs.get,
+	}
+}
+
+// peekedConn replays bytes read while sniffing the protocol.
+type peekedConn struct {
+	net.Conn
+	buf []byte
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if len(c.buf) > 0 {
+		n := copy(p, c.buf)
+		c.buf = c.buf[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// Addr keeps the client address visible through the wrapper.
+func (c *peekedConn) Addr() netip.Addr { return proxy.PeerAddr(c.Conn) }

@@ -1,0 +1,162 @@
+package shield
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/levee-dev/levee/internal/admin"
+	"github.com/levee-dev/levee/internal/buildinfo"
+	"github.com/levee-dev/levee/internal/config"
+)
+
+// Reload re-reads the configuration file (when the shield was started from
+// one), validates it and applies it. On any error the running configuration
+// stays in effect and the error is returned.
+func (s *Shield) Reload() error {
+	cfg := s.cfg.Load()
+	if s.opts.ConfigPath != "" {
+		nc, err := config.Load(s.opts.ConfigPath)
+		if err != nil {
+			s.recordReload(err)
+			return fmt.Errorf("reload refused, running configuration kept: %w", err)
+		}
+		cfg = nc
+	}
+	if err := s.Apply(cfg); err != nil {
+		s.recordReload(err)
+		return fmt.Errorf("reload refused, running configuration kept: %w", err)
+	}
+	s.recordReload(nil)
+	return nil
+}
+
+func (s *Shield) recordReload(err error) {
+	if err != nil {
+		msg := err.Error()
+		s.lastErr.Store(&msg)
+		s.log.Error("reload failed; keeping the running configuration", "err", err)
+		return
+	}
+	s.lastErr.Store(nil)
+	s.reloads.Add(1)
+	s.log.Info("configuration reloaded")
+}
+
+// SiteStatus describes one site in Status.
+type SiteStatus struct {
+	Name      string           `json:"name"`
+	Hosts     []string         `json:"hosts"`
+	Upstreams []UpstreamStatus `json:"upstreams"`
+}
+
+// UpstreamStatus describes one origin.
+type UpstreamStatus struct {
+	Addr     string `json:"addr"`
+	Healthy  bool   `json:"healthy"`
+	Inflight int64  `json:"inflight"`
+	Conns    int    `json:"conns"`
+}
+
+// StatusReport is the body of GET /v1/status.
+type StatusReport struct {
+	Version         string       `json:"version"`
+	Uptime          string       `json:"uptime"`
+	StartedAt       time.Time    `json:"started_at"`
+	Mode            string       `json:"mode"`
+	Listeners       []string     `json:"listeners"`
+	Sites           []SiteStatus `json:"sites"`
+	OpenConnections int64        `json:"open_connections"`
+	TrackedAddrs    int          `json:"tracked_addresses"`
+	Reloads         int64        `json:"reloads"`
+	LastReloadError string       `json:"last_reload_error,omitempty"`
+}
+
+// Status implements admin.Backend.
+func (s *Shield) Status() any {
+	cfg := s.cfg.Load()
+	st := StatusReport{
+		Version:         buildinfo.String(),
+		Uptime:          time.Since(s.started).Truncate(time.Second).String(),
+		StartedAt:       s.started,
+		Mode:            "normal",
+		OpenConnections: s.guard.Open(),
+		TrackedAddrs:    s.guard.Tracked(),
+		Reloads:         s.reloads.Load(),
+	}
+	if e := s.lastErr.Load(); e != nil {
+		st.LastReloadError = *e
+	}
+	for _, a := range s.Addrs() {
+		st.Listeners = append(st.Listeners, a.String())
+	}
+	s.mu.Lock()
+	pools := s.pools
+	s.mu.Unlock()
+	for i, p := range pools {
+		ss := SiteStatus{Name: p.Site()}
+		if i < len(cfg.Sites) {
+			ss.Hosts = cfg.Sites[i].Hosts
+		}
+		for _, b := range p.Backends() {
+			ss.Upstreams = append(ss.Upstreams, UpstreamStatus{Addr: b.Addr, Healthy: b.Healthy(), Inflight: b.Inflight(), Conns: b.Open()})
+		}
+		st.Sites = append(st.Sites, ss)
+	}
+	return st
+}
+
+// Stats implements admin.Backend: every metric family as name -> value(s).
+func (s *Shield) Stats() any {
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	out := map[string]any{}
+	for _, mf := range mfs {
+		var sum float64
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		out[mf.GetName()] = sum
+	}
+	return out
+}
+
+// StartAdmin serves the admin API on the configured address, unless it is
+// "off". It returns the bound address (nil when off).
+func (s *Shield) StartAdmin() (net.Addr, *admin.Server, error) {
+	cfg := s.cfg.Load()
+	if cfg.Admin.Address == "off" {
+		return nil, nil, nil
+	}
+	tok, err := admin.LoadToken(cfg.Admin.TokenEnv, cfg.Admin.TokenFile, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := admin.New(admin.Config{Token: tok, PublicMetrics: cfg.Admin.PublicMetrics}, s, s.reg, s.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Admin.Address)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin: listen %s: %w", cfg.Admin.Address, err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-s.stop
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	s.log.Info("admin API listening", "address", ln.Addr().String(), "token_file", cfg.Admin.TokenFile)
+	return ln.Addr(), srv, nil
+}

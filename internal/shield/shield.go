@@ -1,0 +1,431 @@
+// Package shield assembles the data plane of `levee serve`: listeners with
+// the connection guard, TLS with SNI and ALPN, the HTTP/1.1 (fasthttp) and
+// HTTP/2 (x/net/http2) servers, the proxy and its upstream pools, and the
+// admin API. It owns reload (parse, validate, build, swap atomically) and
+// graceful shutdown.
+package shield
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+
+	"github.com/levee-dev/levee/internal/clientip"
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/guard"
+	"github.com/levee-dev/levee/internal/h2guard"
+	"github.com/levee-dev/levee/internal/proxy"
+	"github.com/levee-dev/levee/internal/upstream"
+)
+
+// Options are the shield's dependencies.
+type Options struct {
+	// ConfigPath is re-read on Reload; empty means the configuration was not
+	// loaded from a file (zero-config start) and Reload re-applies it.
+	ConfigPath string
+	Logger     *slog.Logger
+	// Registry receives all metrics. Nil: a new registry.
+	Registry *prometheus.Registry
+}
+
+// Shield is a running data plane. Create it with New, then Start.
+type Shield struct {
+	opts    Options
+	cfg     atomic.Pointer[config.Config]
+	reg     *prometheus.Registry
+	log     *slog.Logger
+	sampled *sampledLog
+
+	guard  *guard.Guard
+	h2g    *h2guard.Guard
+	proxy  *proxy.Proxy
+	h1     *fasthttp.Server
+	h2     *http2.Server
+	h2base *http.Server
+
+	mu        sync.Mutex // serializes Apply and Shutdown
+	pools     []*upstream.Pool
+	listeners []*listener
+	h2conns   sync.WaitGroup
+	h2ctx     context.Context
+	h2cancel  context.CancelFunc
+	started   time.Time
+	reloads   atomic.Int64
+	lastErr   atomic.Pointer[string]
+	stop      chan struct{}
+}
+
+// New builds a shield from a validated config without binding sockets.
+func New(cfg *config.Config, opts Options) (*Shield, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	s := &Shield{opts: opts, reg: reg, log: opts.Logger, stop: make(chan struct{})}
+	s.sampled = newSampledLog(s.log, cfg.Guard.LogSampleInterval)
+	var err error
+	if s.guard, err = guard.New(guardConfig(cfg), reg, s.log); err != nil {
+		return nil, err
+	}
+	h2c := h2guardConfig(cfg)
+	if s.h2g, err = h2guard.New(h2c, h2guard.Deps{Registerer: reg, Logger: s.log}); err != nil {
+		return nil, fmt.Errorf("shield: %w", err)
+	}
+	s.h2 = h2guard.ServerConfig(s.h2g.Config())
+	s.h2base = h2guard.BaseConfig(s.h2g.Config())
+	if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
+		return nil, fmt.Errorf("shield: configure http2: %w", err)
+	}
+	s.h2ctx, s.h2cancel = context.WithCancel(context.Background())
+	pm, err := proxy.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s.proxy = proxy.New(pm, s.log)
+	s.h1 = s.newH1Server(cfg)
+	if err := s.Apply(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func guardConfig(c *config.Config) guard.Config {
+	return guard.Config{
+		MaxConns:      c.Guard.MaxConnections,
+		MaxConnsPerIP: c.Guard.MaxConnectionsPerIP,
+		NewConnRate:   c.Guard.NewConnectionsPerIP,
+		NewConnBurst:  c.Guard.NewConnectionsBurst,
+		WriteTimeout:  c.Guard.WriteTimeout,
+	}
+}
+
+func h2guardConfig(c *config.Config) h2guard.Config {
+	h := c.Guard.HTTP2
+	return h2guard.Config{
+		Window:                h.Window,
+		MaxClientResets:       h.MaxResetsPerWindow,
+		MaxServerResets:       h.MaxServerResetsPerWindow,
+		MaxContinuationFrames: h.MaxContinuationFrames,
+		Server: h2guard.ServerSettings{
+			MaxConcurrentStreams:      uint32(h.MaxConcurrentStreams),
+			MaxDecoderHeaderTableSize: uint32(h.HPACKTableBytes),
+			MaxEncoderHeaderTableSize: uint32(h.HPACKTableBytes),
+			MaxHeaderBytes:            int(h.MaxHeaderListBytes),
+			IdleTimeout:               c.Guard.IdleTimeout,
+			WriteByteTimeout:          c.Guard.WriteTimeout,
+		},
+	}
+}
+
+func (s *Shield) newH1Server(c *config.Config) *fasthttp.Server {
+	g := c.Guard
+	return &fasthttp.Server{
+		Handler:                       s.proxy.ServeFastHTTP,
+		ErrorHandler:                  s.h1Error,
+		Logger:                        fasthttpLogger{s.sampled},
+		Name:                          "levee",
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		ReadTimeout:                   g.HeaderTimeout,
+		IdleTimeout:                   g.IdleTimeout,
+		ReadBufferSize:                int(g.MaxHeaderBytes),
+		WriteBufferSize:               16 << 10,
+		StreamRequestBody:             true,
+		MaxRequestBodySize:            64 << 10, // buffered in memory below this; streamed above
+		DisablePreParseMultipartForm:  true,
+		CloseOnShutdown:               true,
+		SecureErrorLogMessage:         true,
+		Concurrency:                   g.MaxConnections + 1024,
+		DisableHeaderNamesNormalizing: false,
+	}
+}
+
+// fasthttpLogger routes fasthttp's own messages (one per malformed request)
+// through the sampled logger.
+type fasthttpLogger struct{ s *sampledLog }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.s.warn("fasthttp", "http/1.1 server", "msg", fmt.Sprintf(format, args...))
+}
+
+// h1Error answers requests fasthttp could not read: oversized heads (431),
+// timeouts (408) and malformed requests (400), with static pages.
+func (s *Shield) h1Error(ctx *fasthttp.RequestCtx, err error) {
+	var code int
+	var msg string
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		code, msg = 413, "Content Too Large"
+	case isSmallBuffer(err):
+		code, msg = 431, "Request Header Fields Too Large"
+	case isTimeoutErr(err):
+		code, msg = 408, "Request Timeout"
+	default:
+		code, msg = 400, "Bad Request"
+	}
+	ctx.Response.Reset()
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(msg + "\n")
+	ctx.SetConnectionClose()
+}
+
+func isSmallBuffer(err error) bool {
+	var e *fasthttp.ErrSmallBuffer
+	return errors.As(err, &e)
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Apply builds the request-path state from cfg and swaps it in atomically.
+// Upstream pools of the previous state are closed once swapped out;
+// requests already using them finish. Listener and admin address changes
+// need a restart; they are reported, not applied.
+func (s *Shield) Apply(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	router := proxy.NewRouter()
+	var pools []*upstream.Pool
+	fail := func(err error) error {
+		for _, p := range pools {
+			p.Close()
+		}
+		return err
+	}
+	for _, site := range cfg.Sites {
+		lo, hi, _ := config.ParseStatusRange(site.HealthCheck.ExpectStatus)
+		uc := upstream.Config{
+			Site:            site.Name,
+			LeastConn:       site.Balance == "least_conn",
+			ConnectTimeout:  site.ConnectTimeout,
+			ResponseTimeout: site.ResponseTimeout,
+			IdleConnTimeout: site.IdleConnTimeout,
+			MaxConns:        site.MaxConnsPerUpstream,
+			Health: upstream.Health{
+				Path: site.HealthCheck.Path, Interval: site.HealthCheck.Interval, Timeout: site.HealthCheck.Timeout,
+				UnhealthyAfter: site.HealthCheck.UnhealthyAfter, HealthyAfter: site.HealthCheck.HealthyAfter,
+				StatusLo: lo, StatusHi: hi,
+			},
+		}
+		for _, u := range site.Upstreams {
+			uc.Targets = append(uc.Targets, upstream.Target{Addr: config.UpstreamAddr(u.URL), Weight: u.Weight})
+		}
+		pool, err := upstream.New(uc, s.log)
+		if err != nil {
+			return fail(fmt.Errorf("site %s: %w", site.Name, err))
+		}
+		pools = append(pools, pool)
+		hosts := make([]string, len(site.Hosts))
+		for i, h := range site.Hosts {
+			hosts[i] = config.NormalizeHost(h)
+		}
+		router.Add(s.proxy.NewSite(site.Name, pool, site.RewriteHost), hosts)
+	}
+	var cip *clientip.Resolver
+	if len(cfg.TrustedProxies) > 0 {
+		var err error
+		cip, err = clientip.NewFromConfig(clientip.Config{Trusted: prefixStrings(cfg.TrustedProxies), Header: cfg.ClientIPHeader})
+		if err != nil {
+			return fail(fmt.Errorf("trusted_proxies: %w", err))
+		}
+	}
+	// Certificates of running listeners are reloaded too.
+	newCerts := map[*listener]*certStore{}
+	for _, l := range s.listeners {
+		for _, lc := range cfg.Listen {
+			if lc.Address == l.cfg.Address && lc.TLS.Enabled() {
+				cs, err := loadCerts(lc.TLS.Certificates)
+				if err != nil {
+					return fail(err)
+				}
+				newCerts[l] = cs
+			}
+		}
+	}
+	if old := s.cfg.Load(); old != nil && !sameListeners(old, cfg) {
+		s.log.Warn("listener or admin address changes take effect after a restart")
+	}
+	// Everything built: swap.
+	for l, cs := range newCerts {
+		l.certs.Store(cs)
+	}
+	for _, p := range pools {
+		p.Start()
+	}
+	s.guard.Reconfigure(guardConfig(cfg))
+	s.proxy.Publish(&proxy.State{Router: router, Config: proxy.Config{
+		MaxURLLength:      int(cfg.Guard.MaxURLLength),
+		MaxBodyBytes:      int64(cfg.Guard.MaxBodyBytes),
+		BodyTimeout:       cfg.Guard.BodyTimeout,
+		MinBodyRate:       int64(cfg.Guard.MinBodyRate),
+		TunnelIdleTimeout: cfg.Guard.TunnelIdleTimeout,
+		ConnectTimeout:    5 * time.Second,
+		ClientIP:          cip,
+	}})
+	s.cfg.Store(cfg)
+	old := s.pools
+	s.pools = pools
+	for _, p := range old {
+		go func() {
+			// Let requests picked from the old pool finish first.
+			time.Sleep(cfg.Sites[0].ResponseTimeout)
+			p.Close()
+		}()
+	}
+	return nil
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func sameListeners(a, b *config.Config) bool {
+	if len(a.Listen) != len(b.Listen) || a.Admin.Address != b.Admin.Address {
+		return false
+	}
+	for i := range a.Listen {
+		x, y := a.Listen[i], b.Listen[i]
+		if x.Address != y.Address || x.ProxyProtocol != y.ProxyProtocol || x.H2C != y.H2C || x.TLS.Enabled() != y.TLS.Enabled() {
+			return false
+		}
+	}
+	return true
+}
+
+// Start binds every listener and starts serving. It returns after the
+// sockets are bound; serving continues in the background.
+func (s *Shield) Start() error {
+	cfg := s.cfg.Load()
+	s.started = time.Now()
+	for _, lc := range cfg.Listen {
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", lc.Address, err)
+		}
+		l := &listener{s: s, cfg: lc, ln: ln, h1: newConnQueue(ln.Addr())}
+		if lc.TLS.Enabled() {
+			cs, err := loadCerts(lc.TLS.Certificates)
+			if err != nil {
+				ln.Close()
+				s.closeListeners()
+				return err
+			}
+			l.certs.Store(cs)
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	for _, l := range s.listeners {
+		go func() { _ = s.h1.Serve(l.h1) }()
+		go l.acceptLoop()
+		s.log.Info("listening", "address", l.ln.Addr().String(), "tls", l.cfg.TLS.Enabled(), "proxy_protocol", l.cfg.ProxyProtocol, "h2c", l.cfg.H2C)
+	}
+	go s.housekeeping()
+	return nil
+}
+
+func (s *Shield) housekeeping() {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.guard.Sweep(now)
+		}
+	}
+}
+
+// Addrs returns the bound listener addresses (useful with port 0).
+func (s *Shield) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.ln.Addr()
+	}
+	return out
+}
+
+// Registry returns the metrics registry.
+func (s *Shield) Registry() *prometheus.Registry { return s.reg }
+
+// Config returns the configuration in effect.
+func (s *Shield) Config() *config.Config { return s.cfg.Load() }
+
+// Guard returns the connection guard (for ban checks and status).
+func (s *Shield) Guard() *guard.Guard { return s.guard }
+
+func (s *Shield) serveH2(c net.Conn, peer netip.Addr) {
+	s.h2conns.Add(1)
+	defer s.h2conns.Done()
+	s.h2.ServeConn(s.h2g.Wrap(c), &http2.ServeConnOpts{
+		Context:    proxy.WithPeer(s.h2ctx, peer),
+		Handler:    s.proxy,
+		BaseConfig: s.h2base,
+	})
+}
+
+func (s *Shield) closeListeners() {
+	for _, l := range s.listeners {
+		l.ln.Close()
+		l.h1.Close()
+	}
+}
+
+// Shutdown stops accepting, lets in-flight requests finish (responses then
+// close their connections; HTTP/2 connections get GOAWAY), and returns when
+// all are done or ctx expires.
+func (s *Shield) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stop:
+		return nil
+	default:
+		close(s.stop)
+	}
+	s.proxy.SetDraining(true)
+	for _, l := range s.listeners {
+		l.ln.Close()
+	}
+	// Graceful GOAWAY to HTTP/2 connections.
+	_ = s.h2base.Shutdown(ctx)
+	err := s.h1.ShutdownWithContext(ctx)
+	h2done := make(chan struct{})
+	go func() { s.h2conns.Wait(); close(h2done) }()
+	select {
+	case <-h2done:
+	case <-ctx.Done():
+		err = errors.Join(err, ctx.Err())
+	}
+	s.h2cancel()
+	s.closeListeners()
+	for _, p := range s.pools {
+		p.Close()
+	}
+	return err
+}
