@@ -12,6 +12,7 @@ type collector struct {
 	live      *prometheus.Desc
 	evictions *prometheus.Desc
 	checks    *prometheus.Desc
+	refunds   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*collector)(nil)
@@ -31,6 +32,8 @@ func newCollector(t *Table) *collector {
 			[]string{"state"}, cl),
 		checks: prometheus.NewDesc("levee_limit_checks_total",
 			"Rate limit checks that reached the table, by result.", []string{"result"}, cl),
+		refunds: prometheus.NewDesc("levee_limit_refunds_total",
+			"Allowed checks taken back because another limit of the same event denied it.", nil, cl),
 	}
 }
 
@@ -41,6 +44,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.live
 	ch <- c.evictions
 	ch <- c.checks
+	ch <- c.refunds
 }
 
 // Collect implements prometheus.Collector.
@@ -53,4 +57,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(st.EvictionsActive), "active")
 	ch <- prometheus.MustNewConstMetric(c.checks, prometheus.CounterValue, float64(st.Allowed), "allowed")
 	ch <- prometheus.MustNewConstMetric(c.checks, prometheus.CounterValue, float64(st.Denied), "denied")
+	ch <- prometheus.MustNewConstMetric(c.refunds, prometheus.CounterValue, float64(st.Refunded))
 }

@@ -104,7 +104,8 @@ type shard struct {
 	inserted       uint64
 	evictRecovered uint64
 	evictActive    uint64
-	_              [shardBytes - 48]byte
+	refunded       uint64
+	_              [shardBytes - 56]byte
 }
 
 // Table is a fixed-size, sharded table of GCRA rate limiter states keyed by
@@ -206,11 +207,8 @@ func (t *Table) AllowNAt(now int64, key uint64, l Limit, n int) (ok bool, retryA
 // allow runs GCRA for one key: the event costs inc nanoseconds of TAT and
 // conforms while TAT-now stays within tau.
 func (t *Table) allow(now int64, key uint64, inc, tau int64) (bool, time.Duration) {
-	k := key &^ refBit
-	if k == 0 {
-		k = 2
-	}
-	bi, _ := bits.Mul64((k^t.seed)*0x9e3779b97f4a7c15, t.nbuckets)
+	k := normKey(key)
+	bi := t.bucketOf(k)
 	b := &t.buckets[bi]
 	sh := &t.shards[bi&t.shardMask]
 	sh.mu.Lock()
@@ -254,6 +252,22 @@ func (t *Table) allow(now int64, key uint64, inc, tau int64) (bool, time.Duratio
 		t.warnFull(now)
 	}
 	return true, 0
+}
+
+// normKey clears the reference bit of a key and avoids 0, the empty slot.
+func normKey(key uint64) uint64 {
+	k := key &^ refBit
+	if k == 0 {
+		k = 2
+	}
+	return k
+}
+
+// bucketOf maps a normalised key to its bucket with the table's own seed, so
+// that two tables (or two processes) spread the same keys differently.
+func (t *Table) bucketOf(k uint64) uint64 {
+	bi, _ := bits.Mul64((k^t.seed)*0x9e3779b97f4a7c15, t.nbuckets)
+	return bi
 }
 
 // victim picks the slot to reuse in a full bucket. In order of preference:
@@ -320,6 +334,9 @@ type Stats struct {
 	// Allowed and Denied count checks that reached the table (unlimited
 	// limits do not).
 	Allowed, Denied uint64
+	// Refunded counts allowed checks taken back by AllowAllAt because a
+	// later check of the same event was denied.
+	Refunded uint64
 }
 
 // Stats returns the table's counters. It briefly takes every shard lock, so
@@ -337,6 +354,7 @@ func (t *Table) Stats() Stats {
 		st.EvictionsActive += sh.evictActive
 		st.Allowed += sh.allowed
 		st.Denied += sh.denied
+		st.Refunded += sh.refunded
 		sh.mu.Unlock()
 	}
 	return st

@@ -139,6 +139,8 @@ func (m *leakyBucket) check(now int64) (bool, time.Duration) {
 	return true, 0
 }
 
+func newRand(l Limit) *rand.Rand { return rand.New(rand.NewPCG(1, uint64(l.Rate*1000))) }
+
 // arrivals returns a named sequence of event times for a limit.
 type arrivals struct {
 	name string
@@ -206,7 +208,7 @@ func TestReferenceModel(t *testing.T) {
 	for _, l := range limits {
 		for _, p := range patterns {
 			t.Run(fmt.Sprintf("%v/%s", l, p.name), func(t *testing.T) {
-				r := rand.New(rand.NewPCG(1, uint64(l.Rate*1000)))
+				r := newRand(l)
 				tb := newTable(t, Config{MemoryBytes: 1 << 20})
 				const nkeys = 4
 				keys := make([]uint64, nkeys)

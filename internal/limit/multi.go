@@ -1,0 +1,61 @@
+package limit
+
+import "time"
+
+// Check is one limit to apply to one key, for AllowAllAt.
+type Check struct {
+	Key   uint64
+	Limit Limit
+}
+
+// AllowAllAt applies several limits to one event at once, all or nothing:
+// for example the client's address, its /24 and the site. It charges the
+// checks in order; if one is denied it refunds the charges already made, so
+// a request refused by its /24 limit does not also use up its address limit.
+// It returns the index of the denied check and its retry-after (later checks
+// are not evaluated), or ok with failed -1.
+//
+// The checks are not one atomic transaction: a concurrent event may observe
+// a charge that is refunded a moment later. Each key's state stays exact.
+// AllowAllAt does not allocate.
+func (t *Table) AllowAllAt(now int64, checks []Check) (ok bool, retryAfter time.Duration, failed int) {
+	for i := range checks {
+		interval, burst := checks[i].Limit.gcra()
+		if interval == 0 {
+			continue
+		}
+		ok, ra := t.allow(now, checks[i].Key, interval, interval*burst)
+		if !ok {
+			for j := i - 1; j >= 0; j-- {
+				if iv, _ := checks[j].Limit.gcra(); iv != 0 {
+					t.refund(now, checks[j].Key, iv)
+				}
+			}
+			return false, ra, i
+		}
+	}
+	return true, 0, -1
+}
+
+// refund takes back a charge of inc nanoseconds from key, if the key is
+// still in the table. A TAT refunded to before now means "recovered" just
+// as well, so it is clamped at now to keep the slot a preferred victim.
+func (t *Table) refund(now int64, key uint64, inc int64) {
+	k := normKey(key)
+	bi := t.bucketOf(k)
+	b := &t.buckets[bi]
+	sh := &t.shards[bi&t.shardMask]
+	sh.mu.Lock()
+	for i := range b {
+		s := &b[i]
+		if s.key&^refBit == k {
+			s.tat = max(s.tat-inc, now)
+			sh.refunded++
+			break
+		}
+		if s.key == 0 {
+			break
+		}
+	}
+	sh.mu.Unlock()
+}
