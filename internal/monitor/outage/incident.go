@@ -64,10 +64,10 @@ type Incident struct {
 }
 
 // Open reports whether the incident has not ended.
-func (i *Incident) Open() bool { return i.Closed.IsZero() }
+func (i Incident) Open() bool { return i.Closed.IsZero() }
 
 // Duration is End-Start, or now-Start while open.
-func (i *Incident) Duration(now time.Time) time.Duration {
+func (i Incident) Duration(now time.Time) time.Duration {
 	if !i.End.IsZero() {
 		return i.End.Sub(i.Start)
 	}

@@ -425,3 +425,16 @@ func (s *Store) SizeBytes() int64 {
 	}
 	return n
 }
+
+// FirstSeen is the start of the oldest hourly aggregate of target (zero when
+// there is none): how far back history goes, for uptime denominators.
+func (s *Store) FirstSeen(ctx context.Context, target string) (time.Time, error) {
+	var v sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT min(bucket) FROM agg_hour WHERE target = ?`, target).Scan(&v); err != nil {
+		return time.Time{}, fmt.Errorf("store: first seen: %w", err)
+	}
+	if !v.Valid {
+		return time.Time{}, nil
+	}
+	return fromMS(v.Int64), nil
+}
