@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // refEntry is one prefix of the brute-force reference.
@@ -228,6 +231,15 @@ func buildRandom(tb testing.TB, n4, n6 int) *Table {
 	return b.Build()
 }
 
+// threadCPU returns the CPU time consumed by the calling OS thread.
+func threadCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+		tb.Skipf("getrusage(RUSAGE_THREAD): %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func queryAddrs(n int, v6 bool) []netip.Addr {
 	r := rand.New(rand.NewPCG(7, 7))
 	out := make([]netip.Addr, n)
@@ -237,18 +249,38 @@ func queryAddrs(n int, v6 bool) []netip.Addr {
 	return out
 }
 
-// BenchmarkLookup measures lookups in tables of 1M prefixes of one family.
+// BenchmarkLookup measures lookups of random addresses in tables of random
+// prefixes of one family: 10k (cache-resident) and 1M.
 func BenchmarkLookup(b *testing.B) {
 	for _, fam := range []struct {
 		name   string
 		n4, n6 int
 		v6     bool
 	}{
+		{"v4-10k", 10_000, 0, false},
 		{"v4-1M", 1_000_000, 0, false},
+		{"v6-10k", 0, 10_000, true},
 		{"v6-1M", 0, 1_000_000, true},
 	} {
 		tb := buildRandom(b, fam.n4, fam.n6)
 		qs := queryAddrs(1<<16, fam.v6)
+		// serial runs on one locked thread and also reports the thread's CPU
+		// time per lookup, which, unlike wall time, does not count the time
+		// other processes held the core on a shared machine.
+		b.Run(fam.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			hits := 0
+			cpu0 := threadCPU(b)
+			for i := 0; b.Loop(); i++ {
+				if tb.Contains(qs[i&(len(qs)-1)]) {
+					hits++
+				}
+			}
+			b.ReportMetric(float64(threadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			_ = hits
+		})
 		b.Run(fam.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.ReportMetric(float64(tb.SizeBytes())/float64(tb.Len()), "table-B/prefix")
