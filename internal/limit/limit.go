@@ -103,8 +103,13 @@ func (l Limit) gcra() (interval int64, burst int64) {
 		return 0, 0
 	}
 	// Cap the burst rather than the interval, so that the rate stays exact
-	// and burst*interval cannot overflow.
-	return interval, min(int64(l.burst()), int64(maxTolerance)/interval)
+	// and burst*interval cannot overflow. The float test keeps the integer
+	// division off the hot path.
+	burst = int64(l.burst())
+	if float64(burst)*float64(interval) > maxTolerance {
+		burst = int64(maxTolerance) / interval
+	}
+	return interval, burst
 }
 
 // ErrConfig wraps every configuration error returned by New.
