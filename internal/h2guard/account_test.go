@@ -28,7 +28,9 @@ type ev struct {
 func hdrs(stream uint32, flags uint8, n int) frameHeader {
 	return frameHeader{Type: frameHeaders, Flags: flags, StreamID: stream, Length: uint32(n)}
 }
-func rst(stream uint32) frameHeader { return frameHeader{Type: frameRSTStream, StreamID: stream, Length: 4} }
+func rst(stream uint32) frameHeader {
+	return frameHeader{Type: frameRSTStream, StreamID: stream, Length: 4}
+}
 func cont(stream uint32, flags uint8, n int) frameHeader {
 	return frameHeader{Type: frameContinuation, Flags: flags, StreamID: stream, Length: uint32(n)}
 }

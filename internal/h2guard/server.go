@@ -2,6 +2,8 @@ package h2guard
 
 import (
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"time"
 
@@ -124,10 +126,16 @@ func ServerConfig(c Config) *http2.Server {
 // BaseConfig returns the http.Server whose MaxHeaderBytes the HTTP/2
 // server uses for its header list limit. Pass it as
 // http2.ServeConnOpts.BaseConfig.
+//
+// Its ErrorLog discards: x/net/http2 logs one line per connection it ends
+// with a connection error, which under attack is one line per attacking
+// connection. The Guard logs its cut-offs rate-limited and counts them in
+// metrics; set ErrorLog on the result to see the server's own messages.
 func BaseConfig(c Config) *http.Server {
 	c.Server.setDefaults()
 	return &http.Server{
 		MaxHeaderBytes: c.Server.MaxHeaderBytes,
 		IdleTimeout:    c.Server.IdleTimeout,
+		ErrorLog:       log.New(io.Discard, "", 0),
 	}
 }
