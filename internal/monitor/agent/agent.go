@@ -59,6 +59,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Client for talking to the collector; nil uses a 10 s timeout client.
 	Client *http.Client
+	// Dial, if set, opens the connections of http, tcp and tls probes (for
+	// example to bind a source address); nil uses a plain net.Dialer.
+	Dial probe.DialFunc
 }
 
 // Agent is a running remote vantage point. It is safe for concurrent use;
@@ -70,6 +73,7 @@ type Agent struct {
 	spool  *Spool
 	m      *metrics
 	kick   chan struct{}
+	dial   probe.DialFunc
 
 	mu   sync.Mutex
 	plan *api.Plan
@@ -100,7 +104,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
-	a := &Agent{cfg: cfg, log: deps.Logger, client: deps.Client, kick: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: deps.Logger, client: deps.Client, dial: deps.Dial, kick: make(chan struct{}, 1)}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -161,6 +165,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err != nil {
 				a.log.Warn("skipping target with invalid probe", "target", t.Name, "err", err)
 				continue
+			}
+			if a.dial != nil {
+				pr = pr.WithDial(a.dial)
 			}
 			started++
 			sched := probe.Schedule{Interval: t.Interval, Jitter: t.Jitter}

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -32,7 +31,7 @@ func (p *Prober) http(ctx context.Context) Result {
 	u, _ := url.Parse(p.spec.URL) // validated
 	tr := &http.Transport{
 		Proxy:                  nil,
-		DialContext:            (&net.Dialer{}).DialContext,
+		DialContext:            p.dialContext,
 		TLSClientConfig:        p.tlsConfig(u.Hostname()),
 		DisableKeepAlives:      true,
 		DisableCompression:     true,

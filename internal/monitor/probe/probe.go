@@ -10,6 +10,7 @@ package probe
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -194,6 +195,26 @@ type Result struct {
 type Prober struct {
 	spec    Spec
 	timeout time.Duration
+	dial    DialFunc
+}
+
+// DialFunc opens a connection, like net.Dialer.DialContext.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// WithDial returns a copy of p whose http, tcp and tls probes connect with
+// dial (for example to bind a source address). DNS probes are unaffected.
+func (p *Prober) WithDial(dial DialFunc) *Prober {
+	c := *p
+	c.dial = dial
+	return &c
+}
+
+func (p *Prober) dialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if p.dial != nil {
+		return p.dial(ctx, network, address)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, address)
 }
 
 // DefaultTimeout is the probe timeout when none is given.

@@ -11,8 +11,7 @@ import (
 func (p *Prober) tcp(ctx context.Context) Result {
 	var r Result
 	start := time.Now()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", p.spec.Address)
+	c, err := p.dialContext(ctx, "tcp", p.spec.Address)
 	r.Timings.Connect = time.Since(start)
 	if err != nil {
 		return fail(r, Classify(err), short(err))
@@ -25,8 +24,7 @@ func (p *Prober) tcp(ctx context.Context) Result {
 func (p *Prober) tls(ctx context.Context) Result {
 	var r Result
 	start := time.Now()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", p.spec.Address)
+	c, err := p.dialContext(ctx, "tcp", p.spec.Address)
 	r.Timings.Connect = time.Since(start)
 	if err != nil {
 		return fail(r, Classify(err), short(err))

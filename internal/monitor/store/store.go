@@ -426,15 +426,20 @@ func (s *Store) SizeBytes() int64 {
 	return n
 }
 
-// FirstSeen is the start of the oldest hourly aggregate of target (zero when
-// there is none): how far back history goes, for uptime denominators.
+// FirstSeen is when target's history starts (zero when there is none), to
+// the minute while minute aggregates reach back that far: the denominator
+// for uptime.
 func (s *Store) FirstSeen(ctx context.Context, target string) (time.Time, error) {
-	var v sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT min(bucket) FROM agg_hour WHERE target = ?`, target).Scan(&v); err != nil {
+	var minute, hour sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT (SELECT min(bucket) FROM agg_minute WHERE target = ?1),
+		(SELECT min(bucket) FROM agg_hour WHERE target = ?1)`, target).Scan(&minute, &hour); err != nil {
 		return time.Time{}, fmt.Errorf("store: first seen: %w", err)
 	}
-	if !v.Valid {
-		return time.Time{}, nil
+	switch {
+	case minute.Valid && (!hour.Valid || hour.Int64 > minute.Int64-time.Hour.Milliseconds()):
+		return fromMS(minute.Int64), nil
+	case hour.Valid:
+		return fromMS(hour.Int64), nil
 	}
-	return fromMS(v.Int64), nil
+	return time.Time{}, nil
 }
