@@ -149,8 +149,13 @@ type serverAcct struct {
 	totalResets uint64
 }
 
+// frame accounts one server frame. RST_STREAM(NO_ERROR) is not counted:
+// the server sends it when a handler finished before reading the whole
+// request body (an early 403 or 413), which a client cannot use to make the
+// server do work. Every other code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
+// STREAM_CLOSED, REFUSED_STREAM, ...) answers something the client did.
 func (a *serverAcct) frame(cfg *Config, now int64, fh frameHeader) Reason {
-	if fh.Type != frameRSTStream {
+	if fh.Type != frameRSTStream || fh.ErrCode == 0 {
 		return ""
 	}
 	a.totalResets++

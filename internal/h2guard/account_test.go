@@ -29,7 +29,7 @@ func hdrs(stream uint32, flags uint8, n int) frameHeader {
 	return frameHeader{Type: frameHeaders, Flags: flags, StreamID: stream, Length: uint32(n)}
 }
 func rst(stream uint32) frameHeader {
-	return frameHeader{Type: frameRSTStream, StreamID: stream, Length: 4}
+	return frameHeader{Type: frameRSTStream, StreamID: stream, Length: 4, ErrCode: uint32(http2.ErrCodeCancel)}
 }
 func cont(stream uint32, flags uint8, n int) frameHeader {
 	return frameHeader{Type: frameContinuation, Flags: flags, StreamID: stream, Length: uint32(n)}
@@ -124,6 +124,14 @@ func TestServerAccounting(t *testing.T) {
 	}
 	if r := a.frame(cfg, int64(time.Second), rst(999)); r != ReasonServerResets {
 		t.Fatalf("101st server reset: %q", r)
+	}
+	var noErr serverAcct
+	for i := range 1000 {
+		fh := rst(uint32(2*i + 1))
+		fh.ErrCode = 0
+		if r := noErr.frame(cfg, 0, fh); r != "" {
+			t.Fatalf("RST_STREAM(NO_ERROR) counted, tripped at %d", i)
+		}
 	}
 	var slow serverAcct
 	for i := range 1000 {

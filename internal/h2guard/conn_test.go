@@ -53,10 +53,14 @@ func TestWriteTripWakesBlockedRead(t *testing.T) {
 	if c, _ := AsConn(gc); func() bool { _, ok := c.Tripped(); return ok }() {
 		t.Fatal("tripped at 100 server resets, budget is 100")
 	}
-	// The 101st reset, split across two writes.
+	// The 101st reset, split inside its header and inside its error code.
 	last := serverRSTs(101)[100*13:]
 	gc.Write(last[:5])
-	gc.Write(last[5:])
+	gc.Write(last[5:11])
+	if c, _ := AsConn(gc); func() bool { _, ok := c.Tripped(); return ok }() {
+		t.Fatal("tripped before the error code was complete")
+	}
+	gc.Write(last[11:])
 
 	select {
 	case err := <-readErr:

@@ -19,12 +19,15 @@ const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 const frameHeaderLen = 9
 
-// frameHeader is the fixed 9-byte header of an HTTP/2 frame.
+// frameHeader is the fixed 9-byte header of an HTTP/2 frame. For a
+// RST_STREAM frame with the valid 4-byte payload, ErrCode holds its error
+// code (the only payload bytes the scanner keeps).
 type frameHeader struct {
 	Length   uint32
 	Type     uint8
 	Flags    uint8
 	StreamID uint32
+	ErrCode  uint32
 }
 
 func parseFrameHeader(b []byte) frameHeader {
@@ -52,6 +55,12 @@ type scanner struct {
 	hdr      [frameHeaderLen]byte
 	skip     uint32 // payload bytes of the current frame still to pass
 	consumed uint64 // total bytes seen, for tests
+
+	// A RST_STREAM frame is reported once its 4-byte error code is in.
+	pending bool
+	pend    frameHeader
+	pay     [4]byte
+	payN    int
 }
 
 // newClientScanner returns a scanner for the client-to-server direction,
@@ -81,6 +90,19 @@ func (s *scanner) next(p []byte) (n int, fh frameHeader, ok bool) {
 		s.consumed += uint64(k)
 		return k, fh, false
 	}
+	if s.pending {
+		k := copy(s.pay[s.payN:], p)
+		s.payN += k
+		s.skip -= uint32(k)
+		s.consumed += uint64(k)
+		if s.payN < len(s.pay) {
+			return k, fh, false
+		}
+		s.pending = false
+		fh = s.pend
+		fh.ErrCode = uint32(s.pay[0])<<24 | uint32(s.pay[1])<<16 | uint32(s.pay[2])<<8 | uint32(s.pay[3])
+		return k, fh, true
+	}
 	if s.skip > 0 {
 		k := uint32(len(p))
 		if k > s.skip {
@@ -90,20 +112,25 @@ func (s *scanner) next(p []byte) (n int, fh frameHeader, ok bool) {
 		s.consumed += uint64(k)
 		return int(k), fh, false
 	}
+	var k int
 	if s.hdrN == 0 && len(p) >= frameHeaderLen {
 		fh = parseFrameHeader(p)
-		s.skip = fh.Length
-		s.consumed += frameHeaderLen
-		return frameHeaderLen, fh, true
+		k = frameHeaderLen
+	} else {
+		k = copy(s.hdr[s.hdrN:], p)
+		s.hdrN += k
+		if s.hdrN < frameHeaderLen {
+			s.consumed += uint64(k)
+			return k, fh, false
+		}
+		s.hdrN = 0
+		fh = parseFrameHeader(s.hdr[:])
 	}
-	k := copy(s.hdr[s.hdrN:], p)
-	s.hdrN += k
 	s.consumed += uint64(k)
-	if s.hdrN < frameHeaderLen {
-		return k, fh, false
-	}
-	s.hdrN = 0
-	fh = parseFrameHeader(s.hdr[:])
 	s.skip = fh.Length
+	if fh.Type == frameRSTStream && fh.Length == 4 {
+		s.pending, s.pend, s.payN = true, fh, 0
+		return k, frameHeader{}, false
+	}
 	return k, fh, true
 }

@@ -44,6 +44,12 @@ func testStream(t testing.TB) ([]byte, []frameHeader) {
 	add(frameData, 0, 3, 0)
 	must(fr.WriteRSTStream(3, http2.ErrCodeCancel))
 	add(frameRSTStream, 0, 3, 4)
+	want[len(want)-1].ErrCode = uint32(http2.ErrCodeCancel)
+	must(fr.WriteRawFrame(frameRSTStream, 0, 5, []byte{0, 0, 0, 1, 2}))
+	add(frameRSTStream, 0, 5, 5) // invalid length: reported at once, no code
+	must(fr.WriteRSTStream(7, http2.ErrCode(0x01020304)))
+	add(frameRSTStream, 0, 7, 4)
+	want[len(want)-1].ErrCode = 0x01020304
 	must(fr.WritePing(false, [8]byte{1}))
 	add(framePing, 0, 0, 8)
 	must(fr.WriteWindowUpdate(5, 0))

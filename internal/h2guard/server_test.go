@@ -97,8 +97,13 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	h2 := ServerConfig(s.guard.Config())
 	base := BaseConfig(s.guard.Config())
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/attack" {
+		switch r.URL.Path {
+		case "/attack":
 			s.attackHandled.Add(1)
+		case "/reject":
+			// Answer before reading the body, as a challenge or a 413 does.
+			http.Error(w, "rejected", http.StatusForbidden)
+			return
 		}
 		if r.TLS == nil || r.TLS.NegotiatedProtocol != "h2" {
 			http.Error(w, "no TLS state", http.StatusInternalServerError)
@@ -196,7 +201,8 @@ type rawClient struct {
 	goAway   *http2.GoAwayFrame
 	goAwayAt time.Time
 	readErr  error
-	rsts     int // RST_STREAM frames received
+	rsts     atomic.Int64 // RST_STREAM frames received
+	noErrRST atomic.Int64 // of which NO_ERROR
 }
 
 func dialRaw(t *testing.T, s *testServer) *rawClient {
@@ -238,7 +244,10 @@ func (c *rawClient) readLoop() {
 				c.goAwayAt = time.Now()
 			}
 		case *http2.RSTStreamFrame:
-			c.rsts++
+			c.rsts.Add(1)
+			if f.ErrCode == http2.ErrCodeNo {
+				c.noErrRST.Add(1)
+			}
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
 				c.wmu.Lock()
@@ -447,12 +456,12 @@ func TestMadeYouResetIsCutOff(t *testing.T) {
 		break
 	}
 	c.waitCutOff(t)
-	t.Logf("sent %d provocations, received %d RST_STREAM before GOAWAY", sent, c.rsts)
+	t.Logf("sent %d provocations, received %d RST_STREAM before GOAWAY", sent, c.rsts.Load())
 	if got := s.abuseReasons(); len(got) != 1 || got[0] != ReasonServerResets {
 		t.Fatalf("OnAbuse reasons = %v, want [server_resets]", got)
 	}
-	if c.rsts < 100 {
-		t.Fatalf("only %d server resets seen before cut-off", c.rsts)
+	if n := c.rsts.Load(); n < 100 {
+		t.Fatalf("only %d server resets seen before cut-off", n)
 	}
 }
 
@@ -490,5 +499,47 @@ func TestNormalTrafficNotTripped(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(s.guard.m.conns); v < 1 {
 		t.Fatalf("connections metric = %v", v)
+	}
+}
+
+// TestEarlyResponsesNotCountedAsServerResets: a handler that answers
+// before the request body is complete makes the server send
+// RST_STREAM(NO_ERROR); many of them must not look like MadeYouReset.
+func TestEarlyResponsesNotCountedAsServerResets(t *testing.T) {
+	defer checkGoroutines(t)()
+	s := startServer(t, Config{})
+	defer s.close()
+	c := dialRaw(t, s)
+	defer c.conn.Close()
+	const total, batch = 300, 50
+	id := uint32(1)
+	for sent := 0; sent < total; sent += batch {
+		for range batch {
+			block := c.headerBlock("/reject")
+			if !c.write(func() error {
+				// No END_STREAM: the client still "has a body to send".
+				return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true})
+			}) {
+				t.Fatal("write failed")
+			}
+			id += 2
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for c.noErrRST.Load() < int64(sent+batch) {
+			if time.Now().After(deadline) {
+				t.Fatalf("got %d RST_STREAM(NO_ERROR), want %d", c.noErrRST.Load(), sent+batch)
+			}
+			select {
+			case <-c.done:
+				t.Fatalf("connection closed (GOAWAY %v, err %v)", c.goAway, c.readErr)
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}
+	if got := s.abuseReasons(); len(got) != 0 {
+		t.Fatalf("early responses tripped: %v", got)
+	}
+	if n := c.rsts.Load(); n != total {
+		t.Fatalf("%d RST_STREAM frames, want %d NO_ERROR ones", n, total)
 	}
 }
