@@ -292,6 +292,7 @@ func BenchmarkBansLookup(b *testing.B) {
 	qs := queryAddrs(1<<12, false)
 	now := time.Now()
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {

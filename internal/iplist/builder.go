@@ -266,8 +266,14 @@ func build6(in []entry6) (rangeTable6, int) {
 		f.emit(n, h, v)
 	}
 
+	his := make([]uint64, len(f.starts))
+	los := make([]uint64, len(f.starts))
+	for i, k := range f.starts {
+		his[i], los[i] = k.hi, k.lo
+	}
 	r := rangeTable6{
-		levels:  treeLevels(slices.Clip(f.starts), fan6),
+		hi:      treeLevels(his, fan6),
+		lo:      treeLevels(los, fan6),
 		vals:    slices.Clip(f.vals),
 		present: packBits(f.has),
 	}

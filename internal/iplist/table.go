@@ -14,7 +14,7 @@ import (
 // Internally the prefixes are flattened into sorted, non-overlapping address
 // ranges (a nested prefix splits its parent into more specific ranges). The
 // range starts are searched through an implicit static B+tree whose nodes
-// are one or two cache lines wide, so a lookup in a table of a million
+// are 64 or 128 bytes wide, so a lookup in a table of a million
 // prefixes touches about six nodes, the upper ones cached. Lookups allocate
 // nothing.
 //
@@ -26,8 +26,8 @@ type Table struct {
 	count6 int
 }
 
-// fan4 and fan6 are the node widths of the search trees: 16 IPv4 keys or
-// 8 IPv6 keys fill 64 and 128 bytes.
+// fan4 and fan6 are the node widths of the search trees: 16 IPv4 keys fill
+// 64 bytes, the high halves of 16 IPv6 keys 128 bytes.
 const (
 	fan4 = 16
 	fan6 = 16
@@ -49,9 +49,13 @@ type u128 struct{ hi, lo uint64 }
 
 func (a u128) less(b u128) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
 
-// rangeTable6 is rangeTable4 for IPv6.
+// rangeTable6 is rangeTable4 for IPv6, with each level split into the high
+// and low halves of the keys: a node is searched on the high halves alone
+// (8 bytes per key), and the low halves are read only for keys whose high
+// half equals the address's.
 type rangeTable6 struct {
-	levels  [][]u128
+	hi      [][]uint64
+	lo      [][]uint64
 	vals    []uint32
 	present []uint64
 }
@@ -112,8 +116,11 @@ func (t *Table) SizeBytes() int {
 	for _, l := range t.v4.levels {
 		n += cap(l) * 4
 	}
-	for _, l := range t.v6.levels {
-		n += cap(l) * 16
+	for _, l := range t.v6.hi {
+		n += cap(l) * 8
+	}
+	for _, l := range t.v6.lo {
+		n += cap(l) * 8
 	}
 	return n
 }
@@ -144,23 +151,27 @@ func (r *rangeTable4) lookup(a uint32) (uint32, bool) {
 }
 
 func (r *rangeTable6) lookup(a u128) (uint32, bool) {
-	if len(r.levels) == 0 {
+	if len(r.hi) == 0 {
 		return 0, false
 	}
 	pos := 0
-	for l := len(r.levels) - 1; l >= 0; l-- {
-		keys := r.levels[l]
+	for l := len(r.hi) - 1; l >= 0; l-- {
+		his := r.hi[l]
 		base := pos * fan6
-		end := min(base+fan6, len(keys))
-		// Branch-free count of the keys <= a: the borrow of a-k is 1
-		// exactly when a < k.
-		n := uint64(0)
-		for _, k := range keys[base+1 : end] {
-			_, b := bits.Sub64(a.lo, k.lo, 0)
-			_, b = bits.Sub64(a.hi, k.hi, b)
-			n += 1 - b
+		end := min(base+fan6, len(his))
+		// Branch-free count of the keys whose high half is below the
+		// address's, then a short walk over the keys whose high half is
+		// equal (sorted by low half; usually none).
+		var lt uint64
+		for _, h := range his[base:end] {
+			_, b := bits.Sub64(h, a.hi, 0)
+			lt += b
 		}
-		pos = base + int(n)
+		n := int(lt)
+		for j := base + n; j < end && his[j] == a.hi && r.lo[l][j] <= a.lo; j++ {
+			n++
+		}
+		pos = base + n - 1 // n >= 1: the node's first key is <= a
 	}
 	if r.present[pos>>6]&(1<<(uint(pos)&63)) == 0 {
 		return 0, false
