@@ -16,8 +16,10 @@ package clientip
 
 import (
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
+	"unsafe"
 )
 
 // Header selects which forwarding header a Resolver reads.
@@ -38,7 +40,8 @@ func (h Header) String() string {
 	return "x-forwarded-for"
 }
 
-// Config is the YAML configuration of a Resolver.
+// Config is the YAML configuration of a Resolver. The zero value is valid:
+// it trusts no proxy and so always returns the peer.
 type Config struct {
 	// Trusted lists the CIDR prefixes (or single addresses) of the proxies
 	// whose forwarding headers are believed. Default: none, which means
@@ -151,6 +154,23 @@ func (r *Resolver) ResolveLines(peer netip.Addr, xff [][]byte, forwarded [][]byt
 		return r.resolve(peer, forwarded)
 	}
 	return r.resolve(peer, xff)
+}
+
+// ResolveHeader is Resolve for a net/http request: it reads the configured
+// header's lines from h. It does not allocate for up to 8 header lines.
+func (r *Resolver) ResolveHeader(peer netip.Addr, h http.Header) netip.Addr {
+	key := "X-Forwarded-For"
+	if r.header == Forwarded {
+		key = "Forwarded"
+	}
+	vals := h[key]
+	var buf [8][]byte
+	lines := buf[:0]
+	for _, v := range vals {
+		// Read-only view of the string: resolve never writes to or keeps it.
+		lines = append(lines, unsafe.Slice(unsafe.StringData(v), len(v)))
+	}
+	return r.resolve(peer, lines)
 }
 
 func (r *Resolver) resolve(peer netip.Addr, lines [][]byte) netip.Addr {

@@ -1,6 +1,7 @@
 package clientip
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -108,6 +109,38 @@ func TestResolveLines(t *testing.T) {
 	joined := []byte("6.6.6.6, 10.7.7.7, 203.0.113.7, 10.0.0.2, 10.0.0.3")
 	if got := r.Resolve(peer, joined, nil); got != netip.MustParseAddr("203.0.113.7") {
 		t.Fatalf("Resolve joined = %s", got)
+	}
+}
+
+func TestResolveHeader(t *testing.T) {
+	rx := New(prefixes("10.0.0.0/8"))
+	rf, _ := NewFromConfig(Config{Trusted: []string{"10.0.0.0/8"}, Header: "forwarded"})
+	peer := netip.MustParseAddr("10.0.0.1")
+	h := http.Header{}
+	h.Add("X-Forwarded-For", "6.6.6.6, 203.0.113.7")
+	h.Add("X-Forwarded-For", "10.0.0.9")
+	h.Add("Forwarded", "for=6.6.6.6")
+	h.Add("Forwarded", `for="[2001:db8::5]:1", for=10.2.2.2`)
+	if got := rx.ResolveHeader(peer, h); got != netip.MustParseAddr("203.0.113.7") {
+		t.Fatalf("XFF: %s", got)
+	}
+	if got := rf.ResolveHeader(peer, h); got != netip.MustParseAddr("2001:db8::5") {
+		t.Fatalf("Forwarded: %s", got)
+	}
+	if got := rx.ResolveHeader(netip.MustParseAddr("192.0.2.1"), h); got != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("untrusted peer: %s", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { rx.ResolveHeader(peer, h) }); n != 0 {
+		t.Fatalf("ResolveHeader allocates %v times", n)
+	}
+	// More lines than the stack buffer still work.
+	many := http.Header{}
+	many.Add("X-Forwarded-For", "203.0.113.99")
+	for range 20 {
+		many.Add("X-Forwarded-For", "10.1.1.1")
+	}
+	if got := rx.ResolveHeader(peer, many); got != netip.MustParseAddr("203.0.113.99") {
+		t.Fatalf("21 lines: %s", got)
 	}
 }
 
