@@ -42,7 +42,8 @@ import (
 )
 
 // Reason names the abuse a connection was cut off for. It is used as the
-// "reason" metric label and passed to Deps.OnAbuse.
+// "reason" metric label and passed to Deps.OnAbuse. The zero value ""
+// means no abuse.
 type Reason string
 
 // Abuse reasons.
@@ -63,8 +64,9 @@ var allReasons = []Reason{
 }
 
 // Config holds the per-connection budgets and the recommended HTTP/2
-// server settings. Zero fields take their defaults; budgets set to a
-// negative value are disabled.
+// server settings. Zero fields take their defaults, so the zero value is
+// the recommended configuration; budgets set to a negative value are
+// disabled. A Config is a plain value; New copies it.
 type Config struct {
 	// Window is the sliding window all rate budgets are counted in.
 	// Default 10s.
@@ -151,7 +153,8 @@ func (c *Config) Validate() error {
 	return c.Server.validate()
 }
 
-// Deps are the collaborators of a Guard. All fields are optional.
+// Deps are the collaborators of a Guard. All fields are optional; the zero
+// value registers no metrics, logs nothing and calls nothing.
 type Deps struct {
 	// Registerer receives the metrics; nil means they are not registered.
 	Registerer prometheus.Registerer

@@ -11,7 +11,8 @@ import (
 )
 
 // ServerSettings are the HTTP/2 server limits recommended for the shield.
-// Zero fields take the defaults listed.
+// Zero fields take the defaults listed, so the zero value is the
+// recommendation. It is a plain value.
 type ServerSettings struct {
 	// MaxConcurrentStreams per connection. Default 100.
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
