@@ -130,6 +130,19 @@ func TestAcceptErrors(t *testing.T) {
 			t.Fatalf("err = %v, want ErrNoHeader", err)
 		}
 	})
+	t.Run("short non-header fails fast", func(t *testing.T) {
+		for _, in := range []string{"\r\n\r\nX", "PRI * HTTP/2.0"} {
+			client, server := loopbackPair(t)
+			client.Write([]byte(in)) // and then wait, as a real client would
+			start := time.Now()
+			if _, _, err := Accept(server, 5*time.Second); !errors.Is(err, ErrNoHeader) {
+				t.Fatalf("%q: err = %v, want ErrNoHeader", in, err)
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Fatalf("%q: took %v: waited for more bytes than needed", in, d)
+			}
+		}
+	})
 	t.Run("malformed", func(t *testing.T) {
 		client, server := loopbackPair(t)
 		client.Write([]byte("PROXY TCP4 1.2.3.4 1.2.3.4 99999 1\r\n"))

@@ -177,10 +177,11 @@ func parsePort(b []byte) (uint16, bool) {
 
 // readV2 reads the binary form.
 func readV2(r *bufio.Reader) (Header, error) {
-	b, err := r.Peek(16)
-	if len(b) < len(v2Sig) && isPrefixOf(b, string(v2Sig[:])) && err != nil {
-		return Header{}, fmt.Errorf("proxyproto: read v2 header: %w", err)
+	// Fail fast on what is already buffered before waiting for 16 bytes.
+	if b, _ := r.Peek(r.Buffered()); !isPrefixOf(b, string(v2Sig[:])) {
+		return Header{}, ErrNoHeader
 	}
+	b, err := r.Peek(16)
 	if !isPrefixOf(b, string(v2Sig[:])) {
 		return Header{}, ErrNoHeader
 	}
