@@ -197,6 +197,11 @@ func (t *target) classify(now time.Time, active []*vantage, g State, nElevated i
 		}
 		return LabelDegraded, append(ev, attack...)
 	}
+	if recentFail > 0 {
+		// Failures below the quorum, but not quiet yet: too early to say
+		// recovering; keep the current label.
+		return "", nil
+	}
 	elevated := g == Degraded || t.quorum(nElevated, len(active))
 	if !elevated {
 		return "", nil
