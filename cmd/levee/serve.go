@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: 1, err: err}
 	}
 	log := newLogger(cfg.Log, stderr)
+	defer startProfile(os.Getenv("LEVEE_CPUPROFILE"))()
 	s, err := shield.New(cfg, shield.Options{ConfigPath: *cfgPath, Logger: log})
 	if err != nil {
 		return err
@@ -136,4 +138,21 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// startProfile writes a CPU profile to path while the process runs, when
+// LEVEE_CPUPROFILE is set (for benchmarks; see bench/).
+func startProfile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

@@ -266,7 +266,7 @@ func (g *Guard) refuse(r Reason) Reason {
 // Reject closes a refused connection as cheaply as possible: with SO_LINGER
 // 0 the kernel sends RST and keeps no TIME_WAIT state.
 func Reject(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/fastconn"
 	"github.com/levee-dev/levee/internal/guard"
 	"github.com/levee-dev/levee/internal/proxy"
 	"github.com/levee-dev/levee/internal/proxyproto"
@@ -87,6 +88,7 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		c = fastconn.Wrap(c)
 		if l.cfg.ProxyProtocol {
 			go l.proxied(c)
 			continue

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/levee-dev/levee/internal/fastconn"
 )
 
 // Target is one origin server.
@@ -165,7 +167,7 @@ func newClient(addr string, cfg Config) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &DialError{Addr: a, Err: err}
 			}
-			return &timeoutConn{Conn: c, rto: rto}, nil
+			return &timeoutConn{Conn: fastconn.Wrap(c), rto: rto}, nil
 		},
 		MaxConns:                      cfg.MaxConns,
 		MaxConnWaitTimeout:            cfg.ConnectTimeout,

@@ -1,0 +1,151 @@
+// Package fastconn makes socket I/O cheaper for a proxy that runs with few
+// Go Ps (GOMAXPROCS=1 in the benchmarks).
+//
+// A plain net.TCPConn enters and leaves the scheduler's "syscall" state on
+// every read and write (entersyscall/exitsyscall). Under load the runtime's
+// monitor thread (sysmon) then keeps waking every 20µs and regularly hands
+// the P to another thread while a loopback write is in the kernel, which
+// costs futex wake-ups and thread switches: measured here, about a fifth of
+// the proxy's CPU. The sockets are non-blocking, so those syscalls never
+// block; Conn issues them with syscall.RawSyscall through syscall.RawConn,
+// keeping Go's netpoller for readiness and deadlines.
+//
+// Wrap returns the connection unchanged on other platforms or for
+// connections it cannot handle (not a *net.TCPConn).
+package fastconn
+
+import (
+	"io"
+	"net"
+	"syscall"
+)
+
+// Conn is a *net.TCPConn whose Read and Write use raw non-blocking
+// syscalls. Deadlines, Close and addresses behave as on the TCPConn.
+//
+// As with any net.Conn, at most one Read and one Write may run at a time
+// (each keeps its own state), concurrently with each other and with Close.
+type Conn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+
+	rbuf []byte
+	rn   int
+	rerr syscall.Errno
+
+	wbuf []byte
+	wn   int
+	werr syscall.Errno
+
+	readFn  func(uintptr) bool
+	writeFn func(uintptr) bool
+}
+
+// Wrap returns a raw-syscall connection for c when c is a *net.TCPConn on a
+// supported platform, otherwise c itself.
+func Wrap(c net.Conn) net.Conn {
+	if !supported {
+		return c
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	fc := &Conn{TCPConn: tc, rc: rc}
+	fc.readFn = fc.doRead
+	fc.writeFn = fc.doWrite
+	return fc
+}
+
+// Read reads like net.Conn.Read.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rbuf, c.rn, c.rerr = p, 0, 0
+	err := c.rc.Read(c.readFn)
+	c.rbuf = nil
+	if err != nil {
+		return 0, wrapErr("read", c, err)
+	}
+	if c.rerr != 0 {
+		return 0, wrapErr("read", c, c.rerr)
+	}
+	if c.rn == 0 {
+		return 0, io.EOF
+	}
+	return c.rn, nil
+}
+
+func (c *Conn) doRead(fd uintptr) bool {
+	for {
+		n, errno := rawRead(fd, c.rbuf)
+		switch errno {
+		case 0:
+			c.rn = n
+			return true
+		case syscall.EAGAIN:
+			return false
+		case syscall.EINTR:
+			continue
+		default:
+			c.rerr = errno
+			return true
+		}
+	}
+}
+
+// Write writes all of p like net.Conn.Write, waiting for the socket to
+// drain as needed.
+func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.wbuf, c.wn, c.werr = p, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n := c.wn
+	c.wbuf = nil
+	if err != nil {
+		return n, wrapErr("write", c, err)
+	}
+	if c.werr != 0 {
+		return n, wrapErr("write", c, c.werr)
+	}
+	return n, nil
+}
+
+func (c *Conn) doWrite(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		n, errno := rawWrite(fd, c.wbuf[c.wn:])
+		switch errno {
+		case 0:
+			c.wn += n
+		case syscall.EAGAIN:
+			return false
+		case syscall.EINTR:
+		default:
+			c.werr = errno
+			return true
+		}
+	}
+	return true
+}
+
+// NetConn returns the wrapped TCP connection.
+func (c *Conn) NetConn() net.Conn { return c.TCPConn }
+
+func wrapErr(op string, c *Conn, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		oe.Op = op
+		return oe
+	}
+	// Errno values (ECONNRESET, EPIPE, ...), deadline and closed-connection
+	// errors from the poller are wrapped like the net package does, so
+	// errors.Is(err, os.ErrDeadlineExceeded), net.ErrClosed and
+	// syscall.ECONNRESET keep working.
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
