@@ -190,10 +190,17 @@ func build4(in []entry4) (rangeTable4, int) {
 		f.emit(t.last+1, h, v)
 	}
 
+	n := len(f.starts)
 	r := rangeTable4{
-		levels:  treeLevels(slices.Clip(f.starts), fan4),
-		vals:    slices.Clip(f.vals),
+		upper:   treeLevels(f.starts, fan4)[1:],
+		leaf:    make([]uint32, (n+fan4-1)/fan4*leafStride4),
+		n:       n,
 		present: packBits(f.has),
+	}
+	for i, k := range f.starts {
+		base := i / fan4 * leafStride4
+		r.leaf[base+i%fan4] = k
+		r.leaf[base+fan4+i%fan4] = f.vals[i]
 	}
 	return r, len(es)
 }
@@ -266,23 +273,32 @@ func build6(in []entry6) (rangeTable6, int) {
 		f.emit(n, h, v)
 	}
 
-	his := make([]uint64, len(f.starts))
-	los := make([]uint64, len(f.starts))
+	n := len(f.starts)
+	his := make([]uint64, n)
+	los := make([]uint64, n)
 	for i, k := range f.starts {
 		his[i], los[i] = k.hi, k.lo
 	}
 	r := rangeTable6{
-		hi:      treeLevels(his, fan6),
-		lo:      treeLevels(los, fan6),
-		vals:    slices.Clip(f.vals),
+		hiUp:    treeLevels(his, fan6)[1:],
+		loUp:    treeLevels(los, fan6)[1:],
+		leaf:    make([]uint64, (n+fan6-1)/fan6*leafStride6),
+		n:       n,
 		present: packBits(f.has),
+	}
+	for i, k := range f.starts {
+		base, j := i/fan6*leafStride6, i%fan6
+		r.leaf[base+j] = k.hi
+		r.leaf[base+fan6+j/2] |= uint64(f.vals[i]) << (32 * (uint(j) & 1))
+		r.leaf[base+fan6+fan6/2+j] = k.lo
 	}
 	return r, len(es)
 }
 
 // treeLevels builds the implicit B+tree over sorted keys: level 0 is keys,
 // each next level holds every fan-th key of the one below, up to a root
-// level of at most fan keys.
+// level of at most fan keys. The caller keeps levels[1:] and lays level 0
+// out as leaf nodes.
 func treeLevels[K any](keys []K, fan int) [][]K {
 	levels := [][]K{keys}
 	for l := keys; len(l) > fan; {

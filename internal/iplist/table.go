@@ -14,9 +14,9 @@ import (
 // Internally the prefixes are flattened into sorted, non-overlapping address
 // ranges (a nested prefix splits its parent into more specific ranges). The
 // range starts are searched through an implicit static B+tree whose nodes
-// are 64 or 128 bytes wide, so a lookup in a table of a million
-// prefixes touches about six nodes, the upper ones cached. Lookups allocate
-// nothing.
+// are 64 or 128 bytes of keys, so a lookup in a table of a million prefixes
+// touches about six nodes, the upper ones cached; each leaf node carries its
+// values next to its keys. Lookups allocate nothing.
 //
 // The zero value and a nil *Table are valid empty tables.
 type Table struct {
@@ -33,32 +33,45 @@ const (
 	fan6 = 16
 )
 
-// rangeTable4 holds IPv4 ranges. levels[0][i] is the first address of range
-// i; range i ends just before levels[0][i+1]. levels[0][0] is always 0 when
-// the table is non-empty, so every address falls in exactly one range.
-// levels[k+1][j] = levels[k][j*fan4]: the upper levels form a B+tree over the
-// starts, and the last level has at most fan4 keys.
+// rangeTable4 holds n IPv4 ranges. Range i starts at key i and ends just
+// before key i+1; key 0 is always 0 when n > 0, so every address falls in
+// exactly one range.
+//
+// The leaf level is node-major: node k holds the keys of ranges
+// [k*fan4, k*fan4+fan4) followed by their values, so the value sits on the
+// cache line next to the keys that selected it. upper[0][k] is the first key
+// of leaf node k, upper[l+1][j] = upper[l][j*fan4], and the last upper level
+// has at most fan4 keys: together an implicit static B+tree.
 type rangeTable4 struct {
-	levels  [][]uint32
-	vals    []uint32
+	upper   [][]uint32
+	leaf    []uint32
+	n       int
 	present []uint64 // bit i set: range i is covered by a prefix
 }
+
+// leafStride4 is the length of one IPv4 leaf node: fan4 keys, fan4 values.
+const leafStride4 = 2 * fan4
 
 // u128 is an IPv6 address as two big-endian halves.
 type u128 struct{ hi, lo uint64 }
 
 func (a u128) less(b u128) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
 
-// rangeTable6 is rangeTable4 for IPv6, with each level split into the high
-// and low halves of the keys: a node is searched on the high halves alone
-// (8 bytes per key), and the low halves are read only for keys whose high
-// half equals the address's.
+// rangeTable6 is rangeTable4 for IPv6. The upper levels are split into the
+// high and low halves of the keys: a node is searched on the high halves
+// alone (8 bytes per key), and the low halves are read only for keys whose
+// high half equals the address's. A leaf node is fan6 high halves, fan6
+// values packed two per word, then fan6 low halves.
 type rangeTable6 struct {
-	hi      [][]uint64
-	lo      [][]uint64
-	vals    []uint32
+	hiUp    [][]uint64
+	loUp    [][]uint64
+	leaf    []uint64
+	n       int
 	present []uint64
 }
+
+// leafStride6 is the length of one IPv6 leaf node in words.
+const leafStride6 = fan6 + fan6/2 + fan6
 
 // Lookup returns the value of the longest prefix containing addr.
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are matched as IPv4.
@@ -112,71 +125,84 @@ func (t *Table) SizeBytes() int {
 	if t == nil {
 		return 0
 	}
-	n := cap(t.v4.vals)*4 + cap(t.v4.present)*8 + cap(t.v6.vals)*4 + cap(t.v6.present)*8
-	for _, l := range t.v4.levels {
+	n := cap(t.v4.leaf)*4 + cap(t.v4.present)*8 + cap(t.v6.leaf)*8 + cap(t.v6.present)*8
+	for _, l := range t.v4.upper {
 		n += cap(l) * 4
 	}
-	for _, l := range t.v6.hi {
+	for _, l := range t.v6.hiUp {
 		n += cap(l) * 8
 	}
-	for _, l := range t.v6.lo {
+	for _, l := range t.v6.loUp {
 		n += cap(l) * 8
 	}
 	return n
 }
 
 func (r *rangeTable4) lookup(a uint32) (uint32, bool) {
-	if len(r.levels) == 0 {
+	if r.n == 0 {
 		return 0, false
 	}
-	// Invariant: keys[pos] <= a. Each level narrows pos to the last key <= a
-	// among the children of the node chosen on the level above.
+	// Invariant: the first key of the node searched on each level is <= a;
+	// pos becomes the last key <= a in it, which selects the child node.
 	pos := 0
-	for l := len(r.levels) - 1; l >= 0; l-- {
-		keys := r.levels[l]
+	for l := len(r.upper) - 1; l >= 0; l-- {
+		keys := r.upper[l]
 		base := pos * fan4
-		end := min(base+fan4, len(keys))
-		// Branch-free count of the keys <= a (the node is sorted and its
-		// first key is <= a): the sign bit of key-a-1 computed in 64 bits.
-		n := uint64(0)
-		for _, k := range keys[base+1 : end] {
-			n += (uint64(k) - uint64(a) - 1) >> 63
-		}
-		pos = base + int(n)
+		pos = base + countLE4(keys[base:min(base+fan4, len(keys))], a) - 1
 	}
-	if r.present[pos>>6]&(1<<(uint(pos)&63)) == 0 {
+	base := pos * leafStride4
+	j := countLE4(r.leaf[base:base+min(fan4, r.n-pos*fan4)], a) - 1
+	if i := pos*fan4 + j; r.present[i>>6]&(1<<(uint(i)&63)) == 0 {
 		return 0, false
 	}
-	return r.vals[pos], true
+	return r.leaf[base+fan4+j], true
+}
+
+// countLE4 returns the number of keys <= a without branching: the sign bit
+// of key-a-1 computed in 64 bits.
+func countLE4(keys []uint32, a uint32) int {
+	n := uint64(0)
+	for _, k := range keys {
+		n += (uint64(k) - uint64(a) - 1) >> 63
+	}
+	return int(n)
+}
+
+// countLE6 returns the number of keys <= a in a node given as the high
+// halves his and the low halves los (same length):
+// a branch-free count of the high halves below a.hi, then a short walk over
+// the keys whose high half equals a.hi (sorted by low half; usually none).
+func countLE6(his, los []uint64, a u128) int {
+	var lt uint64
+	for _, h := range his {
+		_, b := bits.Sub64(h, a.hi, 0)
+		lt += b
+	}
+	n := int(lt)
+	for n < len(his) && his[n] == a.hi && los[n] <= a.lo {
+		n++
+	}
+	return n
 }
 
 func (r *rangeTable6) lookup(a u128) (uint32, bool) {
-	if len(r.hi) == 0 {
+	if r.n == 0 {
 		return 0, false
 	}
 	pos := 0
-	for l := len(r.hi) - 1; l >= 0; l-- {
-		his := r.hi[l]
+	for l := len(r.hiUp) - 1; l >= 0; l-- {
+		his, los := r.hiUp[l], r.loUp[l]
 		base := pos * fan6
 		end := min(base+fan6, len(his))
-		// Branch-free count of the keys whose high half is below the
-		// address's, then a short walk over the keys whose high half is
-		// equal (sorted by low half; usually none).
-		var lt uint64
-		for _, h := range his[base:end] {
-			_, b := bits.Sub64(h, a.hi, 0)
-			lt += b
-		}
-		n := int(lt)
-		for j := base + n; j < end && his[j] == a.hi && r.lo[l][j] <= a.lo; j++ {
-			n++
-		}
-		pos = base + n - 1 // n >= 1: the node's first key is <= a
+		pos = base + countLE6(his[base:end], los[base:end], a) - 1
 	}
-	if r.present[pos>>6]&(1<<(uint(pos)&63)) == 0 {
+	base := pos * leafStride6
+	cnt := min(fan6, r.n-pos*fan6)
+	j := countLE6(r.leaf[base:base+cnt], r.leaf[base+fan6+fan6/2:base+fan6+fan6/2+cnt], a) - 1
+	if i := pos*fan6 + j; r.present[i>>6]&(1<<(uint(i)&63)) == 0 {
 		return 0, false
 	}
-	return r.vals[pos], true
+	return uint32(r.leaf[base+fan6+j/2] >> (32 * (uint(j) & 1))), true
 }
 
 func addrTo128(a netip.Addr) u128 {

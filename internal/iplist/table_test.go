@@ -30,6 +30,68 @@ func refLookup(es []refEntry, a netip.Addr) (uint32, bool) {
 	return best, ok
 }
 
+// refMap is a second obviously correct reference for large tests: try
+// every prefix length from longest to shortest in a map.
+type refMap map[netip.Prefix]uint32
+
+func (m refMap) lookup(a netip.Addr) (uint32, bool) {
+	a = a.Unmap()
+	for bits := a.BitLen(); bits >= 0; bits-- {
+		p, _ := a.Prefix(bits)
+		if v, ok := m[p]; ok {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+func TestTableLargeAgainstMap(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v6   bool
+		n    int
+	}{{"v4-200k", false, 200_000}, {"v6-100k", true, 100_000}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(3, uint64(tc.n)))
+			var b Builder
+			ref := refMap{}
+			var added []netip.Prefix
+			for i := 0; i < tc.n; i++ {
+				p := randPrefix(r, tc.v6)
+				v := uint32(r.IntN(1 << 20))
+				b.Add(p, v)
+				ref[p] = v // last Add wins in both
+				added = append(added, p)
+			}
+			tb := b.Build()
+			if tb.Len() != len(ref) {
+				t.Fatalf("Len = %d; want %d distinct", tb.Len(), len(ref))
+			}
+			probe := func(a netip.Addr) {
+				gv, gok := tb.Lookup(a)
+				wv, wok := ref.lookup(a)
+				if gv != wv || gok != wok {
+					t.Fatalf("Lookup(%v) = %d,%v; reference %d,%v", a, gv, gok, wv, wok)
+				}
+			}
+			for i := 0; i < 50_000; i++ {
+				probe(randAddr(r, tc.v6))
+			}
+			for _, p := range added[:20_000] {
+				first, last := p.Addr(), lastAddr(p)
+				probe(first)
+				probe(last)
+				if a := first.Prev(); a.IsValid() {
+					probe(a)
+				}
+				if a := last.Next(); a.IsValid() {
+					probe(a)
+				}
+			}
+		})
+	}
+}
+
 func randAddr(r *rand.Rand, v6 bool) netip.Addr {
 	if v6 {
 		var b [16]byte
