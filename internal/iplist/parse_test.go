@@ -2,6 +2,7 @@ package iplist
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -312,4 +313,23 @@ func FuzzParseSpamhausJSON(f *testing.F) {
 func FuzzParseSpamhausText(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, data string) { fuzzParse(t, data, FormatSpamhausText) })
+}
+
+func ExampleParse() {
+	feed := `; Spamhaus DROP List 2026/11/28
+1.10.16.0/20 ; SBL256894
+1.19.0.0/16 ; SBL434604
+bogus
+`
+	st, err := Parse(strings.NewReader(feed), ParseOptions{Name: "drop.txt", Lenient: true}, func(e Entry) error {
+		fmt.Println(e.Line, e.Prefix, e.Comment)
+		return nil
+	})
+	fmt.Println(st.Format, st.Entries, st.Skipped, err)
+	fmt.Println(st.Errors[0])
+	// Output:
+	// 2 1.10.16.0/20 SBL256894
+	// 3 1.19.0.0/16 SBL434604
+	// spamhaus-text 2 1 <nil>
+	// iplist: drop.txt:4: "bogus": ParseAddr("bogus"): unable to parse IP
 }
