@@ -75,17 +75,19 @@ type clientAcct struct {
 	streams, clientResets, continuations uint64
 }
 
-// frame accounts one client frame at now (nanoseconds since the
-// connection started) and returns the reason the connection must be cut
-// off, or "".
-func (a *clientAcct) frame(cfg *Config, now int64, fh frameHeader) Reason {
+// frame accounts one client frame and returns the reason the connection
+// must be cut off, or "". The clock is read only for frames that are
+// counted in a window.
+func (a *clientAcct) frame(cfg *Config, clk *clock, fh frameHeader) Reason {
 	size := int64(cfg.Window)
 	switch fh.Type {
 	case frameHeaders:
 		if fh.StreamID&1 == 1 && fh.StreamID > a.maxStream {
 			a.maxStream = fh.StreamID
 			a.streams++
-			a.opened.add(now, size)
+			if cfg.MaxResetRatio > 0 {
+				a.opened.add(clk.now(), size)
+			}
 		}
 		a.inBlock = fh.Flags&flagEndHeaders == 0
 		a.contFrames = 0
@@ -116,6 +118,7 @@ func (a *clientAcct) frame(cfg *Config, now int64, fh frameHeader) Reason {
 			return ""
 		}
 		a.clientResets++
+		now := clk.now()
 		n := a.resets.add(now, size)
 		if cfg.MaxClientResets > 0 && n > uint64(cfg.MaxClientResets) {
 			return ReasonRapidReset
@@ -126,16 +129,16 @@ func (a *clientAcct) frame(cfg *Config, now int64, fh frameHeader) Reason {
 			}
 		}
 	case framePing:
-		if fh.Flags&flagACK == 0 && cfg.MaxPings > 0 && a.pings.add(now, size) > uint64(cfg.MaxPings) {
+		if fh.Flags&flagACK == 0 && cfg.MaxPings > 0 && a.pings.add(clk.now(), size) > uint64(cfg.MaxPings) {
 			return ReasonPingFlood
 		}
 	case frameSettings:
-		if fh.Flags&flagACK == 0 && cfg.MaxSettings > 0 && a.settings.add(now, size) > uint64(cfg.MaxSettings) {
+		if fh.Flags&flagACK == 0 && cfg.MaxSettings > 0 && a.settings.add(clk.now(), size) > uint64(cfg.MaxSettings) {
 			return ReasonSettingsFlood
 		}
 	case frameData:
 		if fh.Length == 0 && fh.Flags&flagEndStream == 0 && cfg.MaxEmptyData > 0 &&
-			a.emptyData.add(now, size) > uint64(cfg.MaxEmptyData) {
+			a.emptyData.add(clk.now(), size) > uint64(cfg.MaxEmptyData) {
 			return ReasonEmptyDataFlood
 		}
 	}
@@ -154,16 +157,30 @@ type serverAcct struct {
 // request body (an early 403 or 413), which a client cannot use to make the
 // server do work. Every other code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
 // STREAM_CLOSED, REFUSED_STREAM, ...) answers something the client did.
-func (a *serverAcct) frame(cfg *Config, now int64, fh frameHeader) Reason {
+func (a *serverAcct) frame(cfg *Config, clk *clock, fh frameHeader) Reason {
 	if fh.Type != frameRSTStream || fh.ErrCode == 0 {
 		return ""
 	}
 	a.totalResets++
-	if cfg.MaxServerResets > 0 && a.resets.add(now, int64(cfg.Window)) > uint64(cfg.MaxServerResets) {
+	if cfg.MaxServerResets > 0 && a.resets.add(clk.now(), int64(cfg.Window)) > uint64(cfg.MaxServerResets) {
 		return ReasonServerResets
 	}
 	return ""
 }
 
-// since returns the nanoseconds from start to now on the monotonic clock.
-func since(start, now time.Time) int64 { return int64(now.Sub(start)) }
+// clock reads the time at most once per Read or Write, and only when a
+// frame is counted in a window. Times are nanoseconds since start on the
+// monotonic clock. A clock with ok set returns ns without reading the time
+// (tests).
+type clock struct {
+	start time.Time
+	ns    int64
+	ok    bool
+}
+
+func (c *clock) now() int64 {
+	if !c.ok {
+		c.ns, c.ok = int64(time.Since(c.start)), true
+	}
+	return c.ns
+}

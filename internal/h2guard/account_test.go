@@ -20,6 +20,9 @@ func defaultConfig(t testing.TB, mod func(*Config)) *Config {
 	return &c
 }
 
+// fixed returns a clock stopped at ns.
+func fixed(ns int64) *clock { return &clock{ns: ns, ok: true} }
+
 type ev struct {
 	at time.Duration
 	fh frameHeader
@@ -99,7 +102,7 @@ func TestClientAccounting(t *testing.T) {
 			var a clientAcct
 			got, at := Reason(""), -1
 			for i, e := range tc.events {
-				if r := a.frame(cfg, int64(e.at), e.fh); r != "" {
+				if r := a.frame(cfg, fixed(int64(e.at)), e.fh); r != "" {
 					got, at = r, i
 					break
 				}
@@ -115,27 +118,27 @@ func TestServerAccounting(t *testing.T) {
 	cfg := defaultConfig(t, nil)
 	var a serverAcct
 	for i := range 100 {
-		if r := a.frame(cfg, int64(i)*int64(time.Millisecond), rst(uint32(2*i+1))); r != "" {
+		if r := a.frame(cfg, fixed(int64(i)*int64(time.Millisecond)), rst(uint32(2*i+1))); r != "" {
 			t.Fatalf("tripped at %d", i)
 		}
-		if r := a.frame(cfg, 0, frameHeader{Type: frameData, StreamID: 1}); r != "" {
+		if r := a.frame(cfg, fixed(0), frameHeader{Type: frameData, StreamID: 1}); r != "" {
 			t.Fatal("non-RST frame counted")
 		}
 	}
-	if r := a.frame(cfg, int64(time.Second), rst(999)); r != ReasonServerResets {
+	if r := a.frame(cfg, fixed(int64(time.Second)), rst(999)); r != ReasonServerResets {
 		t.Fatalf("101st server reset: %q", r)
 	}
 	var noErr serverAcct
 	for i := range 1000 {
 		fh := rst(uint32(2*i + 1))
 		fh.ErrCode = 0
-		if r := noErr.frame(cfg, 0, fh); r != "" {
+		if r := noErr.frame(cfg, fixed(0), fh); r != "" {
 			t.Fatalf("RST_STREAM(NO_ERROR) counted, tripped at %d", i)
 		}
 	}
 	var slow serverAcct
 	for i := range 1000 {
-		if r := slow.frame(cfg, int64(i)*int64(200*time.Millisecond), rst(1)); r != "" {
+		if r := slow.frame(cfg, fixed(int64(i)*int64(200*time.Millisecond)), rst(1)); r != "" {
 			t.Fatalf("5 resets/s tripped at %d", i)
 		}
 	}
@@ -224,7 +227,7 @@ func FuzzParse(f *testing.F) {
 					}
 					res.frames = append(res.frames, fh)
 					// A deterministic clock: one millisecond per frame.
-					if r := a.frame(cfg, int64(len(res.frames))*int64(time.Millisecond), fh); r != "" && res.reason == "" {
+					if r := a.frame(cfg, fixed(int64(len(res.frames))*int64(time.Millisecond)), fh); r != "" && res.reason == "" {
 						res.reason, res.at = r, len(res.frames)
 					}
 				}

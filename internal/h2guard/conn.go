@@ -81,7 +81,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	defer c.rmu.Unlock()
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		var now int64 = -1
+		clk := clock{start: c.start}
 		b := p[:n]
 		for len(b) > 0 {
 			k, fh, ok := c.rd.next(b)
@@ -92,10 +92,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			if fh.Type == frameRSTStream {
 				c.g.m.clientRST.Inc()
 			}
-			if now < 0 {
-				now = since(c.start, time.Now())
-			}
-			if r := c.ca.frame(&c.g.cfg, now, fh); r != "" {
+			if r := c.ca.frame(&c.g.cfg, &clk, fh); r != "" {
 				c.trip(r)
 				break
 			}
@@ -114,7 +111,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 // fail instead.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
-	var now int64 = -1
+	clk := clock{start: c.start}
 	b := p
 	for len(b) > 0 {
 		k, fh, ok := c.wr.next(b)
@@ -124,10 +121,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		if fh.Type == frameRSTStream {
 			c.g.m.serverRST.Inc()
-			if now < 0 {
-				now = since(c.start, time.Now())
-			}
-			if r := c.sa.frame(&c.g.cfg, now, fh); r != "" {
+			if r := c.sa.frame(&c.g.cfg, &clk, fh); r != "" {
 				c.trip(r)
 			}
 		}
