@@ -35,28 +35,28 @@ const (
 //
 // KeyAddr does not allocate and is safe for concurrent use.
 func KeyAddr(limitID uint32, a netip.Addr, prefixBits int) uint64 {
-	a = a.Unmap()
-	fam, width := byte(famInvalid), 0
+	b16 := a.As16()
+	hi := binary.BigEndian.Uint64(b16[:8])
+	lo := binary.BigEndian.Uint64(b16[8:])
+	fam, width := uint64(famInvalid), 0
 	switch {
 	case a.Is4():
 		fam, width = fam4, 32
 	case a.Is6():
 		fam, width = fam6, 128
+		if hi == 0 && lo>>32 == 0xffff { // IPv4-mapped: treat as IPv4
+			fam, width = fam4, 32
+		}
 	}
 	n := min(max(prefixBits, 0), width)
-	b16 := a.As16()
-	hi := binary.BigEndian.Uint64(b16[:8])
-	lo := binary.BigEndian.Uint64(b16[8:])
-	// Keep the first bits bits of the address (counted from the start of
-	// the 4-byte form for IPv4, which sits in the last 32 bits of lo).
+	// Keep the first n bits of the address. An IPv4 address sits in the
+	// last 32 bits of its 16-byte form, after ::ffff.
 	keep := n
 	if fam == fam4 {
-		hi = 0
 		keep += 96
 	}
 	hi, lo = maskPrefix(hi, lo, keep)
-
-	return hash3(hi, lo, uint64(limitID)<<16|uint64(fam)<<8|uint64(n))
+	return hash3(hi, lo, uint64(limitID)<<16|fam<<8|uint64(n))
 }
 
 // hash3 is a seeded hash of three words in the style of wyhash: two
