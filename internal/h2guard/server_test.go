@@ -543,3 +543,46 @@ func TestEarlyResponsesNotCountedAsServerResets(t *testing.T) {
 		t.Fatalf("%d RST_STREAM frames, want %d NO_ERROR ones", n, total)
 	}
 }
+
+// TestControlFloodsAreCutOff sends PING, SETTINGS and empty DATA floods on
+// the wire; each must end in GOAWAY(ENHANCE_YOUR_CALM) from our budget.
+func TestControlFloodsAreCutOff(t *testing.T) {
+	defer checkGoroutines(t)()
+	s := startServer(t, Config{})
+	defer s.close()
+	cases := []struct {
+		want  Reason
+		flood func(c *rawClient, i int) error
+		setup func(c *rawClient) error
+	}{
+		{ReasonPingFlood, func(c *rawClient, i int) error { return c.fr.WritePing(false, [8]byte{byte(i)}) }, nil},
+		{ReasonSettingsFlood, func(c *rawClient, i int) error { return c.fr.WriteSettings() }, nil},
+		{ReasonEmptyDataFlood, func(c *rawClient, i int) error { return c.fr.WriteData(1, false, nil) },
+			func(c *rawClient) error {
+				// A POST whose body never comes, only empty DATA frames.
+				c.encBuf.Reset()
+				for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "127.0.0.1"}, {":path", "/upload"}} {
+					c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+				}
+				return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.encBuf.Bytes(), EndHeaders: true})
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(string(tc.want), func(t *testing.T) {
+			c := dialRaw(t, s)
+			if tc.setup != nil && !c.write(func() error { return tc.setup(c) }) {
+				t.Fatal("setup write failed")
+			}
+			for i := 0; i < 1000; i++ {
+				if !c.write(func() error { return tc.flood(c, i) }) {
+					break
+				}
+			}
+			c.waitCutOff(t)
+		})
+	}
+	got := s.abuseReasons()
+	if len(got) != 3 || got[0] != ReasonPingFlood || got[1] != ReasonSettingsFlood || got[2] != ReasonEmptyDataFlood {
+		t.Fatalf("OnAbuse reasons = %v", got)
+	}
+}
