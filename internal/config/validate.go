@@ -66,7 +66,7 @@ func (c *Config) Validate() error {
 		p := fmt.Sprintf("listen[%d]", i)
 		if _, _, err := net.SplitHostPort(l.Address); err != nil {
 			v.add(p+".address", "want host:port such as \":8000\", got %q", l.Address)
-		} else if j, dup := seenAddr[l.Address]; dup {
+		} else if j, dup := seenAddr[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
 			v.add(p+".address", "%q is already used by listen[%d]", l.Address, j)
 		}
 		seenAddr[l.Address] = i

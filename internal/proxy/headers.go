@@ -17,6 +17,7 @@ const viaValue = "1.1 levee"
 // the origin never sees a client-forged chain; from a trusted proxy the peer
 // is appended to the chain it sent.
 func prepareRequest(h *fasthttp.RequestHeader, peer netip.Addr, trusted, isTLS bool, rewriteHost string) {
+	// The origin is spoken to in plain HTTP; the shield terminated TLS.
 	if conn := h.Peek(fasthttp.HeaderConnection); len(conn) > 0 {
 		delConnectionTokens(conn, h.DelBytes)
 	}

@@ -149,7 +149,11 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		req.SetBodyStream(body, req.Header.ContentLength())
 	}
 	clientClose := req.Header.ConnectionClose()
-	prepareRequest(&req.Header, peer, trusted, ctx.IsTLS(), site.RewriteHost)
+	isTLS := ctx.IsTLS()
+	prepareRequest(&req.Header, peer, trusted, isTLS, site.RewriteHost)
+	if isTLS {
+		req.URI().SetScheme("http") // the origin speaks plain HTTP
+	}
 
 	resp := &ctx.Response
 	b := site.Pool.Pick(nil)

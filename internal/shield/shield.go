@@ -138,6 +138,7 @@ func (s *Shield) newH1Server(c *config.Config) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:                       s.proxy.ServeFastHTTP,
 		ErrorHandler:                  s.h1Error,
+		ContinueHandler:               s.continueOK,
 		Logger:                        fasthttpLogger{s.sampled},
 		Name:                          "levee",
 		NoDefaultServerHeader:         true,
@@ -185,6 +186,13 @@ func (s *Shield) h1Error(ctx *fasthttp.RequestCtx, err error) {
 	ctx.SetContentType("text/plain; charset=utf-8")
 	ctx.SetBodyString(msg + "\n")
 	ctx.SetConnectionClose()
+}
+
+// continueOK answers "Expect: 100-continue": a body announced larger than
+// guard.max_body_bytes is refused (417) before the client sends it.
+func (s *Shield) continueOK(h *fasthttp.RequestHeader) bool {
+	max := int64(s.cfg.Load().Guard.MaxBodyBytes)
+	return max < 0 || int64(h.ContentLength()) <= max
 }
 
 func isSmallBuffer(err error) bool {
