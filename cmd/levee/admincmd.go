@@ -115,4 +115,3 @@ func runReload(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, "reloaded")
 	return nil
 }
-

@@ -292,4 +292,3 @@ func AddrOf(a net.Addr) netip.Addr {
 	}
 	return ap.Addr().Unmap()
 }
-

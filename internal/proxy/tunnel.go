@@ -130,4 +130,3 @@ func (b *closingBody) Close() error {
 	b.r.Close()
 	return b.c.Close()
 }
-
