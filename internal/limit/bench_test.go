@@ -81,9 +81,7 @@ func BenchmarkTable(b *testing.B) {
 	for _, n := range []int{1_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("keys=%s", count(n)), func(b *testing.B) {
 			t := newBenchTable(b, n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
+			runParallel(b, func(pb *testing.PB) {
 				p, c := newPicker(n), benchClock{}
 				for pb.Next() {
 					t.AllowAt(c.tick(), benchKey(p.next()), benchLimit)
@@ -108,9 +106,7 @@ func BenchmarkTableAddr(b *testing.B) {
 	for i := range n {
 		t.AllowAt(now, KeyAddr(1, addr(i), 32), benchLimit)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
+	runParallel(b, func(pb *testing.PB) {
 		p, c := newPicker(n), benchClock{}
 		for pb.Next() {
 			t.AllowAt(c.tick(), KeyAddr(1, addr(p.next()), 32), benchLimit)
@@ -123,8 +119,7 @@ func BenchmarkKey(b *testing.B) {
 	a := netip.MustParseAddr("2001:db8:1234:5678:9abc:def0:1234:5678")
 	v := []byte("session=0123456789abcdef0123456789abcdef")
 	b.Run("addr6/64", func(b *testing.B) {
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
+		runParallel(b, func(pb *testing.PB) {
 			var s uint64
 			for pb.Next() {
 				s += KeyAddr(2, a, 64)
@@ -133,8 +128,7 @@ func BenchmarkKey(b *testing.B) {
 		})
 	})
 	b.Run("bytes40", func(b *testing.B) {
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
+		runParallel(b, func(pb *testing.PB) {
 			var s uint64
 			for pb.Next() {
 				s += KeyBytes(3, v)
@@ -154,9 +148,7 @@ func BenchmarkCompare(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("impl=levee/keys=%s", count(n)), func(b *testing.B) {
 			t := newBenchTable(b, n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
+			runParallel(b, func(pb *testing.PB) {
 				p, c := newPicker(n), benchClock{}
 				for pb.Next() {
 					t.AllowAt(c.tick(), benchKey(p.next()), benchLimit)
@@ -177,9 +169,7 @@ func BenchmarkCompare(b *testing.B) {
 			for i := range n {
 				st.Take(ctx, strconv.Itoa(i))
 			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
+			runParallel(b, func(pb *testing.PB) {
 				p := newPicker(n)
 				// go-limiter keys are strings. Format them into a
 				// per-goroutine buffer and pass it without copying: every
@@ -197,9 +187,7 @@ func BenchmarkCompare(b *testing.B) {
 			for i := range n {
 				m.allow(now, benchKey(i))
 			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
+			runParallel(b, func(pb *testing.PB) {
 				p, c := newPicker(n), benchClock{}
 				for pb.Next() {
 					m.allow(time.Unix(0, c.tick()), benchKey(p.next()))
@@ -240,6 +228,21 @@ func (rm *rateMap) allow(now time.Time, key uint64) bool {
 	}
 	sh.mu.Unlock()
 	return l.AllowN(now, 1)
+}
+
+// runParallel is b.RunParallel that also reports the process CPU time per
+// operation ("cpu-ns/op"). On a machine shared with other work, wall-clock
+// ns/op includes the time our goroutines wait for a CPU; CPU time does not.
+// On an idle machine with GOMAXPROCS cores busy, ns/op is about cpu-ns/op
+// divided by GOMAXPROCS.
+func runParallel(b *testing.B, body func(*testing.PB)) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := processCPU()
+	b.RunParallel(body)
+	if cpu := processCPU() - start; cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
 }
 
 func count(n int) string {

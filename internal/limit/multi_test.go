@@ -132,8 +132,7 @@ func BenchmarkSingle(b *testing.B) {
 	l := Limit{Rate: 1e8, Burst: 1e6}
 	b.Run("impl=single", func(b *testing.B) {
 		var s Single
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
+		runParallel(b, func(pb *testing.PB) {
 			c := benchClock{}
 			for pb.Next() {
 				s.AllowAt(c.tick(), l)
@@ -146,11 +145,57 @@ func BenchmarkSingle(b *testing.B) {
 			b.Fatal(err)
 		}
 		key := KeyString(1, "global")
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
+		runParallel(b, func(pb *testing.PB) {
 			c := benchClock{}
 			for pb.Next() {
 				tb.AllowAt(c.tick(), key, l)
+			}
+		})
+	})
+}
+
+// BenchmarkAllowAll checks three limits per event (address, /24, route)
+// over 1M live keys per limit, with AllowAllAt (bucket loads overlapped)
+// and with three AllowAt calls.
+func BenchmarkAllowAll(b *testing.B) {
+	const n = 1_000_000
+	ls := [3]Limit{{Rate: 100, Burst: 200}, {Rate: 1000, Burst: 2000}, {Rate: 1000, Burst: 2000}}
+	keys := func(i int) [3]Check {
+		return [3]Check{
+			{withID(1, uint64(i)), ls[0]},
+			{withID(2, uint64(i)), ls[1]},
+			{withID(3, uint64(i)), ls[2]},
+		}
+	}
+	tb, err := New(Config{}, Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	for i := range n {
+		c := keys(i)
+		tb.AllowAllAt(now, c[:])
+	}
+	b.Run("api=AllowAllAt", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			p, c := newPicker(n), benchClock{}
+			for pb.Next() {
+				ch := keys(p.next())
+				tb.AllowAllAt(c.tick(), ch[:])
+			}
+		})
+	})
+	b.Run("api=3xAllowAt", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			p, c := newPicker(n), benchClock{}
+			for pb.Next() {
+				ch := keys(p.next())
+				now := c.tick()
+				for i := range ch {
+					if ok, _ := tb.AllowAt(now, ch[i].Key, ch[i].Limit); !ok {
+						break
+					}
+				}
 			}
 		})
 	})
