@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs Levee's whole test suite. On a fresh Debian machine with Go it first
+# installs what the tests need (Debian packages, Go modules).
+#
+#   ./test.sh            # everything
+#   ./test.sh -short     # skip the slowest tests (large transfers)
+#
+# Tests that need a missing tool or privilege skip with a clear message;
+# this script installs the tools so that they run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || { echo "test.sh: Go is required (https://go.dev/dl/)" >&2; exit 1; }
+
+# Debian packages the tests use (see each package's README).
+pkgs=()
+command -v chromium >/dev/null || pkgs+=(chromium)
+command -v curl >/dev/null || pkgs+=(curl)
+if ((${#pkgs[@]})); then
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+		echo "test.sh: installing ${pkgs[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq >/dev/null
+		apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+	else
+		echo "test.sh: not root or no apt-get: tests needing ${pkgs[*]} will skip" >&2
+	fi
+fi
+
+go mod download
+go vet ./...
+# Concurrency-heavy packages also run under the race detector.
+go test -count=1 -race -timeout 10m ./internal/guard/ ./internal/fastconn/ ./internal/limit/ ./internal/proxy/ "$@"
+go test -count=1 -timeout 20m ./... "$@"
