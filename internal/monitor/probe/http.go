@@ -10,23 +10,40 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"slices"
+	"sync"
 	"time"
 )
 
 func (p *Prober) http(ctx context.Context) Result {
 	var r Result
 	start := time.Now()
-	var dnsStart, connStart, tlsStart time.Time
+	// The transport may still run trace hooks from its dialing goroutine
+	// after Do returned (on timeout), so the hooks write under a lock.
+	var (
+		mu                            sync.Mutex
+		tm                            Timings
+		dnsStart, connStart, tlsStart time.Time
+	)
+	set := func(f func()) {
+		mu.Lock()
+		f()
+		mu.Unlock()
+	}
+	timings := func() Timings {
+		mu.Lock()
+		defer mu.Unlock()
+		return tm
+	}
 	trace := &httptrace.ClientTrace{
-		DNSStart:          func(httptrace.DNSStartInfo) { dnsStart = time.Now() },
-		DNSDone:           func(httptrace.DNSDoneInfo) { r.Timings.DNS = time.Since(dnsStart) },
-		ConnectStart:      func(string, string) { connStart = time.Now() },
-		ConnectDone:       func(string, string, error) { r.Timings.Connect = time.Since(connStart) },
-		TLSHandshakeStart: func() { tlsStart = time.Now() },
+		DNSStart:          func(httptrace.DNSStartInfo) { set(func() { dnsStart = time.Now() }) },
+		DNSDone:           func(httptrace.DNSDoneInfo) { set(func() { tm.DNS = time.Since(dnsStart) }) },
+		ConnectStart:      func(string, string) { set(func() { connStart = time.Now() }) },
+		ConnectDone:       func(string, string, error) { set(func() { tm.Connect = time.Since(connStart) }) },
+		TLSHandshakeStart: func() { set(func() { tlsStart = time.Now() }) },
 		TLSHandshakeDone: func(tls.ConnectionState, error) {
-			r.Timings.TLS = time.Since(tlsStart)
+			set(func() { tm.TLS = time.Since(tlsStart) })
 		},
-		GotFirstResponseByte: func() { r.Timings.FirstByte = time.Since(start) },
+		GotFirstResponseByte: func() { set(func() { tm.FirstByte = time.Since(start) }) },
 	}
 	u, _ := url.Parse(p.spec.URL) // validated
 	tr := &http.Transport{
@@ -48,6 +65,7 @@ func (p *Prober) http(ctx context.Context) Result {
 	}
 	req.Header.Set("User-Agent", "levee-monitor/1")
 	resp, err := client.Do(req)
+	r.Timings = timings()
 	if err != nil {
 		r.Timings.Total = time.Since(start)
 		f := Classify(err)
@@ -64,6 +82,7 @@ func (p *Prober) http(ctx context.Context) Result {
 	} else {
 		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxBody))
 	}
+	r.Timings = timings()
 	r.Timings.Total = time.Since(start)
 	if err != nil {
 		return fail(r, Classify(err), "reading body: "+short(err))

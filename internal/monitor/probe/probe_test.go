@@ -114,7 +114,11 @@ func TestHTTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := New(tt.spec, 300*time.Millisecond)
+			timeout := 3 * time.Second
+			if tt.want == FailTimeout {
+				timeout = 300 * time.Millisecond
+			}
+			p, err := New(tt.spec, timeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +158,11 @@ func TestTCPAndTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := New(tt.spec, 300*time.Millisecond)
+			timeout := 3 * time.Second
+			if tt.want == FailTimeout {
+				timeout = 300 * time.Millisecond
+			}
+			p, err := New(tt.spec, timeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -215,7 +223,11 @@ func TestDNS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := New(tt.spec, 300*time.Millisecond)
+			timeout := 3 * time.Second
+			if tt.want == FailTimeout {
+				timeout = 300 * time.Millisecond
+			}
+			p, err := New(tt.spec, timeout)
 			if err != nil {
 				t.Fatal(err)
 			}
