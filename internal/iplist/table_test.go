@@ -402,3 +402,46 @@ func ExampleBuilder() {
 	// 2001:db8::1 3 true
 	// 198.51.100.1 0 false
 }
+
+// FuzzTable builds a table from fuzzed prefixes and compares lookups of
+// fuzzed addresses, and of every prefix boundary, with the brute-force
+// reference. Input: records of 17 bytes (16 address bytes, 1 length byte);
+// the length byte's top bit selects IPv4.
+func FuzzTable(f *testing.F) {
+	f.Add([]byte("\x0a\x00\x00\x00............\x88\x0a\x01\x00\x00............\x90"))
+	f.Add(make([]byte, 17*3))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var b Builder
+		var ref []refEntry
+		var addrs []netip.Addr
+		for i := 0; i+17 <= len(data) && i < 17*64; i += 17 {
+			rec := data[i : i+17]
+			var a netip.Addr
+			var bits int
+			if rec[16]&0x80 != 0 {
+				a = netip.AddrFrom4([4]byte(rec[:4]))
+				bits = int(rec[16]&0x7f) % 33
+			} else {
+				a = netip.AddrFrom16([16]byte(rec[:16]))
+				bits = int(rec[16]) % 129
+			}
+			p := netip.PrefixFrom(a, bits)
+			if err := b.Add(p, uint32(i)); err != nil {
+				t.Fatal(err)
+			}
+			ref = append(ref, refEntry{p, uint32(i)})
+			addrs = append(addrs, a, lastAddr(p), p.Masked().Addr().Prev(), lastAddr(p).Next())
+		}
+		tb := b.Build()
+		for _, a := range addrs {
+			if !a.IsValid() {
+				continue
+			}
+			gv, gok := tb.Lookup(a)
+			wv, wok := refLookup(ref, a)
+			if gv != wv || gok != wok {
+				t.Fatalf("Lookup(%v) = %d,%v; reference %d,%v", a, gv, gok, wv, wok)
+			}
+		}
+	})
+}
