@@ -13,7 +13,7 @@ const (
 	availTop  = 4
 	availH    = 18
 	latTop    = 34
-	latH      = 90
+	latH      = 60
 	axisY     = latTop + latH + 14
 	chartH    = axisY + 4
 	leftPad   = 52
