@@ -50,6 +50,9 @@ type Config struct {
 
 	// Log configures the process log and the access log.
 	Log Log `yaml:"log"`
+
+	// Policy: allow/block lists, feeds, limits and rules (top-level keys).
+	Policy `yaml:",inline"`
 }
 
 // Listener is one client-facing socket.

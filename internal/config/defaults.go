@@ -97,6 +97,7 @@ func (c *Config) Defaults() {
 	setInt(&h2.MaxServerResetsPerWindow, 200)
 	setInt(&h2.MaxContinuationFrames, 32)
 	setDur(&h2.Window, 10*time.Second)
+	c.defaultsPolicy()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}

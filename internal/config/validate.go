@@ -194,6 +194,7 @@ func (c *Config) Validate() error {
 	v.positiveInt("guard.http2.max_server_resets_per_window", h2.MaxServerResetsPerWindow)
 	v.positiveInt("guard.http2.max_continuation_frames", h2.MaxContinuationFrames)
 	v.positiveDur("guard.http2.window", h2.Window)
+	v.policy(&c.Policy)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -1,0 +1,306 @@
+package decide
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/iplist"
+)
+
+type hdrs map[string]string
+
+func (h hdrs) Peek(n string) []byte   { return []byte(h[n]) }
+func (h hdrs) Cookie(n string) []byte { return []byte(h["cookie:"+n]) }
+
+func policy(t testing.TB, src string) *config.Policy {
+	t.Helper()
+	var c config.Config
+	if err := yaml.Unmarshal([]byte(src), &c); err != nil {
+		t.Fatal(err)
+	}
+	c.Sites = []config.Site{{Upstreams: []config.Upstream{{URL: "http://127.0.0.1:1"}}}}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &c.Policy
+}
+
+func engine(t testing.TB, src string, deps Deps) *Engine {
+	t.Helper()
+	deps.Registerer = prometheus.NewRegistry()
+	e, err := New(policy(t, src), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func req(client, method, path, ua string) *Request {
+	return &Request{Client: netip.MustParseAddr(client), Site: "s", Host: []byte("shop.example.com"),
+		Method: []byte(method), Path: []byte(path), UserAgent: []byte(ua), Headers: hdrs{}}
+}
+
+func TestRulesOrderAndVerdicts(t *testing.T) {
+	e := engine(t, `
+disable_default_limits: true
+allow: [10.9.0.0/16]
+block: [192.0.2.66]
+rules:
+  - {name: dry, match: {path: {prefix: /}}, action: block, dry_run: true}
+  - {name: health, match: {path: {exact: /healthz}}, action: allow}
+  - {name: scanners, match: {user_agent: {regex: "(?i)sqlmap|nikto"}}, action: block}
+  - {name: admin-post, match: {all: [{method: [POST]}, {path: {prefix: /admin}}]}, action: drop}
+  - {name: wp, match: {any: [{path: {suffix: .php}}, {path: {contains: wp-}}]}, action: tarpit}
+  - {name: not-json, match: {header: {name: X-Api, present: true}, not: {header: {name: Content-Type, exact: application/json}}}, action: limit}
+  - {name: chal, match: {host: ["*.example.com"], query: {contains: "bot=1"}}, action: challenge}
+  - {name: net, match: {ip: [198.51.100.0/24]}, action: block}
+  - {name: sess, match: {cookie: {name: session, prefix: "bad"}}, action: block}
+`, Deps{})
+	tests := []struct {
+		name string
+		r    *Request
+		want Verdict
+		by   string
+	}{
+		{"plain pass", req("203.0.113.1", "GET", "/", "Mozilla"), Pass, ""},
+		{"allow rule beats later block", req("203.0.113.1", "GET", "/healthz", "sqlmap"), Pass, "health"},
+		{"scanner", req("203.0.113.1", "GET", "/", "Mozilla sqlmap/1.0"), Block, "scanners"},
+		{"scanner case", req("203.0.113.1", "GET", "/", "NIKTO"), Block, "scanners"},
+		{"all: post admin", req("203.0.113.1", "POST", "/admin/x", "Mozilla"), Drop, "admin-post"},
+		{"all: get admin passes", req("203.0.113.1", "GET", "/admin/x", "Mozilla"), Pass, ""},
+		{"any suffix", req("203.0.113.1", "GET", "/x.php", "Mozilla"), Tarpit, "wp"},
+		{"any contains", req("203.0.113.1", "GET", "/wp-login", "Mozilla"), Tarpit, "wp"},
+		{"ip rule", req("198.51.100.77", "GET", "/", "Mozilla"), Block, "net"},
+		{"block list", req("192.0.2.66", "GET", "/healthz", "Mozilla"), Block, "block"},
+		{"allow list skips rules", req("10.9.1.1", "GET", "/", "sqlmap"), Pass, "allow"},
+	}
+	hdr := req("203.0.113.1", "GET", "/", "Mozilla")
+	hdr.Headers = hdrs{"X-Api": "1", "Content-Type": "text/plain"}
+	tests = append(tests, struct {
+		name string
+		r    *Request
+		want Verdict
+		by   string
+	}{"header not", hdr, Limit, "not-json"})
+	hdr2 := req("203.0.113.1", "GET", "/", "Mozilla")
+	hdr2.Headers = hdrs{"X-Api": "1", "Content-Type": "application/json"}
+	tests = append(tests, struct {
+		name string
+		r    *Request
+		want Verdict
+		by   string
+	}{"header json passes", hdr2, Pass, ""})
+	ch := req("203.0.113.1", "GET", "/", "Mozilla")
+	ch.Query = []byte("a=1&bot=1")
+	tests = append(tests, struct {
+		name string
+		r    *Request
+		want Verdict
+		by   string
+	}{"challenge falls back to limit", ch, Limit, "chal"})
+	ck := req("203.0.113.1", "GET", "/", "Mozilla")
+	ck.Headers = hdrs{"cookie:session": "bad123"}
+	tests = append(tests, struct {
+		name string
+		r    *Request
+		want Verdict
+		by   string
+	}{"cookie", ck, Block, "sess"})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.Decide(time.Now().UnixNano(), tt.r)
+			if d.Verdict != tt.want || d.By != tt.by {
+				t.Fatalf("got %v by %q, want %v by %q", d.Verdict, d.By, tt.want, tt.by)
+			}
+		})
+	}
+	// The dry-run rule counted every request but decided nothing.
+	for _, rs := range e.Rules() {
+		if rs.Name == "dry" && rs.Hits != uint64(len(tests)-2) { // two requests stopped at the lists
+			t.Errorf("dry-run hits = %d, want %d", rs.Hits, len(tests)-2)
+		}
+	}
+}
+
+func TestDefaultLimitsStopOneHeavySource(t *testing.T) {
+	e := engine(t, ``, Deps{})
+	now := time.Unix(1000, 0).UnixNano()
+	// A browser loading a page: 150 requests at once, then 10/s: all pass.
+	for i := 0; i < 150; i++ {
+		if d := e.Decide(now, req("203.0.113.5", "GET", "/", "Mozilla")); d.Verdict != Pass {
+			t.Fatalf("page load request %d: %v by %s", i, d.Verdict, d.By)
+		}
+	}
+	// A flooder at 1000/s for 5 s gets about burst + 50/s through.
+	passed := 0
+	for i := 0; i < 5000; i++ {
+		d := e.Decide(now+int64(i)*int64(time.Millisecond), req("203.0.113.9", "GET", "/", "x"))
+		if d.Verdict == Pass {
+			passed++
+		} else if d.Verdict != Limit || d.By != "per-address" || d.RetryAfter <= 0 {
+			t.Fatalf("flood: %+v", d)
+		}
+	}
+	if passed < 200+5*50-2 || passed > 200+5*50+2 {
+		t.Fatalf("flooder passed %d, want about %d", passed, 200+5*50)
+	}
+}
+
+func TestNetworkLimitCatchesManyAddresses(t *testing.T) {
+	e := engine(t, `
+limits:
+  - {name: addr, key: ip, rate: 100, burst: 100}
+  - {name: net24, key: ip, v4_prefix: 24, v6_prefix: 64, rate: 10, burst: 20}
+`, Deps{})
+	now := time.Unix(1000, 0).UnixNano()
+	passed, byNet := 0, 0
+	for i := 0; i < 200; i++ {
+		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+		d := e.Decide(now, &Request{Client: a})
+		if d.Verdict == Pass {
+			passed++
+		} else if d.By == "net24" {
+			byNet++
+		}
+	}
+	if passed != 20 || byNet != 180 {
+		t.Fatalf("passed %d, refused by /24 %d; want 20 and 180", passed, byNet)
+	}
+	// IPv6: addresses of one /64 share the limit, another /64 does not.
+	for i := 0; i < 25; i++ {
+		e.Decide(now, &Request{Client: netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, byte(i)})})
+	}
+	if d := e.Decide(now, &Request{Client: netip.MustParseAddr("2001:db8:0:1::ff")}); d.Verdict != Limit {
+		t.Fatalf("same /64: %v", d.Verdict)
+	}
+	if d := e.Decide(now, &Request{Client: netip.MustParseAddr("2001:db8:0:2::1")}); d.Verdict != Pass {
+		t.Fatalf("other /64: %v", d.Verdict)
+	}
+}
+
+func TestRateLimitRuleAndHeaderKey(t *testing.T) {
+	e := engine(t, `
+disable_default_limits: true
+rules:
+  - name: login
+    match: {path: {exact: /login}, method: [POST]}
+    action: rate_limit
+    limit: {rate: 1, burst: 3}
+limits:
+  - {name: api-key, key: "header:X-Api-Key", rate: 5, burst: 5}
+`, Deps{})
+	now := time.Unix(1000, 0).UnixNano()
+	got := 0
+	for i := 0; i < 10; i++ {
+		if e.Decide(now, req("203.0.113.1", "POST", "/login", "")).Verdict == Pass {
+			got++
+		}
+	}
+	if got != 3 {
+		t.Fatalf("login passed %d, want 3", got)
+	}
+	// Other paths are not limited by the login rule.
+	if d := e.Decide(now, req("203.0.113.1", "POST", "/other", "")); d.Verdict != Pass {
+		t.Fatalf("other path: %v", d)
+	}
+	// Header keyed limit: per key value; requests without the header are not counted.
+	for _, key := range []string{"k1", "k2"} {
+		n := 0
+		for i := 0; i < 8; i++ {
+			r := req("203.0.113.1", "GET", "/", "")
+			r.Headers = hdrs{"X-Api-Key": key}
+			if e.Decide(now, r).Verdict == Pass {
+				n++
+			}
+		}
+		if n != 5 {
+			t.Fatalf("key %s passed %d, want 5", key, n)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		if e.Decide(now, req("203.0.113.1", "GET", "/", "")).Verdict != Pass {
+			t.Fatal("request without the key header was limited")
+		}
+	}
+}
+
+func TestBansApplyToConnectionsAndRequests(t *testing.T) {
+	bans, err := iplist.NewBans(context.Background(), iplist.BansConfig{}, iplist.BansDeps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := engine(t, `block: [192.0.2.0/24]`, Deps{Bans: bans})
+	now := time.Now()
+	if _, refused := e.CheckConn(netip.MustParseAddr("203.0.113.7"), now); refused {
+		t.Fatal("refused before ban")
+	}
+	bans.Add(context.Background(), iplist.Ban{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "test", Expires: now.Add(time.Hour)})
+	if by, refused := e.CheckConn(netip.MustParseAddr("203.0.113.7"), now); !refused || by != "ban" {
+		t.Fatalf("after ban: %q %v", by, refused)
+	}
+	if d := e.Decide(now.UnixNano(), req("203.0.113.7", "GET", "/", "")); d.Verdict != Block || d.By != "ban" {
+		t.Fatalf("request from banned client: %+v", d)
+	}
+	if by, refused := e.CheckConn(netip.MustParseAddr("192.0.2.9"), now); !refused || by != "block" {
+		t.Fatalf("block list: %q %v", by, refused)
+	}
+	// Expired ban no longer applies.
+	if _, refused := e.CheckConn(netip.MustParseAddr("203.0.113.7"), now.Add(2*time.Hour)); refused {
+		t.Fatal("expired ban still applies")
+	}
+}
+
+func TestReloadKeepsLimitStateAndHits(t *testing.T) {
+	src := "limits: [{name: a, key: ip, rate: 1, burst: 2}]\nrules: [{name: r, match: {path: {exact: /x}}, action: log}]\n"
+	e := engine(t, src, Deps{})
+	now := time.Unix(1000, 0).UnixNano()
+	e.Decide(now, req("203.0.113.1", "GET", "/x", ""))
+	e.Decide(now, req("203.0.113.1", "GET", "/x", ""))
+	if err := e.Apply(policy(t, src)); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(now, req("203.0.113.1", "GET", "/x", "")); d.Verdict != Limit {
+		t.Fatalf("limit state lost across reload: %+v", d)
+	}
+	if h := e.Rules()[0].Hits; h != 3 {
+		t.Fatalf("rule hits across reload = %d, want 3", h)
+	}
+}
+
+func TestDecideDoesNotAllocate(t *testing.T) {
+	e := engine(t, `
+rules:
+  - {name: scanners, match: {user_agent: {regex: "sqlmap"}}, action: block}
+  - {name: p, match: {any: [{path: {prefix: /admin}}, {host: [a.example]}]}, action: block}
+`, Deps{})
+	r := req("203.0.113.1", "GET", "/index.html", "Mozilla/5.0")
+	now := time.Now().UnixNano()
+	allocs := testing.AllocsPerRun(1000, func() {
+		now += int64(time.Second)
+		e.Decide(now, r)
+	})
+	if allocs != 0 {
+		t.Fatalf("Decide allocates %.1f times per call", allocs)
+	}
+}
+
+func BenchmarkDecideDefaultLimits(b *testing.B) {
+	e := engine(b, ``, Deps{})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := uint32(0)
+		r := req("203.0.113.1", "GET", "/", "Mozilla")
+		for pb.Next() {
+			i++
+			r.Client = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			e.Decide(time.Now().UnixNano(), r)
+		}
+	})
+}
