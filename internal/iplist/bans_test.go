@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"testing"
@@ -324,5 +325,87 @@ func BenchmarkBansAdd(b *testing.B) {
 			b.Fatal(err)
 		}
 		bans.Remove(context.Background(), p)
+	}
+}
+
+// TestBansAgainstModel runs random adds, replacements, removals and expiries
+// through Bans, across many delta rebuilds and compactions, and compares
+// every answer with a map-based model.
+func TestBansAgainstModel(t *testing.T) {
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(11, 12))
+	now := t0
+	b, err := NewBans(ctx, BansConfig{}, BansDeps{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := map[netip.Prefix]Ban{}
+	randPrefix := func() netip.Prefix {
+		if r.IntN(3) == 0 {
+			a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(r.IntN(4)), 15: byte(r.Uint32())})
+			return netip.PrefixFrom(a, 112+r.IntN(17)).Masked()
+		}
+		a := netip.AddrFrom4([4]byte{10, 0, byte(r.IntN(4)), byte(r.Uint32())})
+		return netip.PrefixFrom(a, 16+r.IntN(17)).Masked()
+	}
+	randAddr := func() netip.Addr { return lastAddr(randPrefix()) }
+	want := func(a netip.Addr) (Ban, bool) {
+		for bits := a.BitLen(); bits >= 0; bits-- {
+			p, _ := a.Prefix(bits)
+			if ban, ok := model[p]; ok && ban.ActiveAt(now) {
+				return ban, true
+			}
+		}
+		return Ban{}, false
+	}
+	for step := 0; step < 3000; step++ {
+		switch op := r.IntN(10); {
+		case op < 6: // add or replace
+			ban := Ban{Prefix: randPrefix(), Reason: fmt.Sprint("step ", step), Created: now}
+			if r.IntN(2) == 0 {
+				ban.Expires = now.Add(time.Duration(1+r.IntN(60)) * time.Second)
+			}
+			if err := b.Add(ctx, ban); err != nil {
+				t.Fatal(err)
+			}
+			model[ban.Prefix] = ban
+		case op < 8: // remove, usually an existing ban
+			p := randPrefix()
+			if len(model) > 0 && r.IntN(4) != 0 {
+				for q := range model {
+					p = q
+					break
+				}
+			}
+			_, inModel := model[p]
+			had, err := b.Remove(ctx, p)
+			if err != nil || had != inModel {
+				t.Fatalf("step %d: Remove(%v) = %v, %v; model has it: %v", step, p, had, err, inModel)
+			}
+			delete(model, p)
+		case op < 9: // time passes
+			now = now.Add(time.Duration(r.IntN(5)) * time.Second)
+		default:
+			b.Expire(now)
+			for p, ban := range model {
+				if !ban.ActiveAt(now) {
+					delete(model, p)
+				}
+			}
+			if b.Len() != len(model) {
+				t.Fatalf("step %d: Len = %d after Expire; model %d", step, b.Len(), len(model))
+			}
+		}
+		for i := 0; i < 20; i++ {
+			a := randAddr()
+			got, gok := b.Lookup(a, now)
+			w, wok := want(a)
+			if gok != wok || got.Prefix != w.Prefix || got.Reason != w.Reason {
+				t.Fatalf("step %d: Lookup(%v) = %v %q %v; model %v %q %v", step, a, got.Prefix, got.Reason, gok, w.Prefix, w.Reason, wok)
+			}
+		}
+	}
+	if len(b.List(now)) == 0 {
+		t.Error("model test ended with no bans; the mix of operations is off")
 	}
 }
