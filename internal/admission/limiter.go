@@ -1,0 +1,255 @@
+package admission
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// LimiterConfig configures a Limiter. Zero fields take the documented
+// defaults.
+type LimiterConfig struct {
+	// Name labels the upstream in metrics. Default "default".
+	Name string `yaml:"name"`
+	// InitialLimit is the limit before any sample. Default 20.
+	InitialLimit int `yaml:"initial_limit"`
+	// MinLimit is the lowest limit, in requests in flight. Default 2.
+	MinLimit int `yaml:"min_limit"`
+	// MaxLimit is the highest limit. Default 1000.
+	MaxLimit int `yaml:"max_limit"`
+	// Window is the sample window after which the limit is recomputed.
+	// Default 100ms.
+	Window time.Duration `yaml:"window"`
+	// MinWindowSamples is the number of successful samples a window needs
+	// before it ends; a window with fewer is extended. Default 10.
+	MinWindowSamples int `yaml:"min_window_samples"`
+	// Buffer is the latency the origin may add above its minimum before the
+	// limit shrinks, as a fraction of the minimum. Default 0.1 (Envoy's
+	// default).
+	Buffer float64 `yaml:"buffer"`
+	// Smoothing weights a new limit against the old one, in (0,1].
+	// Default 0.2.
+	Smoothing float64 `yaml:"smoothing"`
+	// Backoff multiplies the limit after a window with overload signals
+	// (samples with ok=false). Default 0.9.
+	Backoff float64 `yaml:"backoff"`
+	// ProbeInterval is the time between minimum-latency probes. During a
+	// probe the limit is halved (but not below MinLimit) for one window and
+	// the window's latency becomes the new minimum, so a permanently slower
+	// origin is re-learned. Default 30s; jittered by up to 10%;
+	// negative disables probing.
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+}
+
+func (c *LimiterConfig) fill() {
+	if c.Name == "" {
+		c.Name = "default"
+	}
+	if c.InitialLimit == 0 {
+		c.InitialLimit = 20
+	}
+	if c.MinLimit == 0 {
+		c.MinLimit = 2
+	}
+	if c.MaxLimit == 0 {
+		c.MaxLimit = 1000
+	}
+	if c.Window == 0 {
+		c.Window = 100 * time.Millisecond
+	}
+	if c.MinWindowSamples == 0 {
+		c.MinWindowSamples = 10
+	}
+	if c.Buffer == 0 {
+		c.Buffer = 0.1
+	}
+	if c.Smoothing == 0 {
+		c.Smoothing = 0.2
+	}
+	if c.Backoff == 0 {
+		c.Backoff = 0.9
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = 30 * time.Second
+	}
+}
+
+// Validate reports the first invalid field.
+func (c LimiterConfig) Validate() error {
+	switch {
+	case c.MinLimit < 1:
+		return fmt.Errorf("min_limit %d: must be >= 1", c.MinLimit)
+	case c.MaxLimit < c.MinLimit:
+		return fmt.Errorf("max_limit %d: must be >= min_limit %d", c.MaxLimit, c.MinLimit)
+	case c.InitialLimit < c.MinLimit || c.InitialLimit > c.MaxLimit:
+		return fmt.Errorf("initial_limit %d: must be within [min_limit %d, max_limit %d]", c.InitialLimit, c.MinLimit, c.MaxLimit)
+	case c.Window < time.Millisecond:
+		return fmt.Errorf("window %v: must be >= 1ms", c.Window)
+	case c.MinWindowSamples < 1:
+		return fmt.Errorf("min_window_samples %d: must be >= 1", c.MinWindowSamples)
+	case !(c.Buffer >= 0 && c.Buffer <= 10):
+		return fmt.Errorf("buffer %v: must be within [0, 10]", c.Buffer)
+	case !(c.Smoothing > 0 && c.Smoothing <= 1):
+		return fmt.Errorf("smoothing %v: must be within (0, 1]", c.Smoothing)
+	case !(c.Backoff > 0 && c.Backoff < 1):
+		return fmt.Errorf("backoff %v: must be within (0, 1)", c.Backoff)
+	}
+	return nil
+}
+
+// Limiter learns the concurrency an upstream can take before its latency
+// rises. It aggregates samples over short windows; at the end of each window
+//
+//	gradient = clamp((minRTT*(1+Buffer)) / windowRTT, 0.5, 2)
+//	target   = limit*gradient + sqrt(limit)     (the sqrt is headroom for a small standing queue)
+//	limit    = limit*(1-Smoothing) + target*Smoothing, within [MinLimit, MaxLimit]
+//
+// where windowRTT is the mean latency of the window's successful samples and
+// minRTT the lowest window mean seen since the last probe. A window in which
+// the upstream was not busy (at most half the limit in flight) cannot raise
+// the limit, and a window with overload signals (ok=false) multiplies it by
+// Backoff instead.
+//
+// Use NewLimiter; the zero value is not usable. A Limiter is safe for
+// concurrent use.
+type Limiter struct {
+	cfg   LimiterConfig
+	limit atomic.Int64
+	m     *limiterMetrics
+
+	mu          sync.Mutex
+	est         float64
+	minRTT      time.Duration
+	winStart    time.Time
+	winSum      time.Duration
+	winN        int
+	winDrops    int
+	winMaxInfl  int
+	nextProbe   time.Time
+	probing     bool
+	probeBefore float64   // limit before the probe, restored after it
+	probeStart  time.Time // samples of requests started before it are ignored
+	seed        uint64
+}
+
+// NewLimiter returns a Limiter at cfg.InitialLimit.
+func NewLimiter(cfg LimiterConfig, deps Deps) (*Limiter, error) {
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("admission: limiter %s: %w", cfg.Name, err)
+	}
+	l := &Limiter{cfg: cfg, est: float64(cfg.InitialLimit), seed: uint64(time.Now().UnixNano()) | 1}
+	l.limit.Store(int64(cfg.InitialLimit))
+	m, err := newLimiterMetrics(cfg.Name, l, deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("admission: limiter %s: %w", cfg.Name, err)
+	}
+	l.m = m
+	return l, nil
+}
+
+// Limit returns the current concurrency limit.
+func (l *Limiter) Limit() int { return int(l.limit.Load()) }
+
+// MinRTT returns the minimum latency learned so far (0 before the first window).
+func (l *Limiter) MinRTT() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.minRTT
+}
+
+// OnSample records one finished request: its latency rtt, the number of
+// requests in flight when it started (including itself), and ok=false if it
+// ended with an overload signal (timeout, connection refused, 503/429 from
+// the origin). Application errors that say nothing about load should be
+// passed as ok=true, or not at all.
+func (l *Limiter) OnSample(now time.Time, rtt time.Duration, inflight int, ok bool) {
+	l.mu.Lock()
+	if l.winStart.IsZero() {
+		// The first window may already run loaded: probe right after it.
+		l.winStart = now
+		l.nextProbe = now
+	}
+	if l.probing && now.Add(-rtt).Before(l.probeStart) {
+		// Started before the limit was lowered: says nothing about the
+		// origin's unloaded latency.
+		l.mu.Unlock()
+		return
+	}
+	if ok {
+		l.winSum += rtt
+		l.winN++
+	} else {
+		l.winDrops++
+	}
+	if inflight > l.winMaxInfl {
+		l.winMaxInfl = inflight
+	}
+	if now.Sub(l.winStart) >= l.cfg.Window && (l.winN >= l.cfg.MinWindowSamples || l.winDrops > 0) {
+		l.endWindow(now)
+	}
+	l.mu.Unlock()
+}
+
+// jitter returns d plus up to 10% (xorshift; no global state).
+func (l *Limiter) jitter(d time.Duration) time.Duration {
+	l.seed ^= l.seed << 13
+	l.seed ^= l.seed >> 7
+	l.seed ^= l.seed << 17
+	if d <= 0 {
+		return d
+	}
+	return d + time.Duration(l.seed%uint64(d/10+1))
+}
+
+func (l *Limiter) endWindow(now time.Time) {
+	c := &l.cfg
+	est := l.est
+	var rtt time.Duration
+	if l.winN > 0 {
+		rtt = l.winSum / time.Duration(l.winN)
+	}
+	switch {
+	case l.probing:
+		// The probe window ran at a reduced limit: its latency is the
+		// origin's minimum now.
+		l.probing = false
+		if rtt > 0 {
+			l.minRTT = rtt
+		}
+		est = l.probeBefore
+		l.nextProbe = now.Add(l.jitter(c.ProbeInterval))
+		l.m.probes.Inc()
+	case l.winDrops > 0:
+		est *= c.Backoff
+	case rtt > 0:
+		if l.minRTT == 0 || rtt < l.minRTT {
+			l.minRTT = rtt
+		}
+		g := float64(l.minRTT) * (1 + c.Buffer) / float64(rtt)
+		g = math.Max(0.5, math.Min(2, g))
+		target := est*g + math.Sqrt(est)
+		if target > est && float64(l.winMaxInfl) <= est/2 {
+			// Not busy enough to know whether more would be fine.
+			target = est
+		}
+		est = est*(1-c.Smoothing) + target*c.Smoothing
+	}
+	est = math.Max(float64(c.MinLimit), math.Min(float64(c.MaxLimit), est))
+	l.est = est
+	if c.ProbeInterval > 0 && !l.probing && !now.Before(l.nextProbe) && l.minRTT > 0 {
+		l.probing = true
+		l.probeBefore = est
+		l.probeStart = now
+		est = math.Max(float64(c.MinLimit), est/2)
+	}
+	l.limit.Store(int64(math.Round(est)))
+	l.winStart, l.winSum, l.winN, l.winDrops, l.winMaxInfl = now, 0, 0, 0, 0
+	l.m.minRTT.Set(l.minRTT.Seconds())
+}
+
+// errLimiterNil is returned by NewGate without a Limiter.
+var errLimiterNil = errors.New("a Limiter is required")
