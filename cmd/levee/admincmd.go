@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"text/tabwriter"
 
 	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/decide"
 	"github.com/levee-dev/levee/internal/shield"
 )
 
@@ -84,6 +86,12 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(tw, "open connections\t%d\n", st.OpenConnections)
 	fmt.Fprintf(tw, "tracked addresses\t%d\n", st.TrackedAddrs)
 	fmt.Fprintf(tw, "reloads\t%d\n", st.Reloads)
+	fmt.Fprintf(tw, "bans\t%d\n", st.Bans)
+	fmt.Fprintf(tw, "limit table\t%d/%d keys, %d MiB, %d denied, %d active evictions\n",
+		st.LimitTable.Live, st.LimitTable.Slots, st.LimitTable.Bytes>>20, st.LimitTable.Denied, st.LimitTable.Evictions)
+	if len(st.Feeds) > 0 {
+		fmt.Fprintf(tw, "feeds\t%v\n", st.Feeds)
+	}
 	if st.LastReloadError != "" {
 		fmt.Fprintf(tw, "last reload error\t%s\n", st.LastReloadError)
 	}
@@ -96,7 +104,28 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\n", s.Name, u.Addr, u.Healthy, u.Inflight, u.Conns)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Rules) > 0 {
+		rules := append([]decide.RuleStats(nil), st.Rules...)
+		sort.SliceStable(rules, func(i, j int) bool { return rules[i].Hits > rules[j].Hits })
+		fmt.Fprintln(stdout)
+		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "RULE	ACTION	HITS")
+		for i, r := range rules {
+			if i == 10 {
+				break
+			}
+			act := r.Action
+			if r.DryRun {
+				act += " (dry run)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", r.Name, act, r.Hits)
+		}
+		return tw.Flush()
+	}
+	return nil
 }
 
 func runReload(args []string, stdout, stderr io.Writer) error {

@@ -99,6 +99,7 @@ type Deps struct {
 // and update it with Apply.
 type Engine struct {
 	snap  atomic.Pointer[snapshot]
+	feeds atomic.Pointer[iplist.Set]
 	table atomic.Pointer[limit.Table]
 	deps  Deps
 	m     *metrics
@@ -160,6 +161,7 @@ func New(p *config.Policy, deps Deps) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{deps: deps, m: m, log: deps.Logger}
+	e.feeds.Store(deps.Feeds)
 	if err := e.Apply(p); err != nil {
 		return nil, err
 	}
@@ -344,8 +346,8 @@ func (e *Engine) CheckConn(addr netip.Addr, now time.Time) (by string, refused b
 		e.m.connRefused[1].Inc()
 		return "block", true
 	}
-	if e.deps.Feeds != nil {
-		if name, ok := e.deps.Feeds.Lookup(addr); ok {
+	if f := e.feeds.Load(); f != nil {
+		if name, ok := f.Lookup(addr); ok {
 			e.m.connRefused[2].Inc()
 			return name, true
 		}
@@ -469,6 +471,13 @@ func (e *Engine) Rules() []RuleStats {
 	}
 	return out
 }
+
+// SetFeeds replaces the threat feed set (after a reload changed the list
+// of feed files); nil removes it.
+func (e *Engine) SetFeeds(f *iplist.Set) { e.feeds.Store(f) }
+
+// Feeds returns the current threat feed set (may be nil).
+func (e *Engine) Feeds() *iplist.Set { return e.feeds.Load() }
 
 // LimitTable returns the rate limit table (for status and metrics).
 func (e *Engine) LimitTable() *limit.Table { return e.table.Load() }

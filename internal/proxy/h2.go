@@ -53,6 +53,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	peer := peerFrom(r)
 	trusted := cfg.ClientIP != nil && cfg.ClientIP.Trusted(peer)
+	client := peer
+	if trusted {
+		client = cfg.ClientIP.Resolve(peer, []byte(r.Header.Get("X-Forwarded-For")), []byte(r.Header.Get("Forwarded")))
+	}
+	if !p.decideH2(w, r, st, site, client, start) {
+		return
+	}
 
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()

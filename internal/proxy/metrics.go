@@ -13,7 +13,7 @@ const (
 	VerdictNoSite  = "no_site"
 )
 
-var verdicts = []string{VerdictPass, VerdictInvalid, VerdictError, VerdictNoSite}
+var verdicts = []string{VerdictPass, VerdictInvalid, VerdictError, VerdictNoSite, "block", "limit", "drop", "tarpit", "challenge"}
 
 type verdictIdx uint8
 
@@ -22,6 +22,11 @@ const (
 	vInvalid
 	vError
 	vNoSite
+	vBlock
+	vLimit
+	vDrop
+	vTarpit
+	vChallenge
 	numVerdicts
 )
 

@@ -32,6 +32,8 @@ var (
 	pageBadRequest     = newPage(400, "Bad Request", "The request could not be understood.")
 	pageReqTimeout     = newPage(408, "Request Timeout", "The request was not received in time.")
 	pageHeaderTooLarge = newPage(431, "Request Header Fields Too Large", "The request headers are too large.")
+	pageForbidden      = newPage(403, "Forbidden", "Access to this site is blocked for your network.")
+	pageTooMany        = newPage(429, "Too Many Requests", "You are sending requests too fast. Please slow down and try again shortly.")
 	pageUnavailable    = newPage(503, "Service Unavailable", "The site is shutting down or overloaded. Please try again in a moment.")
 )
 

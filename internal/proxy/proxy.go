@@ -46,6 +46,9 @@ type Config struct {
 	// ClientIP resolves the client address behind trusted proxies; nil
 	// means the TCP peer is the client.
 	ClientIP *clientip.Resolver
+	// TarpitDelay and MaxTarpits configure the tarpit verdict.
+	TarpitDelay time.Duration
+	MaxTarpits  int
 }
 
 // State is everything the request path reads, published as one immutable
@@ -53,6 +56,8 @@ type Config struct {
 type State struct {
 	Router *Router
 	Config Config
+	// Decider is the decision engine; nil passes every request.
+	Decider Decider
 }
 
 // Proxy serves requests. It is safe for concurrent use; create it with New
@@ -62,7 +67,10 @@ type Proxy struct {
 	m        *Metrics
 	log      *slog.Logger
 	draining atomic.Bool
+	tarpit   tarpit
 }
+
+type netipAddr = netip.Addr
 
 // New returns a Proxy that records into m (required) and logs to log
 // (nil: discard).
@@ -132,8 +140,9 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		trusted = true
 		client = cfg.ClientIP.Resolve(peer, req.Header.Peek("X-Forwarded-For"), req.Header.Peek("Forwarded"))
 	}
-	_ = client // the decision engine keys on client; see internal/decide
-
+	if !p.decideH1(ctx, st, site, client, start) {
+		return
+	}
 	if isUpgrade(&req.Header) {
 		p.tunnel(ctx, st, site, peer, trusted)
 		return

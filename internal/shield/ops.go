@@ -9,6 +9,7 @@ import (
 	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/buildinfo"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/decide"
 )
 
 // Reload re-reads the configuration file (when the shield was started from
@@ -61,16 +62,29 @@ type UpstreamStatus struct {
 
 // StatusReport is the body of GET /v1/status.
 type StatusReport struct {
-	Version         string       `json:"version"`
-	Uptime          string       `json:"uptime"`
-	StartedAt       time.Time    `json:"started_at"`
-	Mode            string       `json:"mode"`
-	Listeners       []string     `json:"listeners"`
-	Sites           []SiteStatus `json:"sites"`
-	OpenConnections int64        `json:"open_connections"`
-	TrackedAddrs    int          `json:"tracked_addresses"`
-	Reloads         int64        `json:"reloads"`
-	LastReloadError string       `json:"last_reload_error,omitempty"`
+	Version         string             `json:"version"`
+	Uptime          string             `json:"uptime"`
+	StartedAt       time.Time          `json:"started_at"`
+	Mode            string             `json:"mode"`
+	Listeners       []string           `json:"listeners"`
+	Sites           []SiteStatus       `json:"sites"`
+	OpenConnections int64              `json:"open_connections"`
+	TrackedAddrs    int                `json:"tracked_addresses"`
+	Reloads         int64              `json:"reloads"`
+	LastReloadError string             `json:"last_reload_error,omitempty"`
+	Bans            int                `json:"bans"`
+	Rules           []decide.RuleStats `json:"rules"`
+	LimitTable      LimitTableStatus   `json:"limit_table"`
+	Feeds           []string           `json:"feeds,omitempty"`
+}
+
+// LimitTableStatus summarizes the rate limit table.
+type LimitTableStatus struct {
+	Slots     int64  `json:"slots"`
+	Bytes     int64  `json:"bytes"`
+	Live      int64  `json:"live_keys"`
+	Evictions uint64 `json:"evictions_active"`
+	Denied    uint64 `json:"denied"`
 }
 
 // Status implements admin.Backend.
@@ -87,6 +101,13 @@ func (s *Shield) Status() any {
 	}
 	if e := s.lastErr.Load(); e != nil {
 		st.LastReloadError = *e
+	}
+	st.Bans = s.bans.Len()
+	st.Rules = s.engine.Rules()
+	ts := s.engine.LimitTable().Stats()
+	st.LimitTable = LimitTableStatus{Slots: int64(ts.Slots), Bytes: int64(ts.Bytes), Live: int64(ts.Live), Evictions: uint64(ts.EvictionsActive), Denied: uint64(ts.Denied)}
+	if f := s.engine.Feeds(); f != nil {
+		st.Feeds = f.Lists()
 	}
 	for _, a := range s.Addrs() {
 		st.Listeners = append(st.Listeners, a.String())
@@ -146,6 +167,7 @@ func (s *Shield) StartAdmin() (net.Addr, *admin.Server, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	s.registerPolicyAPI(srv)
 	ln, err := net.Listen("tcp", cfg.Admin.Address)
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin: listen %s: %w", cfg.Admin.Address, err)

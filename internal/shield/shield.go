@@ -24,6 +24,9 @@ import (
 
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/decide"
+	"github.com/levee-dev/levee/internal/iplist"
+	"github.com/levee-dev/levee/internal/store"
 	"github.com/levee-dev/levee/internal/guard"
 	"github.com/levee-dev/levee/internal/h2guard"
 	"github.com/levee-dev/levee/internal/proxy"
@@ -62,6 +65,13 @@ type Shield struct {
 	h2ctx     context.Context
 	h2cancel  context.CancelFunc
 	started   time.Time
+
+	store      *store.Store
+	bans       *iplist.Bans
+	engine     *decide.Engine
+	feedCfg    []config.Feed
+	feedCancel context.CancelFunc
+	bgCancel   context.CancelFunc
 	reloads   atomic.Int64
 	lastErr   atomic.Pointer[string]
 	stop      chan struct{}
@@ -99,7 +109,11 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	}
 	s.proxy = proxy.New(pm, s.log)
 	s.h1 = s.newH1Server(cfg)
+	if err := s.openPolicy(context.Background(), cfg); err != nil {
+		return nil, err
+	}
 	if err := s.Apply(cfg); err != nil {
+		s.store.Close()
 		return nil, err
 	}
 	return s, nil
@@ -273,6 +287,9 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	if old := s.cfg.Load(); old != nil && !sameListeners(old, cfg) {
 		s.log.Warn("listener or admin address changes take effect after a restart")
 	}
+	if err := s.applyPolicy(cfg); err != nil {
+		return fail(fmt.Errorf("policy: %w", err))
+	}
 	// Everything built: swap.
 	for l, cs := range newCerts {
 		l.certs.Store(cs)
@@ -289,7 +306,9 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		TunnelIdleTimeout: cfg.Guard.TunnelIdleTimeout,
 		ConnectTimeout:    5 * time.Second,
 		ClientIP:          cip,
-	}})
+		TarpitDelay:       cfg.TarpitDelay,
+		MaxTarpits:        cfg.MaxTarpits,
+	}, Decider: s.engine})
 	s.cfg.Store(cfg)
 	old := s.pools
 	s.pools = pools
@@ -352,6 +371,10 @@ func (s *Shield) Start() error {
 		go l.acceptLoop()
 		s.log.Info("listening", "address", l.ln.Addr().String(), "tls", l.cfg.TLS.Enabled(), "proxy_protocol", l.cfg.ProxyProtocol, "h2c", l.cfg.H2C)
 	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.bgCancel = cancel
+	go s.bans.Run(bg)
+	s.runFeeds()
 	go s.housekeeping()
 	return nil
 }
@@ -434,6 +457,15 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	s.closeListeners()
 	for _, p := range s.pools {
 		p.Close()
+	}
+	if s.bgCancel != nil {
+		s.bgCancel()
+	}
+	if s.feedCancel != nil {
+		s.feedCancel()
+	}
+	if cerr := s.store.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
 	}
 	return err
 }

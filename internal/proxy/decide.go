@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/levee-dev/levee/internal/decide"
+)
+
+// Decider is the decision engine as the proxy sees it.
+type Decider interface {
+	Decide(now int64, r *decide.Request) decide.Decision
+}
+
+var reqPool = sync.Pool{New: func() any { return new(decide.Request) }}
+
+// tarpit bounds the connections held in the tarpit.
+type tarpit struct {
+	held atomic.Int64
+}
+
+// decideH1 asks the engine about an HTTP/1.1 request and, unless it passes,
+// answers it. It reports whether the request may proceed.
+func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client netipAddr, now time.Time) bool {
+	if st.Decider == nil {
+		return true
+	}
+	req := &ctx.Request
+	dr := reqPool.Get().(*decide.Request)
+	*dr = decide.Request{
+		Client:    client,
+		Site:      site.Name,
+		Host:      req.Header.Host(),
+		Method:    req.Header.Method(),
+		Path:      req.URI().Path(),
+		Query:     req.URI().QueryString(),
+		UserAgent: req.Header.UserAgent(),
+		Headers:   &req.Header,
+	}
+	d := st.Decider.Decide(now.UnixNano(), dr)
+	*dr = decide.Request{}
+	reqPool.Put(dr)
+	switch d.Verdict {
+	case decide.Pass:
+		return true
+	case decide.Block:
+		p.reject(ctx, site.m, vBlock, pageForbidden)
+	case decide.Limit, decide.Challenge:
+		writePage(ctx, pageTooMany)
+		ctx.Response.Header.Set("Retry-After", retryAfter(d.RetryAfter))
+		site.m.count(vLimit, 429)
+	case decide.Drop:
+		p.drop(ctx)
+		site.m.count(vDrop, 0)
+	case decide.Tarpit:
+		if p.tarpit.held.Load() >= int64(st.Config.MaxTarpits) {
+			p.drop(ctx)
+			site.m.count(vDrop, 0)
+			break
+		}
+		p.tarpit.held.Add(1)
+		delay := st.Config.TarpitDelay
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(c net.Conn) {
+			defer p.tarpit.held.Add(-1)
+			time.Sleep(delay)
+			resetConn(c)
+		})
+		site.m.count(vTarpit, 0)
+	}
+	return false
+}
+
+// drop closes the connection without an answer (RST).
+func (p *Proxy) drop(ctx *fasthttp.RequestCtx) {
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(resetConn)
+}
+
+func resetConn(c net.Conn) {
+	type lingerer interface{ SetLinger(int) error }
+	for c != nil {
+		if l, ok := c.(lingerer); ok {
+			_ = l.SetLinger(0)
+			break
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			if u2, ok2 := c.(interface{ Unwrap() net.Conn }); ok2 {
+				c = u2.Unwrap()
+				continue
+			}
+			break
+		}
+		c = u.NetConn()
+	}
+}
+
+// retryAfter formats a Retry-After value in whole seconds, at least 1.
+func retryAfter(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}
+
+// httpHeaders adapts net/http headers to decide.Headers (HTTP/2 path).
+type httpHeaders struct{ r *http.Request }
+
+func (h httpHeaders) Peek(name string) []byte { return []byte(h.r.Header.Get(name)) }
+func (h httpHeaders) Cookie(name string) []byte {
+	c, err := h.r.Cookie(name)
+	if err != nil {
+		return nil
+	}
+	return []byte(c.Value)
+}
+
+// decideH2 is decideH1 for HTTP/2 requests.
+func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site *Site, client netipAddr, now time.Time) bool {
+	if st.Decider == nil {
+		return true
+	}
+	path := r.URL.Path
+	dr := reqPool.Get().(*decide.Request)
+	*dr = decide.Request{
+		Client:    client,
+		Site:      site.Name,
+		Host:      []byte(r.Host),
+		Method:    []byte(r.Method),
+		Path:      []byte(path),
+		Query:     []byte(r.URL.RawQuery),
+		UserAgent: []byte(r.UserAgent()),
+		Headers:   httpHeaders{r},
+	}
+	d := st.Decider.Decide(now.UnixNano(), dr)
+	*dr = decide.Request{}
+	reqPool.Put(dr)
+	switch d.Verdict {
+	case decide.Pass:
+		return true
+	case decide.Block:
+		p.writePageHTTP(w, r, site.m, vBlock, pageForbidden)
+	case decide.Limit, decide.Challenge:
+		w.Header().Set("Retry-After", retryAfter(d.RetryAfter))
+		p.writePageHTTP(w, r, site.m, vLimit, pageTooMany)
+	case decide.Drop, decide.Tarpit:
+		if d.Verdict == decide.Tarpit && p.tarpit.held.Load() < int64(st.Config.MaxTarpits) {
+			p.tarpit.held.Add(1)
+			defer p.tarpit.held.Add(-1)
+			site.m.count(vTarpit, 0)
+			select {
+			case <-time.After(st.Config.TarpitDelay):
+			case <-r.Context().Done():
+			}
+		} else {
+			site.m.count(vDrop, 0)
+		}
+		// Resets the stream without a response.
+		panic(http.ErrAbortHandler)
+	}
+	return false
+}

@@ -1,0 +1,182 @@
+package shield
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/levee-dev/levee/internal/admin"
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/decide"
+	"github.com/levee-dev/levee/internal/iplist"
+	"github.com/levee-dev/levee/internal/store"
+)
+
+// openPolicy opens the store, the runtime bans, the threat feeds and the
+// decision engine.
+func (s *Shield) openPolicy(ctx context.Context, cfg *config.Config) error {
+	st, err := store.Open(filepath.Join(cfg.DataDir, "levee.db"), s.log)
+	if err != nil {
+		return err
+	}
+	s.store = st
+	if s.bans, err = iplist.NewBans(ctx, iplist.BansConfig{}, iplist.BansDeps{Store: st, Logger: s.log, Registerer: s.reg}); err != nil {
+		st.Close()
+		return fmt.Errorf("bans: %w", err)
+	}
+	feeds, err := s.newFeeds(cfg, s.reg)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	s.feedCfg = cfg.Feeds
+	if s.engine, err = decide.New(&cfg.Policy, decide.Deps{Bans: s.bans, Feeds: feeds, Registerer: s.reg, Logger: s.log}); err != nil {
+		st.Close()
+		return fmt.Errorf("policy: %w", err)
+	}
+	s.guard.SetBanChecker(s.engine)
+	return nil
+}
+
+func (s *Shield) newFeeds(cfg *config.Config, reg prometheus.Registerer) (*iplist.Set, error) {
+	if len(cfg.Feeds) == 0 {
+		return nil, nil
+	}
+	var lists []iplist.ListConfig
+	for _, f := range cfg.Feeds {
+		lists = append(lists, iplist.ListConfig{Name: f.Name, Path: f.Path, Format: f.Format, Lenient: !f.Strict})
+	}
+	set, err := iplist.NewSet(iplist.SetConfig{Lists: lists, Interval: cfg.FeedRefresh}, iplist.SetDeps{Logger: s.log, Registerer: reg})
+	if err != nil {
+		return nil, fmt.Errorf("feeds: %w", err)
+	}
+	return set, nil
+}
+
+// applyPolicy is the policy part of Apply.
+func (s *Shield) applyPolicy(cfg *config.Config) error {
+	if !reflect.DeepEqual(cfg.Feeds, s.feedCfg) {
+		set, err := s.newFeeds(cfg, nil)
+		if err != nil {
+			return err
+		}
+		if s.feedCancel != nil {
+			s.feedCancel()
+		}
+		s.engine.SetFeeds(set)
+		s.feedCfg = cfg.Feeds
+		s.runFeeds()
+	}
+	return s.engine.Apply(&cfg.Policy)
+}
+
+func (s *Shield) runFeeds() {
+	set := s.engine.Feeds()
+	if set == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.feedCancel = cancel
+	go set.Run(ctx)
+}
+
+// BanRequest is the body of POST /v1/bans.
+type BanRequest struct {
+	Prefix string `json:"prefix"`
+	// For is a duration such as "1h"; empty or "0" means permanent.
+	For    string `json:"for"`
+	Reason string `json:"reason"`
+	Source string `json:"source"`
+}
+
+// BanView is a ban as the API shows it.
+type BanView struct {
+	Prefix  string    `json:"prefix"`
+	Reason  string    `json:"reason"`
+	Source  string    `json:"source"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitempty"`
+}
+
+func (s *Shield) registerPolicyAPI(a *admin.Server) {
+	a.Handle("GET /v1/bans", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		list := s.bans.List(time.Now())
+		out := make([]BanView, 0, len(list))
+		for _, b := range list {
+			out = append(out, BanView{Prefix: b.Prefix.String(), Reason: b.Reason, Source: b.Source, Created: b.Created, Expires: b.Expires})
+		}
+		admin.WriteJSON(w, 200, out)
+	}))
+	a.Handle("POST /v1/bans", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var br BanRequest
+		if err := admin.ReadJSON(r, &br); err != nil {
+			admin.WriteJSON(w, 400, map[string]any{"error": err.Error()})
+			return
+		}
+		b, err := parseBan(br, time.Now())
+		if err != nil {
+			admin.WriteJSON(w, 400, map[string]any{"error": err.Error()})
+			return
+		}
+		if err := s.bans.Add(r.Context(), b); err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
+			admin.WriteJSON(w, 500, map[string]any{"error": err.Error()})
+			return
+		} else if err != nil {
+			admin.WriteJSON(w, 200, map[string]any{"ok": true, "warning": err.Error()})
+			return
+		}
+		s.log.Info("ban added", "prefix", b.Prefix.String(), "expires", b.Expires, "reason", b.Reason, "source", b.Source)
+		admin.WriteJSON(w, 200, map[string]any{"ok": true, "prefix": b.Prefix.String(), "expires": b.Expires})
+	}))
+	a.Handle("DELETE /v1/bans", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := config.ParsePrefix(r.URL.Query().Get("prefix"))
+		if err != nil {
+			admin.WriteJSON(w, 400, map[string]any{"error": err.Error()})
+			return
+		}
+		ok, err := s.bans.Remove(r.Context(), p)
+		if err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
+			admin.WriteJSON(w, 500, map[string]any{"error": err.Error()})
+			return
+		}
+		if !ok {
+			admin.WriteJSON(w, 404, map[string]any{"error": "no ban on " + p.String()})
+			return
+		}
+		s.log.Info("ban removed", "prefix", p.String())
+		admin.WriteJSON(w, 200, map[string]any{"ok": true})
+	}))
+	a.Handle("GET /v1/rules", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		admin.WriteJSON(w, 200, s.engine.Rules())
+	}))
+}
+
+func parseBan(br BanRequest, now time.Time) (iplist.Ban, error) {
+	p, err := config.ParsePrefix(br.Prefix)
+	if err != nil {
+		return iplist.Ban{}, err
+	}
+	b := iplist.Ban{Prefix: p, Reason: strings.TrimSpace(br.Reason), Source: br.Source, Created: now}
+	if b.Source == "" {
+		b.Source = "api"
+	}
+	if br.For != "" && br.For != "0" {
+		d, err := time.ParseDuration(br.For)
+		if err != nil || d < 0 {
+			return iplist.Ban{}, fmt.Errorf("invalid duration %q: want e.g. 30m, 1h, 24h", br.For)
+		}
+		b.Expires = now.Add(d)
+	}
+	if len(b.Reason) > 500 {
+		b.Reason = b.Reason[:500]
+	}
+	return b, nil
+}
+

@@ -1,0 +1,232 @@
+package shield
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/levee-dev/levee/internal/config"
+)
+
+// TestOneHeavySourceLimitedOthersServed: one address over its limit gets 429
+// while 50 other addresses at a normal rate are all served.
+func TestOneHeavySourceLimitedOthersServed(t *testing.T) {
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+limits:
+  - {name: per-address, key: ip, rate: 20, burst: 20}
+`, o.addr))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	normalOK, normalTotal := 0, 0
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := dialFrom(t, fmt.Sprintf("127.0.1.%d", i+1), addrOf(s, 0))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			for time.Now().Before(deadline) { // 5 req/s each
+				resp, _, err := get(c, "/")
+				mu.Lock()
+				normalTotal++
+				if err == nil && resp.StatusCode == 200 {
+					normalOK++
+				}
+				mu.Unlock()
+				time.Sleep(200 * time.Millisecond)
+			}
+		}(i)
+	}
+	heavy, err := dialFrom(t, "127.0.2.1", addrOf(s, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer heavy.Close()
+	ok, limited, retry := 0, 0, ""
+	for time.Now().Before(deadline) {
+		resp, _, err := get(heavy, "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch resp.StatusCode {
+		case 200:
+			ok++
+		case 429:
+			limited++
+			retry = resp.Header.Get("Retry-After")
+		}
+	}
+	wg.Wait()
+	if normalOK != normalTotal || normalTotal < 300 {
+		t.Fatalf("normal clients: %d/%d served", normalOK, normalTotal)
+	}
+	if limited == 0 || ok > 20+2*20+5 || retry == "" {
+		t.Fatalf("heavy source: %d ok, %d limited (Retry-After %q)", ok, limited, retry)
+	}
+	t.Logf("heavy source: %d ok, %d x 429; 50 normal clients: %d/%d ok", ok, limited, normalOK, normalTotal)
+}
+
+// TestNetworkLimitCatchesManyAddresses: a /24 limit catches many addresses
+// of one network while another network is served.
+func TestNetworkLimitCatchesManyAddresses(t *testing.T) {
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+limits:
+  - {name: per-address, key: ip, rate: 100, burst: 100}
+  - {name: per-network, key: ip, v4_prefix: 24, rate: 10, burst: 30}
+`, o.addr))
+	okN, limitedN := 0, 0
+	for i := 1; i <= 60; i++ {
+		c, err := dialFrom(t, fmt.Sprintf("127.0.3.%d", i), addrOf(s, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, _, err := get(c, "/")
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == 200 {
+			okN++
+		} else if resp.StatusCode == 429 {
+			limitedN++
+		}
+	}
+	if okN > 35 || limitedN < 25 {
+		t.Fatalf("60 addresses of one /24: %d ok, %d limited; want ~30 ok", okN, limitedN)
+	}
+	c, _ := dialFrom(t, "127.0.4.1", addrOf(s, 0))
+	defer c.Close()
+	if resp, _, err := get(c, "/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("other network: %v %v", err, resp)
+	}
+}
+
+func TestBanClosesNextConnectionAndPersists(t *testing.T) {
+	o := startOrigin(t)
+	dir := t.TempDir()
+	cfgSrc := fmt.Sprintf("listen: [{address: \"127.0.0.1:0\"}]\nsites: [{upstreams: [{url: \"http://%s\"}]}]\ndata_dir: %s\n", o.addr, dir)
+	s := startShield(t, cfgSrc)
+	// A connection opened before the ban.
+	open, _ := dialFrom(t, "127.0.5.5", addrOf(s, 0))
+	defer open.Close()
+	if resp, _, err := get(open, "/"); err != nil || resp.StatusCode != 200 {
+		t.Fatal("before ban:", err)
+	}
+	b, _ := parseBan(BanRequest{Prefix: "127.0.5.0/24", For: "1h", Reason: "test"}, time.Now())
+	if err := s.bans.Add(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	// The next connection is reset at accept time.
+	c, err := dialFrom(t, "127.0.5.6", addrOf(s, 0))
+	if err == nil {
+		_, _, err = get(c, "/")
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("banned source served on a new connection")
+	}
+	// A request on the connection opened before the ban gets 403.
+	if resp, _, err := get(open, "/"); err != nil || resp.StatusCode != 403 {
+		t.Fatalf("request on an open connection after the ban: %v %v", err, resp)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+
+	// Restart on the same data directory: the ban is still there.
+	cfg, err := config.Parse([]byte(cfgSrc+"admin: {address: \"off\"}\n"), "levee.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Shutdown(ctx)
+	if !s2.bans.Banned(netip.MustParseAddr("127.0.5.99"), time.Now()) {
+		t.Fatal("ban lost across restart")
+	}
+	if err := s2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c, err = dialFrom(t, "127.0.5.7", addrOf(s2, 0))
+	if err == nil {
+		_, _, err = get(c, "/")
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("banned source served after restart")
+	}
+}
+
+func TestRulesThroughTheProxy(t *testing.T) {
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+tarpit_delay: 300ms
+rules:
+  - {name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
+  - {name: wp, match: {path: {prefix: /wp-}}, action: drop}
+  - {name: xmlrpc, match: {path: {exact: /xmlrpc.php}}, action: tarpit}
+  - {name: heavy, match: {path: {prefix: /search}}, action: rate_limit, limit: {rate: 1, burst: 2}}
+  - {name: chal, match: {path: {prefix: /chal}}, action: challenge}
+`, o.addr))
+	do := func(path, ua string) (int, error) {
+		c, err := net.Dial("tcp", addrOf(s, 0))
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		resp, _, err := get(c, path, "User-Agent: "+ua)
+		if err != nil {
+			return 0, err
+		}
+		return resp.StatusCode, nil
+	}
+	if code, _ := do("/", "sqlmap/1.7"); code != 403 {
+		t.Errorf("scanner: %d", code)
+	}
+	if code, _ := do("/", "Mozilla"); code != 200 {
+		t.Errorf("browser: %d", code)
+	}
+	if _, err := do("/wp-login.php", "x"); err == nil {
+		t.Error("drop rule answered")
+	}
+	start := time.Now()
+	if _, err := do("/xmlrpc.php", "x"); err == nil || time.Since(start) < 250*time.Millisecond {
+		t.Errorf("tarpit: err %v after %v", err, time.Since(start))
+	}
+	codes := []int{}
+	for i := 0; i < 4; i++ {
+		code, _ := do("/search?q=x", "Mozilla")
+		codes = append(codes, code)
+	}
+	if fmt.Sprint(codes) != "[200 200 429 429]" {
+		t.Errorf("rate_limit rule: %v", codes)
+	}
+	if code, _ := do("/chal", "Mozilla"); code != 429 {
+		t.Errorf("challenge fallback: %d", code)
+	}
+	hits := map[string]uint64{}
+	for _, r := range s.engine.Rules() {
+		hits[r.Name] = r.Hits
+	}
+	if hits["scanners"] != 1 || hits["heavy"] != 4 || hits["wp"] != 1 {
+		t.Errorf("rule hits: %v", hits)
+	}
+}
