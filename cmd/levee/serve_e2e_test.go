@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// leveeBin builds the real binary once per test run.
+func leveeBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "levee-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "levee")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type server struct {
+	cmd    *exec.Cmd
+	listen string
+	admin  string
+	data   string
+	log    *lockedBuf
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startServe(t *testing.T, data string, args ...string) *server {
+	t.Helper()
+	s := &server{listen: freePort(t), admin: freePort(t), data: data, log: &lockedBuf{}}
+	full := append([]string{"serve", "--listen", s.listen, "--admin", s.admin, "--data-dir", data, "--shutdown-grace", "3s"}, args...)
+	s.cmd = exec.Command(leveeBin(t), full...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.Env = append(os.Environ(), "LEVEE_ADMIN_TOKEN=")
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.stop(t) })
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", s.admin); err == nil {
+			c.Close()
+			return s
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("levee serve did not start:\n%s", s.log.String())
+	return nil
+}
+
+func (s *server) stop(t *testing.T) {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+		t.Errorf("levee serve did not stop on SIGTERM:\n%s", s.log.String())
+	}
+}
+
+// cli runs a levee subcommand against s and returns its output.
+func (s *server) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(leveeBin(t), args...)
+	cmd.Env = append(os.Environ(), "LEVEE_DATA_DIR="+s.data, "LEVEE_ADMIN_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func originServer(t *testing.T) *httptest.Server {
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "origin saw %s from %s", r.URL.Path, r.Header.Get("X-Forwarded-For"))
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+func getFrom(src, addr, path string) (int, string, error) {
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return 0, "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: e2e\r\n\r\n", path)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+func TestZeroConfigServeBanAndRestart(t *testing.T) {
+	o := originServer(t)
+	data := t.TempDir()
+	s := startServe(t, data, "--upstream", o.URL)
+	code, body, err := getFrom("127.0.0.21", s.listen, "/hello")
+	if err != nil || code != 200 || body != "origin saw /hello from 127.0.0.21" {
+		t.Fatalf("proxy: %d %q %v\n%s", code, body, err, s.log.String())
+	}
+	if fi, err := os.Stat(filepath.Join(data, "admin.token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file: %v %v", fi, err)
+	}
+	out, err := s.cli(t, "status", "--admin", s.admin)
+	if err != nil || !strings.Contains(out, "open connections") || !strings.Contains(out, "limit table") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	out, err = s.cli(t, "ban", "add", "127.0.0.77", "--for", "1h", "--reason", "e2e test", "--admin", s.admin)
+	if err != nil || !strings.Contains(out, "banned 127.0.0.77/32 until") {
+		t.Fatalf("ban add: %v\n%s", err, out)
+	}
+	if _, _, err := getFrom("127.0.0.77", s.listen, "/"); err == nil {
+		t.Fatal("banned address was served")
+	}
+	if code, _, err := getFrom("127.0.0.78", s.listen, "/"); err != nil || code != 200 {
+		t.Fatalf("neighbour address: %d %v", code, err)
+	}
+	out, err = s.cli(t, "ban", "ls", "--admin", s.admin)
+	if err != nil || !strings.Contains(out, "127.0.0.77/32") || !strings.Contains(out, "e2e test") {
+		t.Fatalf("ban ls: %v\n%s", err, out)
+	}
+	// Restart on the same data directory: the ban persists.
+	s.stop(t)
+	s2 := startServe(t, data, "--upstream", o.URL)
+	if _, _, err := getFrom("127.0.0.77", s2.listen, "/"); err == nil {
+		t.Fatalf("ban lost across restart\n%s", s2.log.String())
+	}
+	if out, err := s2.cli(t, "ban", "rm", "127.0.0.77", "--admin", s2.admin); err != nil {
+		t.Fatalf("ban rm: %v\n%s", err, out)
+	}
+	if code, _, err := getFrom("127.0.0.77", s2.listen, "/"); err != nil || code != 200 {
+		t.Fatalf("after unban: %d %v", code, err)
+	}
+	// Wrong token is refused.
+	cmd := exec.Command(leveeBin(t), "status", "--admin", s2.admin)
+	cmd.Env = append(os.Environ(), "LEVEE_ADMIN_TOKEN=wrong-token-wrong-token")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "401") {
+		t.Fatalf("wrong token accepted: %v\n%s", err, out)
+	}
+}
+
+func TestSIGHUPReloadKeepsRunningConfigOnError(t *testing.T) {
+	o1, o2 := originServer(t), originServer(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "levee.yaml")
+	write := func(url string) {
+		os.WriteFile(path, []byte(fmt.Sprintf("sites:\n  - upstreams:\n      - url: %s\n", url)), 0o600)
+	}
+	write(o1.URL)
+	s := startServe(t, dir, "-c", path)
+	o1.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "one") })
+	o2.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "two") })
+	if _, body, _ := getFrom("127.0.0.1", s.listen, "/"); body != "one" {
+		t.Fatalf("before reload: %q", body)
+	}
+	os.WriteFile(path, []byte("sites:\n  - upstreams:\n      - url: "+o2.URL+"\n    bogus_key: 1\n"), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	if _, body, _ := getFrom("127.0.0.1", s.listen, "/"); body != "one" {
+		t.Fatalf("a bad config was applied: %q", body)
+	}
+	if !strings.Contains(s.log.String(), `unknown key \"bogus_key\"`) && !strings.Contains(s.log.String(), `unknown key "bogus_key"`) {
+		t.Fatalf("reload error not logged:\n%s", s.log.String())
+	}
+	out, err := s.cli(t, "reload", "--admin", s.admin)
+	if err == nil || !strings.Contains(out, "running configuration kept") {
+		t.Fatalf("levee reload with a bad file: %v\n%s", err, out)
+	}
+	write(o2.URL)
+	if out, err := s.cli(t, "reload", "--admin", s.admin); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	if _, body, _ := getFrom("127.0.0.1", s.listen, "/"); body != "two" {
+		t.Fatalf("after good reload: %q", body)
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("listen:\n  - address: nope\nsites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n    colour: red\n"), 0o600)
+	out, err := exec.Command(leveeBin(t), "config", "check", bad).CombinedOutput()
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "bad.yaml:6: unknown key \"colour\"") {
+		t.Fatalf("config check bad: %v\n%s", err, out)
+	}
+	os.WriteFile(bad, []byte("listen:\n  - address: nope\nsites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n"), 0o600)
+	out, _ = exec.Command(leveeBin(t), "config", "check", bad).CombinedOutput()
+	if !strings.Contains(string(out), "bad.yaml:2: listen[0].address") {
+		t.Fatalf("config check value error:\n%s", out)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("sites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n"), 0o600)
+	if out, err := exec.Command(leveeBin(t), "config", "check", good).CombinedOutput(); err != nil || !strings.Contains(string(out), "OK") {
+		t.Fatalf("config check good: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(leveeBin(t), "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "levee ") {
+		t.Fatalf("version: %v %s", err, out)
+	}
+	if out, err := exec.Command(leveeBin(t), "serve").CombinedOutput(); err == nil || !strings.Contains(string(out), "--upstream") {
+		t.Fatalf("serve without upstream: %v %s", err, out)
+	}
+}
