@@ -127,6 +127,16 @@ func BenchmarkKey(b *testing.B) {
 			sink.Add(s)
 		})
 	})
+	a4 := netip.MustParseAddr("127.1.2.3")
+	b.Run("addr4/24", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			var s uint64
+			for pb.Next() {
+				s += KeyAddr(2, a4, 24)
+			}
+			sink.Add(s)
+		})
+	})
 	b.Run("bytes40", func(b *testing.B) {
 		runParallel(b, func(pb *testing.PB) {
 			var s uint64

@@ -35,22 +35,26 @@ const (
 //
 // KeyAddr does not allocate and is safe for concurrent use.
 func KeyAddr(limitID uint32, a netip.Addr, prefixBits int) uint64 {
-	b16 := a.As16()
-	hi := binary.BigEndian.Uint64(b16[:8])
-	lo := binary.BigEndian.Uint64(b16[8:])
+	var hi, lo uint64
 	fam, width := uint64(famInvalid), 0
 	switch {
 	case a.Is4():
+		b4 := a.As4()
 		fam, width = fam4, 32
+		lo = uint64(binary.BigEndian.Uint32(b4[:]))
 	case a.Is6():
+		b16 := a.As16()
+		hi = binary.BigEndian.Uint64(b16[:8])
+		lo = binary.BigEndian.Uint64(b16[8:])
 		fam, width = fam6, 128
 		if hi == 0 && lo>>32 == 0xffff { // IPv4-mapped: treat as IPv4
 			fam, width = fam4, 32
+			lo &= 0xffffffff
 		}
 	}
 	n := min(max(prefixBits, 0), width)
-	// Keep the first n bits of the address. An IPv4 address sits in the
-	// last 32 bits of its 16-byte form, after ::ffff.
+	// Keep the first n bits of the address. An IPv4 address is kept in the
+	// last 32 bits of lo.
 	keep := n
 	if fam == fam4 {
 		keep += 96
