@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -263,4 +264,34 @@ func count(n int) string {
 		return strconv.Itoa(n/1_000) + "k"
 	}
 	return strconv.Itoa(n)
+}
+
+// BenchmarkFlood streams distinct one-shot keys (each seen once, keeping
+// state for a minute) into a default 64 MiB table: the path a flood of
+// spoofed or botnet sources takes, insert plus CLOCK eviction once the table
+// is full. It reports the heap growth over the whole run, which must stay
+// within the budget however many keys pass.
+func BenchmarkFlood(b *testing.B) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	t, err := New(Config{Name: "flood"}, Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	oneShot := Limit{Rate: 1.0 / 60, Burst: 1}
+	var goroutine atomic.Uint64
+	runParallel(b, func(pb *testing.PB) {
+		base := goroutine.Add(1) << 40
+		c := benchClock{}
+		for i := uint64(0); pb.Next(); i++ {
+			t.AllowAt(c.tick(), withID(5, base+i), oneShot)
+		}
+	})
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	st := t.Stats()
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20), "heap-MiB")
+	b.ReportMetric(float64(st.EvictionsActive+st.EvictionsRecovered)/float64(b.N), "evictions/op")
 }
