@@ -21,7 +21,7 @@ import (
 )
 
 // newIdle builds a collector without running probes, for API tests.
-func newIdle(t *testing.T, extra string) *Collector {
+func newIdle(t testing.TB, extra string) *Collector {
 	t.Helper()
 	dir := t.TempDir()
 	cfgYAML := fmt.Sprintf(`data_dir: %s
@@ -43,7 +43,7 @@ targets:
 	return c
 }
 
-func writeConfig(t *testing.T, dir, cfgYAML string, agents ...string) *monitor.Config {
+func writeConfig(t testing.TB, dir, cfgYAML string, agents ...string) *monitor.Config {
 	t.Helper()
 	for _, a := range agents {
 		writeFile(t, dir+"/"+a+".token", agentTokenPrefix+a)
@@ -56,7 +56,7 @@ func writeConfig(t *testing.T, dir, cfgYAML string, agents ...string) *monitor.C
 	return cfg
 }
 
-func writeFile(t *testing.T, path, s string) {
+func writeFile(t testing.TB, path, s string) {
 	t.Helper()
 	if err := osWriteFile(path, []byte(s)); err != nil {
 		t.Fatal(err)
