@@ -110,7 +110,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 // fails because of accounting; a server-side budget makes the next Read
 // fail instead.
 func (c *Conn) Write(p []byte) (int, error) {
+	// Held across the write so that concurrent writers are accounted in
+	// the order their bytes go out.
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	clk := clock{start: c.start}
 	b := p
 	for len(b) > 0 {
@@ -126,7 +129,6 @@ func (c *Conn) Write(p []byte) (int, error) {
 			}
 		}
 	}
-	c.wmu.Unlock()
 	return c.Conn.Write(p)
 }
 

@@ -198,6 +198,7 @@ type rawClient struct {
 	encBuf bytes.Buffer
 
 	done     chan struct{} // closed when the read loop ends
+	settled  chan struct{} // closed once the server's SETTINGS was acknowledged
 	goAway   *http2.GoAwayFrame
 	goAwayAt time.Time
 	readErr  error
@@ -215,7 +216,7 @@ func dialRaw(t *testing.T, s *testServer) *rawClient {
 	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN = %q", p)
 	}
-	c := &rawClient{conn: conn, fr: http2.NewFramer(conn, conn), done: make(chan struct{})}
+	c := &rawClient{conn: conn, fr: http2.NewFramer(conn, conn), done: make(chan struct{}), settled: make(chan struct{})}
 	c.fr.AllowIllegalWrites = true
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	conn.SetDeadline(time.Now().Add(10 * time.Second)) // hard bound on the whole attack
@@ -226,6 +227,13 @@ func dialRaw(t *testing.T, s *testServer) *rawClient {
 		t.Fatal(err)
 	}
 	go c.readLoop()
+	// Wait for the SETTINGS exchange, so that our ACK cannot land between a
+	// HEADERS frame and its CONTINUATION frames later.
+	select {
+	case <-c.settled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no SETTINGS from the server")
+	}
 	return c
 }
 
@@ -253,6 +261,11 @@ func (c *rawClient) readLoop() {
 				c.wmu.Lock()
 				c.fr.WriteSettingsAck()
 				c.wmu.Unlock()
+				select {
+				case <-c.settled:
+				default:
+					close(c.settled)
+				}
 			}
 		}
 	}
