@@ -110,6 +110,10 @@ func KeyCombine(limitID uint32, a, b uint64) uint64 {
 	return hash3(a, b, uint64(limitID)<<32|0xc0b1)
 }
 
+// Note for all key builders: the table ignores bit 0 of a key (it holds the
+// CLOCK reference bit there), so keys are effectively 63-bit hashes. With 4
+// million live keys the chance that any two share a key is about 1e-6.
+
 // withID mixes a limit id into a value hash. For a fixed id the mapping is a
 // bijection of h, so distinct values keep distinct keys.
 func withID(limitID uint32, h uint64) uint64 {

@@ -2,7 +2,8 @@ package limit
 
 import "time"
 
-// Check is one limit to apply to one key, for AllowAllAt.
+// Check is one limit to apply to one key, for AllowAllAt. It is a plain
+// value; the zero value checks key 0 against no limit (always passes).
 type Check struct {
 	Key   uint64
 	Limit Limit

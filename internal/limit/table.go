@@ -36,7 +36,7 @@ const (
 const warnEvery = int64(time.Minute)
 
 // Config configures a Table. The zero value is usable: every field has a
-// default.
+// default. Config is a plain value; New does not keep a reference to it.
 type Config struct {
 	// Name labels the table's metrics (label table="...") and log lines.
 	// Default "default".
@@ -51,7 +51,8 @@ type Config struct {
 	Shards int `yaml:"shards"`
 }
 
-// Deps holds a Table's optional collaborators.
+// Deps holds a Table's optional collaborators. The zero value registers no
+// metrics and discards log lines.
 type Deps struct {
 	// Registerer receives the table's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
@@ -315,7 +316,7 @@ func (t *Table) warnFull(now int64) {
 		"slots", st.Slots, "live", st.Live, "evictions_active", st.EvictionsActive)
 }
 
-// Stats is a snapshot of a Table's counters.
+// Stats is a snapshot of a Table's counters, a plain value.
 type Stats struct {
 	// Slots is the table's capacity in keys.
 	Slots int64
