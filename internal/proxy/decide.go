@@ -27,9 +27,9 @@ type tarpit struct {
 
 // decideH1 asks the engine about an HTTP/1.1 request and, unless it passes,
 // answers it. It reports whether the request may proceed.
-func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client netipAddr, now time.Time) bool {
+func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client netipAddr, now time.Time) verdictIdx {
 	if st.Decider == nil {
-		return true
+		return vPass
 	}
 	req := &ctx.Request
 	dr := reqPool.Get().(*decide.Request)
@@ -48,21 +48,24 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 	reqPool.Put(dr)
 	switch d.Verdict {
 	case decide.Pass:
-		return true
+		return vPass
 	case decide.Block:
 		p.reject(ctx, site.m, vBlock, pageForbidden)
+		return vBlock
 	case decide.Limit, decide.Challenge:
 		writePage(ctx, pageTooMany)
 		ctx.Response.Header.Set("Retry-After", retryAfter(d.RetryAfter))
 		site.m.count(vLimit, 429)
+		return vLimit
 	case decide.Drop:
 		p.drop(ctx)
 		site.m.count(vDrop, 0)
+		return vDrop
 	case decide.Tarpit:
 		if p.tarpit.held.Load() >= int64(st.Config.MaxTarpits) {
 			p.drop(ctx)
 			site.m.count(vDrop, 0)
-			break
+			return vDrop
 		}
 		p.tarpit.held.Add(1)
 		delay := st.Config.TarpitDelay
@@ -73,8 +76,9 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 			resetConn(c)
 		})
 		site.m.count(vTarpit, 0)
+		return vTarpit
 	}
-	return false
+	return vBlock
 }
 
 // drop closes the connection without an answer (RST).

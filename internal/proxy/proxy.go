@@ -68,7 +68,11 @@ type Proxy struct {
 	log      *slog.Logger
 	draining atomic.Bool
 	tarpit   tarpit
+	alog     atomic.Pointer[AccessLog]
 }
+
+// SetAccessLog installs (or with nil removes) the JSON access log.
+func (p *Proxy) SetAccessLog(l *AccessLog) { p.alog.Store(l) }
 
 type netipAddr = netip.Addr
 
@@ -120,37 +124,61 @@ func PeerAddr(c net.Conn) netip.Addr {
 
 // ServeFastHTTP proxies one HTTP/1.1 request.
 func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
-	st := p.state.Load()
 	start := time.Now()
+	site, client, v := p.serveH1(ctx, start)
+	if l := p.alog.Load(); l != nil {
+		p.logH1(l, ctx, start, site, client, v)
+	}
+}
+
+func (p *Proxy) logH1(l *AccessLog, ctx *fasthttp.RequestCtx, start time.Time, site *Site, client netip.Addr, v verdictIdx) {
+	var cb [64]byte
+	e := Entry{
+		Time: start, Client: client.AppendTo(cb[:0]), Method: ctx.Method(), Host: ctx.Host(),
+		Path: ctx.Path(), Query: ctx.URI().QueryString(), Status: ctx.Response.StatusCode(),
+		Bytes: int64(max(ctx.Response.Header.ContentLength(), 0)), Duration: time.Since(start),
+		UA: ctx.UserAgent(), Verdict: verdicts[v],
+	}
+	if site != nil {
+		e.Site = site.Name
+	}
+	if v == vDrop || v == vTarpit {
+		e.Status = 0
+	}
+	l.Write(&e)
+}
+
+func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time) (*Site, netip.Addr, verdictIdx) {
+	st := p.state.Load()
 	req := &ctx.Request
 	site := st.Router.Match(req.Header.Host())
+	peer := PeerAddr(ctx.Conn())
 	if site == nil {
 		p.reject(ctx, p.m.noSite, vNoSite, pageNoSite)
-		return
+		return nil, peer, vNoSite
 	}
 	cfg := &st.Config
 	if len(req.Header.RequestURI()) > cfg.MaxURLLength {
 		p.reject(ctx, site.m, vInvalid, pageURITooLong)
 		ctx.SetConnectionClose()
-		return
+		return site, peer, vInvalid
 	}
-	peer := PeerAddr(ctx.Conn())
 	client, trusted := peer, false
 	if cfg.ClientIP != nil && cfg.ClientIP.Trusted(peer) {
 		trusted = true
 		client = cfg.ClientIP.Resolve(peer, req.Header.Peek("X-Forwarded-For"), req.Header.Peek("Forwarded"))
 	}
-	if !p.decideH1(ctx, st, site, client, start) {
-		return
+	if v := p.decideH1(ctx, st, site, client, start); v != vPass {
+		return site, client, v
 	}
 	if isUpgrade(&req.Header) {
 		p.tunnel(ctx, st, site, peer, trusted)
-		return
+		return site, client, vPass
 	}
 	if cl := req.Header.ContentLength(); cfg.MaxBodyBytes >= 0 && int64(cl) > cfg.MaxBodyBytes {
 		p.reject(ctx, site.m, vInvalid, pageTooLarge)
 		ctx.SetConnectionClose()
-		return
+		return site, client, vInvalid
 	}
 	var body *bodyReader
 	if req.IsBodyStream() {
@@ -174,8 +202,7 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if err != nil {
-		p.upstreamError(ctx, site, err, body)
-		return
+		return site, client, p.upstreamError(ctx, site, err, body)
 	}
 	prepareResponse(&resp.Header)
 	if clientClose || p.draining.Load() {
@@ -183,6 +210,7 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	site.m.count(vPass, resp.StatusCode())
 	site.m.latency.Observe(time.Since(start).Seconds())
+	return site, client, vPass
 }
 
 func (p *Proxy) reject(ctx *fasthttp.RequestCtx, sm *siteMetrics, v verdictIdx, pg page) {
@@ -190,7 +218,7 @@ func (p *Proxy) reject(ctx *fasthttp.RequestCtx, sm *siteMetrics, v verdictIdx, 
 	sm.count(v, pg.status)
 }
 
-func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, site *Site, err error, body *bodyReader) {
+func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, site *Site, err error, body *bodyReader) verdictIdx {
 	if body != nil && body.err != nil {
 		// The client, not the origin, failed: too large or too slow.
 		pg := pageReqTimeout
@@ -199,7 +227,7 @@ func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, site *Site, err error, b
 		}
 		p.reject(ctx, site.m, vInvalid, pg)
 		ctx.SetConnectionClose()
-		return
+		return vInvalid
 	}
 	pg := pageBadGateway
 	switch {
@@ -224,6 +252,7 @@ func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, site *Site, err error, b
 		// The request body may be partly unread; the connection cannot be reused.
 		ctx.SetConnectionClose()
 	}
+	return vError
 }
 
 func isDialError(err error) bool {

@@ -2,6 +2,9 @@ package shield
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"strings"
 	"fmt"
 	"net"
 	"net/netip"
@@ -228,5 +231,52 @@ rules:
 	}
 	if hits["scanners"] != 1 || hits["heavy"] != 4 || hits["wp"] != 1 {
 		t.Errorf("rule hits: %v", hits)
+	}
+}
+
+func TestAccessLogLines(t *testing.T) {
+	o := startOrigin(t)
+	logPath := t.TempDir() + "/access.log"
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
+log: {access_log: %s}
+rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}]
+`, o.addr, logPath))
+	c, _ := dialFrom(t, "127.0.6.1", addrOf(s, 0))
+	get(c, "/a?b=1", "User-Agent: Mozilla \"quoted\" \xff")
+	get(c, "/b", "User-Agent: sqlmap")
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines, got %q", data)
+	}
+	var e struct {
+		TS       time.Time `json:"ts"`
+		Site     string    `json:"site"`
+		Client   string    `json:"client"`
+		Method   string    `json:"method"`
+		Path     string    `json:"path"`
+		Query    string    `json:"query"`
+		Status   int       `json:"status"`
+		UA       string    `json:"ua"`
+		Verdict  string    `json:"verdict"`
+		Duration float64   `json:"duration_ms"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil {
+		t.Fatalf("line 1 is not JSON: %v: %s", err, lines[0])
+	}
+	if e.Site != "shop" || e.Client != "127.0.6.1" || e.Path != "/a" || e.Query != "b=1" || e.Status != 200 || e.Verdict != "pass" || e.UA != "Mozilla \"quoted\" \ufffd" || time.Since(e.TS) > time.Minute {
+		t.Fatalf("line 1: %+v", e)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Status != 403 || e.Verdict != "block" {
+		t.Fatalf("line 2: %v %+v", err, e)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,7 @@ type Shield struct {
 	feedCfg    []config.Feed
 	feedCancel context.CancelFunc
 	bgCancel   context.CancelFunc
+	alog       *proxy.AccessLog
 	reloads   atomic.Int64
 	lastErr   atomic.Pointer[string]
 	stop      chan struct{}
@@ -290,6 +292,10 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	if err := s.applyPolicy(cfg); err != nil {
 		return fail(fmt.Errorf("policy: %w", err))
 	}
+	alog, err := openAccessLog(cfg.Log.AccessLog)
+	if err != nil {
+		return fail(err)
+	}
 	// Everything built: swap.
 	for l, cs := range newCerts {
 		l.certs.Store(cs)
@@ -310,6 +316,16 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		MaxTarpits:        cfg.MaxTarpits,
 	}, Decider: s.engine})
 	s.cfg.Store(cfg)
+	// The access log is reopened on every reload (log rotation via SIGHUP).
+	if s.alog != nil {
+		defer s.alog.Close()
+	}
+	s.alog = alog
+	if alog != nil {
+		s.proxy.SetAccessLog(alog)
+	} else {
+		s.proxy.SetAccessLog(nil)
+	}
 	old := s.pools
 	s.pools = pools
 	for _, p := range old {
@@ -320,6 +336,22 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		}()
 	}
 	return nil
+}
+
+// openAccessLog opens the JSON access log: a file path (appended to, mode
+// 0640), "stdout", or "" for none.
+func openAccessLog(path string) (*proxy.AccessLog, error) {
+	switch path {
+	case "":
+		return nil, nil
+	case "stdout":
+		return proxy.NewAccessLog(os.Stdout, nil), nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w", err)
+	}
+	return proxy.NewAccessLog(f, f), nil
 }
 
 func prefixStrings(ps []netip.Prefix) []string {
@@ -463,6 +495,10 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	}
 	if s.feedCancel != nil {
 		s.feedCancel()
+	}
+	if s.alog != nil {
+		s.proxy.SetAccessLog(nil)
+		s.alog.Close()
 	}
 	if cerr := s.store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
