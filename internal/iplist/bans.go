@@ -216,6 +216,7 @@ func (b *Bans) Add(ctx context.Context, bans ...Ban) error {
 	bans = slices.Clone(bans) // normalized below; leave the caller's slice alone
 	cur := b.snap.Load()
 	dead := cur.dead
+	next := cur.next
 	copied := false
 	for i := range bans {
 		ban := &bans[i]
@@ -234,9 +235,12 @@ func (b *Bans) Add(ctx context.Context, bans ...Ban) error {
 		}
 		b.entries[ban.Prefix] = *ban
 		b.delta[ban.Prefix] = *ban
+		if !ban.Expires.IsZero() && (next.IsZero() || ban.Expires.Before(next)) {
+			next = ban.Expires
+		}
 		b.m.added.WithLabelValues(ban.Source).Inc()
 	}
-	b.publishDelta(dead)
+	b.publishDelta(dead, next)
 	if b.store == nil {
 		return nil
 	}
@@ -271,7 +275,7 @@ func (b *Bans) Remove(ctx context.Context, prefix netip.Prefix) (bool, error) {
 			b.garbage++
 		}
 		b.m.removed.Inc()
-		b.publishDelta(dead)
+		b.publishDelta(dead, cur.next)
 	}
 	if b.store == nil {
 		return had, nil
@@ -284,7 +288,7 @@ func (b *Bans) Remove(ctx context.Context, prefix netip.Prefix) (bool, error) {
 }
 
 // Expire drops the bans that expired at or before now and returns how many
-// it dropped. Expired bans never match Lookup, so Expire only reclaims memory
+// it dropped. It scans all bans, but only when the earliest expiry is due. Expired bans never match Lookup, so Expire only reclaims memory
 // and keeps Len, List and metrics current; expired rows in the store are left
 // to its own pruning.
 func (b *Bans) Expire(now time.Time) int {
@@ -313,7 +317,7 @@ func (b *Bans) Expire(now time.Time) int {
 		b.m.expired.Add(float64(n))
 	}
 	if n > 0 || inDelta {
-		b.publishDelta(cur.dead)
+		b.publishDelta(cur.dead, b.nextExpiry())
 		return n
 	}
 	// Nothing was due after all (a due ban was removed): refresh next.
@@ -358,8 +362,9 @@ func compactAt(n int) int {
 
 // publishDelta publishes the current base with a delta rebuilt from b.delta,
 // or rebuilds everything when the delta and garbage have grown too large.
-// Called with mu held.
-func (b *Bans) publishDelta(dead []uint64) {
+// next is the earliest expiry to record; it may be early (a removed ban's),
+// never late. Called with mu held.
+func (b *Bans) publishDelta(dead []uint64, next time.Time) {
 	if len(b.delta)+b.garbage > compactAt(len(b.entries)) {
 		b.rebuildAll()
 		return
@@ -374,7 +379,7 @@ func (b *Bans) publishDelta(dead []uint64) {
 		delta: buildLayer(bans),
 		dead:  dead,
 		count: len(b.entries),
-		next:  b.nextExpiry(),
+		next:  next,
 	}
 	b.snap.Store(s)
 	b.m.active.Set(float64(s.count))
@@ -393,7 +398,7 @@ func (b *Bans) rebuildAll() {
 		count: len(b.entries),
 		next:  b.nextExpiry(),
 	}
-	clear(b.delta)
+	b.delta = map[netip.Prefix]Ban{} // not clear(): a cleared map keeps its size, and publishDelta iterates it
 	b.garbage = 0
 	b.snap.Store(s)
 	b.m.active.Set(float64(s.count))
