@@ -1,6 +1,9 @@
 package h2guard
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // window is a sliding-window event counter approximated with two fixed
 // buckets: the estimate is the current bucket's count plus the previous
@@ -71,8 +74,8 @@ type clientAcct struct {
 	contFrames int    // CONTINUATION frames in the open block
 	blockBytes uint64 // bytes of the open block
 
-	// Totals for the connection, for tests and debugging.
-	streams, clientResets, continuations uint64
+	// Totals for the connection, read by Conn.Stats from any goroutine.
+	streams, clientResets, continuations atomic.Uint64
 }
 
 // frame accounts one client frame and returns the reason the connection
@@ -84,7 +87,7 @@ func (a *clientAcct) frame(cfg *Config, clk *clock, fh frameHeader) Reason {
 	case frameHeaders:
 		if fh.StreamID&1 == 1 && fh.StreamID > a.maxStream {
 			a.maxStream = fh.StreamID
-			a.streams++
+			a.streams.Add(1)
 			if cfg.MaxResetRatio > 0 {
 				a.opened.add(clk.now(), size)
 			}
@@ -99,7 +102,7 @@ func (a *clientAcct) frame(cfg *Config, clk *clock, fh frameHeader) Reason {
 		if !a.inBlock {
 			return "" // the server rejects it as a protocol error
 		}
-		a.continuations++
+		a.continuations.Add(1)
 		a.contFrames++
 		a.blockBytes += uint64(fh.Length)
 		if fh.Flags&flagEndHeaders != 0 {
@@ -117,7 +120,7 @@ func (a *clientAcct) frame(cfg *Config, clk *clock, fh frameHeader) Reason {
 		if fh.StreamID == 0 || fh.StreamID&1 == 0 || fh.StreamID > a.maxStream {
 			return ""
 		}
-		a.clientResets++
+		a.clientResets.Add(1)
 		now := clk.now()
 		n := a.resets.add(now, size)
 		if cfg.MaxClientResets > 0 && n > uint64(cfg.MaxClientResets) {
@@ -149,7 +152,7 @@ func (a *clientAcct) frame(cfg *Config, clk *clock, fh frameHeader) Reason {
 // Write side of one connection.
 type serverAcct struct {
 	resets      window
-	totalResets uint64
+	totalResets atomic.Uint64 // read by Conn.Stats from any goroutine
 }
 
 // frame accounts one server frame. RST_STREAM(NO_ERROR) is not counted:
@@ -161,7 +164,7 @@ func (a *serverAcct) frame(cfg *Config, clk *clock, fh frameHeader) Reason {
 	if fh.Type != frameRSTStream || fh.ErrCode == 0 {
 		return ""
 	}
-	a.totalResets++
+	a.totalResets.Add(1)
 	if cfg.MaxServerResets > 0 && a.resets.add(clk.now(), int64(cfg.Window)) > uint64(cfg.MaxServerResets) {
 		return ReasonServerResets
 	}

@@ -69,6 +69,26 @@ func (c *Conn) Tripped() (Reason, bool) {
 	return "", false
 }
 
+// Stats are the frame counts of one connection since it was wrapped. It is
+// a plain value; the zero value means nothing was counted.
+type Stats struct {
+	Streams       uint64 // client streams opened with HEADERS
+	ClientResets  uint64 // client RST_STREAM for streams it opened
+	Continuations uint64 // client CONTINUATION frames
+	ServerResets  uint64 // server RST_STREAM other than NO_ERROR
+}
+
+// Stats returns the connection's counts. It does not block and is safe
+// to call at any time, including from OnAbuse.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		Streams:       c.ca.streams.Load(),
+		ClientResets:  c.ca.clientResets.Load(),
+		Continuations: c.ca.continuations.Load(),
+		ServerResets:  c.sa.totalResets.Load(),
+	}
+}
+
 // Read reads from the client and accounts the frames read. Once a budget
 // is exceeded, Read discards what it read and returns
 // http2.ConnectionError(http2.ErrCodeEnhanceYourCalm), now and on every

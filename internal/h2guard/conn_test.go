@@ -26,7 +26,7 @@ func serverRSTs(n int) []byte {
 // and the backstop closes the connection after CloseGrace.
 func TestWriteTripWakesBlockedRead(t *testing.T) {
 	var got []Reason
-	g, err := New(Config{CloseGrace: 100 * time.Millisecond}, Deps{OnAbuse: func(_ net.Conn, r Reason) { got = append(got, r) }})
+	g, err := New(Config{CloseGrace: 100 * time.Millisecond}, Deps{OnAbuse: func(_ *Conn, r Reason) { got = append(got, r) }})
 	if err != nil {
 		t.Fatal(err)
 	}

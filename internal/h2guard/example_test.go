@@ -38,8 +38,9 @@ func serveH2(ln net.Listener, tlsCfg *tls.Config, handler http.Handler, g *h2gua
 func ExampleGuard_Wrap() {
 	g, err := h2guard.New(h2guard.Config{MaxClientResets: 200}, h2guard.Deps{
 		Registerer: prometheus.NewRegistry(),
-		OnAbuse: func(c net.Conn, r h2guard.Reason) {
+		OnAbuse: func(c *h2guard.Conn, r h2guard.Reason) {
 			// count and ban c.RemoteAddr() here; must not block
+			log.Printf("h2 abuse from %s: %s (%+v)", c.RemoteAddr(), r, c.Stats())
 		},
 	})
 	if err != nil {

@@ -162,9 +162,11 @@ type Deps struct {
 	// discards.
 	Logger *slog.Logger
 	// OnAbuse is called once per connection, from the connection's read or
-	// write goroutine, when a budget is exceeded. c is the connection that
-	// was passed to Wrap. It must not block (count, ban, return).
-	OnAbuse func(c net.Conn, r Reason)
+	// write goroutine, when a budget is exceeded. c.RemoteAddr() is the
+	// client (as reported by the conn passed to Wrap), c.Stats() the
+	// counts so far. It must not block (count, ban, return) and must not
+	// call c.Stats from a goroutine it waits for.
+	OnAbuse func(c *Conn, r Reason)
 }
 
 // Guard wraps connections with HTTP/2 abuse accounting. It holds the
@@ -177,7 +179,7 @@ type Guard struct {
 	cfg     Config
 	m       *metrics
 	log     *slog.Logger
-	onAbuse func(net.Conn, Reason)
+	onAbuse func(*Conn, Reason)
 
 	lastLog    atomic.Int64 // unix nanos of the last log line
 	suppressed atomic.Int64 // abuse lines not logged since
@@ -233,7 +235,7 @@ func AsConn(c net.Conn) (*Conn, bool) {
 func (g *Guard) tripped(c *Conn, r Reason) {
 	g.m.abuse.WithLabelValues(string(r)).Inc()
 	if g.onAbuse != nil {
-		g.onAbuse(c.Conn, r)
+		g.onAbuse(c, r)
 	}
 	now := time.Now().UnixNano()
 	last := g.lastLog.Load()

@@ -59,6 +59,7 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 type abuseEvent struct {
 	remote string
 	reason Reason
+	stats  Stats
 }
 
 // testServer is an x/net/http2 server on a loopback TLS listener serving
@@ -86,9 +87,9 @@ func startServer(t *testing.T, cfg Config) *testServer {
 		t.Fatal(err)
 	}
 	s := &testServer{t: t, addr: ln.Addr().String(), pool: pool, ln: ln, conns: map[net.Conn]struct{}{}, reg: prometheus.NewRegistry()}
-	s.guard, err = New(cfg, Deps{Registerer: s.reg, OnAbuse: func(c net.Conn, r Reason) {
+	s.guard, err = New(cfg, Deps{Registerer: s.reg, OnAbuse: func(c *Conn, r Reason) {
 		s.mu.Lock()
-		s.abuses = append(s.abuses, abuseEvent{c.RemoteAddr().String(), r})
+		s.abuses = append(s.abuses, abuseEvent{c.RemoteAddr().String(), r, c.Stats()})
 		s.mu.Unlock()
 	}})
 	if err != nil {
@@ -156,6 +157,12 @@ func (s *testServer) close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+}
+
+func (s *testServer) abuseEvents() []abuseEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]abuseEvent(nil), s.abuses...)
 }
 
 func (s *testServer) abuseReasons() []Reason {
@@ -392,6 +399,12 @@ func TestRapidResetIsCutOff(t *testing.T) {
 	if got := s.abuseReasons(); len(got) != 1 || got[0] != ReasonRapidReset {
 		t.Fatalf("OnAbuse reasons = %v, want [rapid_reset] (our accounting, not the x/net defense)", got)
 	}
+	if st := s.abuseEvents()[0].stats; st.Streams != 101 || st.ClientResets != 101 || st.ServerResets != 0 {
+		t.Fatalf("Stats at cut-off = %+v, want 101 streams and 101 client resets", st)
+	}
+	if s.abuseEvents()[0].remote != c.conn.LocalAddr().String() {
+		t.Fatalf("OnAbuse remote %s, want the attacker %s", s.abuseEvents()[0].remote, c.conn.LocalAddr())
+	}
 	if v := testutil.ToFloat64(s.guard.m.abuse.WithLabelValues(string(ReasonRapidReset))); v != 1 {
 		t.Fatalf("abuse metric = %v", v)
 	}
@@ -433,6 +446,9 @@ func TestContinuationFloodIsCutOff(t *testing.T) {
 	if got := s.abuseReasons(); len(got) != 1 || got[0] != ReasonContinuationFlood {
 		t.Fatalf("OnAbuse reasons = %v, want [continuation_flood]", got)
 	}
+	if st := s.abuseEvents()[0].stats; st.Continuations != 33 {
+		t.Fatalf("Stats at cut-off = %+v, want 33 CONTINUATION frames", st)
+	}
 }
 
 func TestMadeYouResetIsCutOff(t *testing.T) {
@@ -472,6 +488,9 @@ func TestMadeYouResetIsCutOff(t *testing.T) {
 	t.Logf("sent %d provocations, received %d RST_STREAM before GOAWAY", sent, c.rsts.Load())
 	if got := s.abuseReasons(); len(got) != 1 || got[0] != ReasonServerResets {
 		t.Fatalf("OnAbuse reasons = %v, want [server_resets]", got)
+	}
+	if st := s.abuseEvents()[0].stats; st.ServerResets != 101 || st.ClientResets != 0 {
+		t.Fatalf("Stats at cut-off = %+v, want 101 server resets", st)
 	}
 	if n := c.rsts.Load(); n < 100 {
 		t.Fatalf("only %d server resets seen before cut-off", n)
