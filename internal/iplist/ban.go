@@ -7,6 +7,8 @@ import (
 )
 
 // Ban is one runtime ban: clients inside Prefix are refused until Expires.
+// It is a plain value; the zero Ban has an invalid Prefix and is rejected by
+// Bans.Add.
 type Ban struct {
 	Prefix  netip.Prefix // masked; a single address is a /32 or /128
 	Reason  string       // shown to operators and in logs
@@ -22,6 +24,7 @@ func (b Ban) ActiveAt(now time.Time) bool {
 
 // BanStore persists bans so that they survive a restart. The embedded store
 // (internal/store) implements it; Bans writes every change through to it.
+// Implementations must be safe for concurrent use.
 type BanStore interface {
 	// AddBan inserts the ban or replaces the one with the same prefix.
 	AddBan(ctx context.Context, b Ban) error

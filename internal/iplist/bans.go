@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// BansConfig configures Bans.
+// BansConfig configures Bans. The zero value selects the defaults.
 type BansConfig struct {
 	// MaxBans bounds the number of bans held in memory; Add fails beyond it.
 	// Default 1,000,000.
@@ -25,7 +25,8 @@ type BansConfig struct {
 	ExpireInterval time.Duration `yaml:"expire_interval"`
 }
 
-// BansDeps are the collaborators of Bans. All fields are optional.
+// BansDeps are the collaborators of Bans. All fields are optional, so the
+// zero value is an in-memory, unobserved Bans on the real clock.
 type BansDeps struct {
 	Store      BanStore              // nil: bans live in memory only
 	Logger     *slog.Logger          // nil: discard

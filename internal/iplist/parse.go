@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// Format is a prefix list file format.
+// Format is a prefix list file format. The zero value is FormatAuto.
 type Format int
 
 const (
@@ -60,7 +60,7 @@ func ParseFormat(s string) (Format, error) {
 	return 0, fmt.Errorf("iplist: unknown list format %q (want one of %s)", s, strings.Join(formatNames[:], ", "))
 }
 
-// Entry is one prefix read from a list.
+// Entry is one prefix read from a list. It is a plain value.
 type Entry struct {
 	Prefix  netip.Prefix // masked: host bits are zero
 	Line    int          // 1-based line number
@@ -84,7 +84,8 @@ type ParseOptions struct {
 	MaxLineBytes int
 }
 
-// ParseStats describes a parsed input.
+// ParseStats describes a parsed input. It is a plain value owned by the
+// caller of Parse.
 type ParseStats struct {
 	Format  Format // the format used (detected when FormatAuto was asked)
 	Lines   int    // lines read
@@ -99,7 +100,8 @@ type ParseStats struct {
 	Warnings []string
 }
 
-// SpamhausMeta is the metadata line of a Spamhaus JSON file.
+// SpamhausMeta is the metadata line of a Spamhaus JSON file. It is a plain
+// value.
 type SpamhausMeta struct {
 	Timestamp int64  `json:"timestamp"`
 	Size      int64  `json:"size"`
@@ -108,7 +110,8 @@ type SpamhausMeta struct {
 	Terms     string `json:"terms"`
 }
 
-// LineError is a bad line in a list.
+// LineError is a bad line in a list. Parse returns it as a *LineError; it
+// is immutable once returned.
 type LineError struct {
 	Name string // input name
 	Line int    // 1-based line number

@@ -15,7 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ListConfig declares one list file of a Set.
+// ListConfig declares one list file of a Set. The zero value is invalid
+// (Path is required).
 type ListConfig struct {
 	// Name identifies the list in lookups, logs and metrics. Default: the
 	// file's base name.
@@ -30,7 +31,8 @@ type ListConfig struct {
 	Lenient bool `yaml:"lenient"`
 }
 
-// SetConfig configures a Set.
+// SetConfig configures a Set. The zero value is a valid Set of no lists
+// polled every 60s.
 type SetConfig struct {
 	Lists []ListConfig `yaml:"lists"`
 	// Interval between checks of the files' modification time and size.
@@ -38,7 +40,8 @@ type SetConfig struct {
 	Interval time.Duration `yaml:"interval"`
 }
 
-// SetDeps are the collaborators of a Set. All fields are optional.
+// SetDeps are the collaborators of a Set. All fields are optional; the zero
+// value discards logs and registers no metrics.
 type SetDeps struct {
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: metrics are not registered
@@ -71,6 +74,37 @@ type listState struct {
 	lastErr  string         // last logged error, to log each failure once
 }
 
+// Validate checks the configuration without reading any file: every list
+// has a path, a known format and a unique name.
+func (c *SetConfig) Validate() error {
+	_, err := c.lists()
+	return err
+}
+
+// lists returns the list states for c, with names defaulted.
+func (c *SetConfig) lists() ([]*listState, error) {
+	var out []*listState
+	names := map[string]bool{}
+	for i, lc := range c.Lists {
+		if lc.Path == "" {
+			return nil, fmt.Errorf("iplist: lists[%d]: path is required", i)
+		}
+		if lc.Name == "" {
+			lc.Name = filepath.Base(lc.Path)
+		}
+		if names[lc.Name] {
+			return nil, fmt.Errorf("iplist: lists[%d]: duplicate list name %q (set name: to tell them apart)", i, lc.Name)
+		}
+		names[lc.Name] = true
+		f, err := ParseFormat(lc.Format)
+		if err != nil {
+			return nil, fmt.Errorf("iplist: list %q: %w", lc.Name, err)
+		}
+		out = append(out, &listState{cfg: lc, format: f})
+	}
+	return out, nil
+}
+
 // NewSet validates cfg and loads every list. Any list that cannot be read or
 // parsed fails NewSet.
 func NewSet(cfg SetConfig, deps SetDeps) (*Set, error) {
@@ -81,24 +115,11 @@ func NewSet(cfg SetConfig, deps SetDeps) (*Set, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	names := map[string]bool{}
-	for i, lc := range cfg.Lists {
-		if lc.Path == "" {
-			return nil, fmt.Errorf("iplist: lists[%d]: path is required", i)
-		}
-		if lc.Name == "" {
-			lc.Name = filepath.Base(lc.Path)
-		}
-		if names[lc.Name] {
-			return nil, fmt.Errorf("iplist: lists[%d]: duplicate list name %q", i, lc.Name)
-		}
-		names[lc.Name] = true
-		f, err := ParseFormat(lc.Format)
-		if err != nil {
-			return nil, fmt.Errorf("iplist: list %q: %w", lc.Name, err)
-		}
-		s.lists = append(s.lists, &listState{cfg: lc, format: f})
+	lists, err := cfg.lists()
+	if err != nil {
+		return nil, err
 	}
+	s.lists = lists
 	m, err := newSetMetrics(deps.Registerer)
 	if err != nil {
 		return nil, err

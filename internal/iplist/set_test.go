@@ -188,9 +188,15 @@ func TestSetConfigErrors(t *testing.T) {
 		{"bad line", []ListConfig{{Path: bad}}, bad + ":3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewSet(SetConfig{Lists: tc.lists}, SetDeps{})
+			cfg := SetConfig{Lists: tc.lists}
+			_, err := NewSet(cfg, SetDeps{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v; want it to contain %q", err, tc.want)
+			}
+			// Validate catches configuration mistakes without reading files.
+			verr := cfg.Validate()
+			if fileProblem := tc.name == "missing" || tc.name == "bad line"; (verr == nil) != fileProblem {
+				t.Errorf("Validate() = %v", verr)
 			}
 		})
 	}

@@ -9,7 +9,8 @@ import (
 )
 
 // Rule is a runtime rule added through the admin API or by a detector. Its
-// body is opaque JSON owned by the decision engine.
+// body is opaque JSON owned by the decision engine. It is a plain value; the
+// zero Rule is rejected by PutRule (empty name).
 type Rule struct {
 	Name    string
 	Body    json.RawMessage
