@@ -160,3 +160,59 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The documented example must stay valid and must state the real defaults.
+func TestExampleConfigIsValidAndDocumentsDefaults(t *testing.T) {
+	c, err := Load("../../docs/levee.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Config
+	d.Sites = c.Sites
+	d.DataDir = c.DataDir
+	d.Admin.TokenFile = c.Admin.TokenFile
+	d.Defaults()
+	if d.Guard != c.Guard {
+		t.Errorf("example guard section differs from the defaults:\nexample %+v\ndefault %+v", c.Guard, d.Guard)
+	}
+	if c.LimitMemory != d.LimitMemory || len(c.Limits) != len(d.Limits) || c.Limits[0] != d.Limits[0] || c.Limits[1] != d.Limits[1] {
+		t.Errorf("example limits differ from the defaults: %+v vs %+v", c.Limits, d.Limits)
+	}
+}
+
+func TestPolicyValidation(t *testing.T) {
+	base := "sites: [{upstreams: [{url: \"http://a:1\"}]}]\n"
+	for name, tc := range map[string]struct{ src, want string }{
+		"bad regex":     {"rules:\n  - name: r\n    action: block\n    match: {user_agent: {regex: \"(\"}}\n", "t.yaml:5: rules[0].match.user_agent.regex"},
+		"bad action":    {"rules:\n  - {name: r, action: explode}\n", "rules[0].action"},
+		"no limit":      {"rules:\n  - {name: r, action: rate_limit}\n", "rules[0].limit"},
+		"two matchers":  {"rules:\n  - {name: r, action: block, match: {path: {exact: /a, prefix: /b}}}\n", "set exactly one"},
+		"bad key":       {"limits:\n  - {name: l, key: \"ip+nose\", rate: 1}\n", "invalid key part"},
+		"zero rate":     {"limits:\n  - {name: l, key: ip}\n", "limits[0].rate"},
+		"bad cidr":      {"block: [300.1.1.1]\n", "block[0]"},
+		"dup rule":      {"rules:\n  - {name: r, action: log}\n  - {name: r, action: log}\n", "duplicate rule name"},
+		"feed format":   {"feeds:\n  - {path: /x, format: xml}\n", "feeds[0].format"},
+		"deep nesting":  {"rules:\n  - {name: r, action: log, match: {not: {not: {not: {not: {not: {not: {not: {not: {not: {not: {path: {exact: /}}}}}}}}}}}}}\n", "nested deeper"},
+		"limit on rule": {"rules:\n  - {name: r, action: block, limit: {rate: 1}}\n", "only rate_limit rules"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(base+tc.src), "t.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	c, err := Parse([]byte(base+"allow: [10.0.0.1, \"2001:db8::/32\"]\nrules:\n  - {name: r, action: rate_limit, limit: {rate: 2}}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Rules[0].Limit; l.Name != "r" || l.Key != "ip" || l.Burst != 2 || l.V4Prefix != 32 {
+		t.Errorf("rule limit defaults: %+v", l)
+	}
+	if p, _ := ParsePrefix("10.0.0.1"); p.String() != "10.0.0.1/32" {
+		t.Errorf("bare address prefix: %v", p)
+	}
+	if p, _ := ParsePrefix("::ffff:10.1.2.3/120"); p.String() != "10.1.2.0/24" {
+		t.Errorf("mapped prefix: %v", p)
+	}
+}
