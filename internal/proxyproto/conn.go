@@ -24,24 +24,39 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, rea
 // close c; Accept does not. The returned *Conn (as net.Conn) is the only
 // per-connection allocation on success.
 func Accept(c net.Conn, timeout time.Duration) (net.Conn, Header, error) {
+	pc, h, _, err := accept(c, timeout, nil)
+	return pc, h, err
+}
+
+// AcceptTLVs is Accept that also copies the v2 TLV area into tlvBuf and
+// returns it (see ReadHeaderTLVs); the result aliases tlvBuf. A header with
+// more TLV bytes than tlvBuf holds is an error wrapping ErrTLVTooLarge.
+func AcceptTLVs(c net.Conn, timeout time.Duration, tlvBuf []byte) (net.Conn, Header, []byte, error) {
+	if tlvBuf == nil {
+		tlvBuf = []byte{}
+	}
+	return accept(c, timeout, tlvBuf)
+}
+
+func accept(c net.Conn, timeout time.Duration, tlvBuf []byte) (net.Conn, Header, []byte, error) {
 	if timeout > 0 {
 		if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-			return nil, Header{}, fmt.Errorf("proxyproto: set header deadline: %w", err)
+			return nil, Header{}, nil, fmt.Errorf("proxyproto: set header deadline: %w", err)
 		}
 	}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(c)
-	h, err := ReadHeader(br)
+	h, tlvs, err := readHeader(br, tlvBuf)
 	if err != nil {
 		br.Reset(nil)
 		readerPool.Put(br)
-		return nil, Header{}, err
+		return nil, Header{}, nil, err
 	}
 	if timeout > 0 {
 		if err := c.SetReadDeadline(time.Time{}); err != nil {
 			br.Reset(nil)
 			readerPool.Put(br)
-			return nil, Header{}, fmt.Errorf("proxyproto: clear header deadline: %w", err)
+			return nil, Header{}, nil, fmt.Errorf("proxyproto: clear header deadline: %w", err)
 		}
 	}
 	pc := &Conn{Conn: c, hdr: h}
@@ -51,7 +66,7 @@ func Accept(c net.Conn, timeout time.Duration) (net.Conn, Header, error) {
 		br.Reset(nil)
 		readerPool.Put(br)
 	}
-	return pc, h, nil
+	return pc, h, tlvs, nil
 }
 
 // Conn is a net.Conn that was preceded by a PROXY protocol header. It is

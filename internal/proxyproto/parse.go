@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"unsafe"
 )
@@ -24,20 +25,39 @@ const MinBufferSize = 256
 // r must have a buffer of at least MinBufferSize bytes (bufio.NewReader's
 // default of 4096 is fine). ReadHeader does not allocate on success.
 func ReadHeader(r *bufio.Reader) (Header, error) {
+	h, _, err := readHeader(r, nil)
+	return h, err
+}
+
+// ReadHeaderTLVs is ReadHeader that also copies the TLV area of a v2
+// PROXY header into tlvBuf and returns it (tlvBuf[:Header.TLVBytes], nil
+// for v1 and LOCAL headers). Iterate over it with TLVs. If the TLV area is
+// larger than tlvBuf, the error wraps ErrTLVTooLarge and the header must be
+// treated as unusable. ReadHeaderTLVs does not allocate on success.
+func ReadHeaderTLVs(r *bufio.Reader, tlvBuf []byte) (Header, []byte, error) {
+	if tlvBuf == nil {
+		tlvBuf = []byte{}
+	}
+	return readHeader(r, tlvBuf)
+}
+
+// readHeader parses a header. A nil tlvBuf means TLVs are skipped.
+func readHeader(r *bufio.Reader, tlvBuf []byte) (Header, []byte, error) {
 	if r.Size() < MinBufferSize {
-		return Header{}, fmt.Errorf("proxyproto: bufio.Reader buffer is %d bytes, need at least %d", r.Size(), MinBufferSize)
+		return Header{}, nil, fmt.Errorf("proxyproto: bufio.Reader buffer is %d bytes, need at least %d", r.Size(), MinBufferSize)
 	}
 	b, err := r.Peek(1)
 	if err != nil {
-		return Header{}, fmt.Errorf("proxyproto: read header: %w", err)
+		return Header{}, nil, fmt.Errorf("proxyproto: read header: %w", err)
 	}
 	switch b[0] {
 	case 'P':
-		return readV1(r)
+		h, err := readV1(r)
+		return h, nil, err
 	case v2Sig[0]:
-		return readV2(r)
+		return readV2(r, tlvBuf)
 	}
-	return Header{}, ErrNoHeader
+	return Header{}, nil, ErrNoHeader
 }
 
 func malformed(what string) error {
@@ -176,25 +196,25 @@ func parsePort(b []byte) (uint16, bool) {
 }
 
 // readV2 reads the binary form.
-func readV2(r *bufio.Reader) (Header, error) {
+func readV2(r *bufio.Reader, tlvBuf []byte) (Header, []byte, error) {
 	// Fail fast on what is already buffered before waiting for 16 bytes.
 	if b, _ := r.Peek(r.Buffered()); !isPrefixOf(b, string(v2Sig[:])) {
-		return Header{}, ErrNoHeader
+		return Header{}, nil, ErrNoHeader
 	}
 	b, err := r.Peek(16)
 	if !isPrefixOf(b, string(v2Sig[:])) {
-		return Header{}, ErrNoHeader
+		return Header{}, nil, ErrNoHeader
 	}
 	if err != nil {
-		return Header{}, fmt.Errorf("proxyproto: read v2 header: %w", err)
+		return Header{}, nil, fmt.Errorf("proxyproto: read v2 header: %w", err)
 	}
 	verCmd, fam := b[12], b[13]
 	length := int(b[14])<<8 | int(b[15])
 	if verCmd>>4 != 2 {
-		return Header{}, malformed("v2 version nibble is not 2")
+		return Header{}, nil, malformed("v2 version nibble is not 2")
 	}
 	if length > MaxV2Len {
-		return Header{}, malformed(fmt.Sprintf("v2 length %d exceeds the limit of %d", length, MaxV2Len))
+		return Header{}, nil, malformed(fmt.Sprintf("v2 length %d exceeds the limit of %d", length, MaxV2Len))
 	}
 	h := Header{Version: 2}
 	switch verCmd & 0x0F {
@@ -203,13 +223,13 @@ func readV2(r *bufio.Reader) (Header, error) {
 		h.Command = CmdLocal
 		_, _ = r.Discard(16)
 		if _, err := r.Discard(length); err != nil {
-			return Header{}, fmt.Errorf("proxyproto: read v2 address block: %w", err)
+			return Header{}, nil, fmt.Errorf("proxyproto: read v2 address block: %w", err)
 		}
-		return h, nil
+		return h, nil, nil
 	case 0x1:
 		h.Command = CmdProxy
 	default:
-		return Header{}, malformed("v2 command is neither LOCAL nor PROXY")
+		return Header{}, nil, malformed("v2 command is neither LOCAL nor PROXY")
 	}
 	var addrLen int
 	switch fam {
@@ -228,17 +248,17 @@ func readV2(r *bufio.Reader) (Header, error) {
 	case 0x32:
 		h.Protocol, addrLen = ProtoUnixDgram, 216
 	default:
-		return Header{}, malformed(fmt.Sprintf("v2 address family/transport byte 0x%02x is not defined", fam))
+		return Header{}, nil, malformed(fmt.Sprintf("v2 address family/transport byte 0x%02x is not defined", fam))
 	}
 	if length < addrLen {
-		return Header{}, malformed(fmt.Sprintf("v2 length %d is shorter than the %s address block (%d)", length, h.Protocol, addrLen))
+		return Header{}, nil, malformed(fmt.Sprintf("v2 length %d is shorter than the %s address block (%d)", length, h.Protocol, addrLen))
 	}
 	_, _ = r.Discard(16)
 	switch addrLen {
 	case 12, 36:
 		a, err := r.Peek(addrLen)
 		if err != nil {
-			return Header{}, fmt.Errorf("proxyproto: read v2 address block: %w", err)
+			return Header{}, nil, fmt.Errorf("proxyproto: read v2 address block: %w", err)
 		}
 		n := addrLen/2 - 2
 		src, _ := netip.AddrFromSlice(a[:n])
@@ -250,14 +270,32 @@ func readV2(r *bufio.Reader) (Header, error) {
 		_, _ = r.Discard(addrLen)
 	case 216:
 		if _, err := r.Discard(addrLen); err != nil {
-			return Header{}, fmt.Errorf("proxyproto: read v2 address block: %w", err)
+			return Header{}, nil, fmt.Errorf("proxyproto: read v2 address block: %w", err)
 		}
 	}
-	if err := skipTLVs(r, length-addrLen); err != nil {
-		return Header{}, err
+	n := length - addrLen
+	if tlvBuf == nil {
+		if err := skipTLVs(r, n); err != nil {
+			return Header{}, nil, err
+		}
+		h.TLVBytes = n
+		return h, nil, nil
 	}
-	h.TLVBytes = length - addrLen
-	return h, nil
+	if n > len(tlvBuf) {
+		return Header{}, nil, fmt.Errorf("%w: %d bytes of TLVs, buffer holds %d", ErrTLVTooLarge, n, len(tlvBuf))
+	}
+	tlvs := tlvBuf[:n]
+	if _, err := io.ReadFull(r, tlvs); err != nil {
+		return Header{}, nil, fmt.Errorf("proxyproto: read v2 TLVs: %w", err)
+	}
+	if !validTLVs(tlvs) {
+		return Header{}, nil, malformed("v2 TLVs do not tile the header length")
+	}
+	h.TLVBytes = n
+	if n == 0 {
+		tlvs = nil
+	}
+	return h, tlvs, nil
 }
 
 // skipTLVs checks that n bytes form a sequence of complete TLVs

@@ -251,6 +251,18 @@ func FuzzReadHeader(f *testing.F) {
 		if h.Source.IsValid() != h.Dest.IsValid() {
 			t.Fatalf("half-valid addresses: %+v", h)
 		}
+		// ReadHeaderTLVs agrees with ReadHeader and returns a valid area.
+		h2, tlvs, err := ReadHeaderTLVs(bufio.NewReaderSize(bytes.NewReader(in), MinBufferSize), make([]byte, MaxV2Len))
+		if err != nil || h2 != h || len(tlvs) != h.TLVBytes || !validTLVs(tlvs) {
+			t.Fatalf("ReadHeaderTLVs = %+v, %d TLV bytes, %v; ReadHeader = %+v", h2, len(tlvs), err, h)
+		}
+		total := 0
+		for _, v := range TLVs(tlvs) {
+			total += 3 + len(v)
+		}
+		if total != len(tlvs) {
+			t.Fatalf("TLVs iterated %d of %d bytes", total, len(tlvs))
+		}
 		if h.Proxied() {
 			if h.Source.Addr().Is4In6() || h.Dest.Addr().Is4In6() || h.Source.Addr().Zone() != "" {
 				t.Fatalf("non-canonical address: %+v", h)
