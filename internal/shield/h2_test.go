@@ -1,0 +1,120 @@
+package shield
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// TestRapidResetGetsGoAwayNormalClientServed: through the real shield, a
+// Rapid Reset client (HEADERS then RST_STREAM, over and over) receives
+// GOAWAY(ENHANCE_YOUR_CALM) and is disconnected, while a normal HTTP/2
+// client on its own connection completes all its requests.
+func TestRapidResetGetsGoAwayNormalClientServed(t *testing.T) {
+	o := startOrigin(t)
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "h2.test")
+	s := startShield(t, fmt.Sprintf(`
+listen:
+  - address: "127.0.0.1:0"
+    tls: {certificates: [{cert: %s, key: %s}]}
+sites: [{upstreams: [{url: "http://%s"}]}]
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+guard: {http2: {max_resets_per_window: 100}}
+`, crt, key, o.addr))
+	addr := addrOf(s, 0)
+
+	var wg sync.WaitGroup
+	normalErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: "h2.test", InsecureSkipVerify: true}}
+		defer tr.CloseIdleConnections()
+		cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		for i := 0; i < 200; i++ {
+			resp, err := cl.Get("https://" + addr + "/n")
+			if err != nil {
+				normalErr <- err
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				normalErr <- fmt.Errorf("normal request %d: status %d", i, resp.StatusCode)
+				return
+			}
+		}
+		normalErr <- nil
+	}()
+
+	conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "h2.test", InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if conn.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatal("h2 not negotiated")
+	}
+	conn.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(conn, conn)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "h2.test"}, {":path", "/rr"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := hb.Bytes()
+	// Reader: wait for GOAWAY.
+	goaway := make(chan http2.ErrCode, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				close(goaway)
+				return
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				goaway <- ga.ErrCode
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	sent := 0
+	for id := uint32(1); id < 20000 && time.Now().Before(deadline); id += 2 {
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true, EndStream: true}); err != nil {
+			break
+		}
+		if err := fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			break
+		}
+		sent++
+	}
+	select {
+	case code, ok := <-goaway:
+		if !ok || code != http2.ErrCodeEnhanceYourCalm {
+			t.Fatalf("rapid reset client: got GOAWAY %v (received %v) after %d streams, want ENHANCE_YOUR_CALM", code, ok, sent)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no GOAWAY after %d reset streams", sent)
+	}
+	// The connection is then closed.
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil && isTimeoutErr(err) {
+		t.Fatal("abusive connection not closed after GOAWAY")
+	}
+	wg.Wait()
+	if err := <-normalErr; err != nil {
+		t.Fatalf("normal HTTP/2 client: %v", err)
+	}
+	t.Logf("rapid reset: GOAWAY(ENHANCE_YOUR_CALM) after %d streams written by the client; normal client: 200/200 ok", sent)
+}
