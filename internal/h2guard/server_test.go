@@ -337,13 +337,21 @@ func TestRapidResetIsCutOff(t *testing.T) {
 	s := startServer(t, Config{})
 	defer s.close()
 
-	// (b) A well-behaved client on its own connection, concurrently.
+	// (b) A well-behaved client on its own connection, started once the
+	// attack is under way.
 	var normalErr error
+	var normalTook time.Duration
+	attackStarted := make(chan struct{})
+	startNormal := sync.OnceFunc(func() { close(attackStarted) })
+	defer startNormal() // also on early failure, so the goroutine ends
 	var okCount int
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		<-attackStarted
+		normalStart := time.Now()
+		defer func() { normalTook = time.Since(normalStart) }()
 		hc := normalClient(s)
 		defer hc.Transport.(*http2.Transport).CloseIdleConnections()
 		for i := range 200 {
@@ -378,6 +386,9 @@ func TestRapidResetIsCutOff(t *testing.T) {
 			break
 		}
 		sent++
+		if sent == 20 {
+			startNormal()
+		}
 		select {
 		case <-c.done:
 		default:
@@ -385,6 +396,7 @@ func TestRapidResetIsCutOff(t *testing.T) {
 		}
 		break
 	}
+	startNormal()
 	c.waitCutOff(t)
 	// The client's writes land in socket buffers, so "sent" says little;
 	// what counts is how many streams the server processed.
@@ -413,6 +425,7 @@ func TestRapidResetIsCutOff(t *testing.T) {
 	if normalErr != nil || okCount != 200 {
 		t.Fatalf("normal client: %d/200 ok, err %v", okCount, normalErr)
 	}
+	t.Logf("normal client: 200/200 OK in %v, started during the attack", normalTook.Round(time.Millisecond))
 }
 
 func TestContinuationFloodIsCutOff(t *testing.T) {
