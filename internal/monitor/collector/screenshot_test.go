@@ -101,10 +101,25 @@ targets:
 	if fi, err := os.Stat(out); err != nil || fi.Size() == 0 {
 		t.Fatalf("no screenshot written: %v", err)
 	}
-	// Keep the incident page too, next to the screenshot, for review.
-	page := get(t, h.url()+"/")
-	os.WriteFile(filepath.Join(t.TempDir(), "status.html"), []byte(page), 0o600)
 	t.Logf("wrote %s", out)
+	// For review: other views, when LEVEE_MONITOR_SCREENSHOT_EXTRA names a directory.
+	if extra := os.Getenv("LEVEE_MONITOR_SCREENSHOT_EXTRA"); extra != "" {
+		id := ""
+		for _, st := range h.c.tracker.Status(time.Now()) {
+			if st.Name == "api" && st.Incident != nil {
+				id = st.Incident.ID
+			}
+		}
+		for name, path := range map[string]string{"7d": "/?range=7d", "90d": "/?range=90d", "incident": "/incidents/" + id} {
+			file := filepath.Join(extra, "monitor-"+name+".png")
+			cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
+				"--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+				"--user-data-dir="+t.TempDir(), "--screenshot="+file, "--window-size=1280,1600", h.url()+path)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("chromium %s: %v\n%s", path, err, b)
+			}
+		}
+	}
 }
 
 func incidentLabel(h *collectorHarness, target string) outage.Label {
