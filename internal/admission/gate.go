@@ -61,6 +61,11 @@ type GateConfig struct {
 	// Interval is how long the queue may stay non-empty before it counts as
 	// standing (overloaded). Default 100ms.
 	Interval time.Duration `yaml:"interval"`
+	// VerifiedTarget replaces Target for the Verified class: verified
+	// clients are few and served first, so when one waits it is because the
+	// whole gate is briefly busy, not because of a standing queue of its own.
+	// Default MaxWait/4 (250ms with the default MaxWait).
+	VerifiedTarget time.Duration `yaml:"verified_target"`
 	// MaxWait bounds any wait in the queue. Default 1s.
 	MaxWait time.Duration `yaml:"max_wait"`
 	// RetryAfter is the Retry-After sent with shed responses, rounded up to
@@ -87,6 +92,9 @@ func (c *GateConfig) fill() {
 	if c.RetryAfter == 0 {
 		c.RetryAfter = time.Second
 	}
+	if c.VerifiedTarget == 0 {
+		c.VerifiedTarget = max(c.MaxWait/4, c.Target)
+	}
 }
 
 // Validate reports the first invalid field.
@@ -100,6 +108,8 @@ func (c GateConfig) Validate() error {
 		return fmt.Errorf("interval %v: must be >= target %v", c.Interval, c.Target)
 	case c.MaxWait < c.Target:
 		return fmt.Errorf("max_wait %v: must be >= target %v", c.MaxWait, c.Target)
+	case c.VerifiedTarget < c.Target:
+		return fmt.Errorf("verified_target %v: must be >= target %v", c.VerifiedTarget, c.Target)
 	case c.RetryAfter < 0:
 		return fmt.Errorf("retry_after %v: must be >= 0", c.RetryAfter)
 	}
@@ -112,8 +122,8 @@ func (c GateConfig) Validate() error {
 // nobody waits. Otherwise the request waits in its class's queue. A released
 // slot goes to the best non-empty class. While the queue is young it is
 // served oldest first; once it has stayed non-empty for Interval it counts as
-// standing: every queue event then sheds the waiters older than Target, from
-// the Suspect class up, and each class is served newest first (adaptive
+// standing: every queue event then sheds the waiters older than Target
+// (VerifiedTarget for the Verified class), from the Suspect class up, and each class is served newest first (adaptive
 // LIFO), so admitted requests wait at most about Target while an overload
 // lasts. A full queue pushes out the oldest waiter of the worst class below
 // the newcomer's, or refuses the newcomer. No request waits longer than
@@ -373,15 +383,19 @@ func (g *Gate) standing(now time.Time) bool {
 	return g.qlen > 0 && now.Sub(g.nonEmptySince) >= g.cfg.Interval
 }
 
-// shedStale drops, while the queue stands, every waiter older than Target,
-// worst class first. Called with g.mu held.
+// shedStale drops, while the queue stands, every waiter older than Target
+// (VerifiedTarget for Verified), worst class first. Called with g.mu held.
 func (g *Gate) shedStale(now time.Time) {
 	if !g.standing(now) {
 		return
 	}
 	for c := Class(NumClasses - 1); ; c-- {
 		q := &g.queues[c]
-		for q.head != nil && now.Sub(q.head.enq) > g.cfg.Target {
+		target := g.cfg.Target
+		if c == Verified {
+			target = g.cfg.VerifiedTarget
+		}
+		for q.head != nil && now.Sub(q.head.enq) > target {
 			g.drop(q.head, shedDelay)
 		}
 		if c == 0 {

@@ -30,6 +30,11 @@ type LimiterConfig struct {
 	// limit shrinks, as a fraction of the minimum. Default 0.1 (Envoy's
 	// default).
 	Buffer float64 `yaml:"buffer"`
+	// Headroom scales the sqrt(limit) requests added to the limit at every
+	// update: a small standing queue at the origin so its workers never idle
+	// while the next request is on its way. 1 is Envoy's choice; smaller
+	// keeps origin latency closer to its minimum. Default 0.5.
+	Headroom float64 `yaml:"headroom"`
 	// Smoothing weights a new limit against the old one, in (0,1].
 	// Default 0.2.
 	Smoothing float64 `yaml:"smoothing"`
@@ -66,6 +71,9 @@ func (c *LimiterConfig) fill() {
 	if c.Buffer == 0 {
 		c.Buffer = 0.1
 	}
+	if c.Headroom == 0 {
+		c.Headroom = 0.5
+	}
 	if c.Smoothing == 0 {
 		c.Smoothing = 0.2
 	}
@@ -92,6 +100,8 @@ func (c LimiterConfig) Validate() error {
 		return fmt.Errorf("min_window_samples %d: must be >= 1", c.MinWindowSamples)
 	case !(c.Buffer >= 0 && c.Buffer <= 10):
 		return fmt.Errorf("buffer %v: must be within [0, 10]", c.Buffer)
+	case !(c.Headroom >= 0 && c.Headroom <= 10):
+		return fmt.Errorf("headroom %v: must be within [0, 10]", c.Headroom)
 	case !(c.Smoothing > 0 && c.Smoothing <= 1):
 		return fmt.Errorf("smoothing %v: must be within (0, 1]", c.Smoothing)
 	case !(c.Backoff > 0 && c.Backoff < 1):
@@ -104,7 +114,7 @@ func (c LimiterConfig) Validate() error {
 // rises. It aggregates samples over short windows; at the end of each window
 //
 //	gradient = clamp((minRTT*(1+Buffer)) / windowRTT, 0.5, 2)
-//	target   = limit*gradient + sqrt(limit)     (the sqrt is headroom for a small standing queue)
+//	target   = limit*gradient + Headroom*sqrt(limit)   (room for a small standing queue)
 //	limit    = limit*(1-Smoothing) + target*Smoothing, within [MinLimit, MaxLimit]
 //
 // where windowRTT is the mean latency of the window's successful samples and
@@ -231,7 +241,7 @@ func (l *Limiter) endWindow(now time.Time) {
 		}
 		g := float64(l.minRTT) * (1 + c.Buffer) / float64(rtt)
 		g = math.Max(0.5, math.Min(2, g))
-		target := est*g + math.Sqrt(est)
+		target := est*g + c.Headroom*math.Sqrt(est)
 		if target > est && float64(l.winMaxInfl) <= est/2 {
 			// Not busy enough to know whether more would be fine.
 			target = est
