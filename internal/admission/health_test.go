@@ -1,0 +1,204 @@
+package admission
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestOutlierConsecutiveErrors(t *testing.T) {
+	o, err := NewOutlier(OutlierConfig{ConsecutiveErrors: 3, BaseEjection: 10 * time.Second, MaxEjection: 25 * time.Second}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	step := func(failed bool) {
+		now = now.Add(time.Millisecond)
+		o.Observe(now, time.Millisecond, failed)
+	}
+	// Two failures, a success, two failures: never three in a row.
+	for _, f := range []bool{true, true, false, true, true} {
+		step(f)
+	}
+	if !o.Available(now) {
+		t.Fatal("ejected without 3 consecutive failures")
+	}
+	step(true)
+	if o.Available(now) {
+		t.Fatal("not ejected after 3 consecutive failures")
+	}
+	ejectedAt := now
+	if got := o.EjectedUntil(); got != ejectedAt.Add(10*time.Second) {
+		t.Fatalf("ejected until %v, want +10s", got.Sub(ejectedAt))
+	}
+	// Answers arriving during the ejection are ignored.
+	o.Observe(now.Add(time.Second), 0, true)
+	if !o.Available(ejectedAt.Add(10 * time.Second)) {
+		t.Fatal("still ejected after 10s")
+	}
+	// Second ejection soon after: 2x base. Third: capped at 25s.
+	now = ejectedAt.Add(11 * time.Second)
+	for range 3 {
+		step(true)
+	}
+	if d := o.EjectedUntil().Sub(now); d != 20*time.Second {
+		t.Fatalf("second ejection %v, want 20s", d)
+	}
+	now = now.Add(21 * time.Second)
+	for range 3 {
+		step(true)
+	}
+	if d := o.EjectedUntil().Sub(now); d != 25*time.Second {
+		t.Fatalf("third ejection %v, want capped 25s", d)
+	}
+	// After calm periods (2 x MaxEjection) the multiplier steps back by 2: 1x base.
+	now = o.EjectedUntil().Add(50 * time.Second)
+	for range 3 {
+		step(true)
+	}
+	if d := o.EjectedUntil().Sub(now); d != 20*time.Second {
+		t.Fatalf("ejection after calm %v, want 20s (multiplier 3-2+1)", d)
+	}
+	if n := testutil.ToFloat64(o.ejErrors); n != 4 {
+		t.Fatalf("ejections counter %v", n)
+	}
+}
+
+func TestOutlierLatency(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	o, err := NewOutlier(OutlierConfig{Name: "a", LatencyThreshold: 100 * time.Millisecond, LatencyMinSamples: 5, LatencyWeight: 0.5}, Deps{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	for range 50 {
+		now = now.Add(time.Millisecond)
+		o.Observe(now, 50*time.Millisecond, false)
+	}
+	if !o.Available(now) {
+		t.Fatal("ejected at normal latency")
+	}
+	for range 3 {
+		now = now.Add(time.Millisecond)
+		o.Observe(now, 400*time.Millisecond, false)
+	}
+	if o.Available(now) {
+		t.Fatal("not ejected with moving average above threshold")
+	}
+	if n := testutil.ToFloat64(o.ejLatency); n != 1 {
+		t.Fatalf("latency ejections %v", n)
+	}
+	if n, err := testutil.GatherAndCount(reg, "levee_admission_outlier_ejections_total", "levee_admission_outlier_ejected"); err != nil || n != 3 {
+		t.Fatalf("metrics %d %v", n, err)
+	}
+}
+
+func TestBreakerLifecycle(t *testing.T) {
+	b, err := NewBreaker(BreakerConfig{Window: 10 * time.Second, MinRequests: 10, FailureRatio: 0.5,
+		OpenTime: time.Second, MaxOpenTime: 3 * time.Second, HalfOpenProbes: 2}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	call := func(ok bool) bool {
+		now = now.Add(time.Millisecond)
+		if !b.Allow(now) {
+			return false
+		}
+		b.Record(now, ok)
+		return true
+	}
+	// 9 failures: below MinRequests.
+	for range 9 {
+		call(false)
+	}
+	if b.State() != Closed {
+		t.Fatal("opened below MinRequests")
+	}
+	// A new window forgets them.
+	now = now.Add(10 * time.Second)
+	for i := range 10 {
+		call(i%3 == 0) // 6 failures of 10: trips on the 10th answer
+	}
+	if b.State() != Open {
+		t.Fatalf("state %v, want open", b.State())
+	}
+	if call(true) {
+		t.Fatal("open breaker allowed a request")
+	}
+	// After OpenTime: half-open, two probes at a time.
+	now = now.Add(time.Second)
+	if !b.Allow(now) || !b.Allow(now) || b.Allow(now) {
+		t.Fatal("half-open must allow exactly 2 concurrent probes")
+	}
+	if b.State() != HalfOpen {
+		t.Fatalf("state %v", b.State())
+	}
+	b.Record(now, true)
+	b.Record(now, false) // a failed probe reopens for 2x
+	if b.State() != Open {
+		t.Fatal("failed probe did not reopen")
+	}
+	now = now.Add(1999 * time.Millisecond)
+	if b.Allow(now) {
+		t.Fatal("reopened breaker allowed before 2s")
+	}
+	now = now.Add(time.Millisecond)
+	if !call(true) || !call(true) {
+		t.Fatal("probes refused after 2s")
+	}
+	if b.State() != Closed {
+		t.Fatalf("state %v after 2 good probes, want closed", b.State())
+	}
+	if n := testutil.ToFloat64(b.trips); n != 2 {
+		t.Fatalf("trips %v", n)
+	}
+	if n := testutil.ToFloat64(b.rejected); n != 3 {
+		t.Fatalf("rejected %v", n)
+	}
+}
+
+func TestBreakerOpenTimeCapped(t *testing.T) {
+	b, _ := NewBreaker(BreakerConfig{MinRequests: 1, OpenTime: time.Second, MaxOpenTime: 3 * time.Second, HalfOpenProbes: 1}, Deps{})
+	now := t0
+	b.Allow(now)
+	b.Record(now, false)
+	for _, want := range []time.Duration{2 * time.Second, 3 * time.Second, 3 * time.Second} {
+		now = b.openUntil
+		if !b.Allow(now) {
+			t.Fatal("no probe at end of open time")
+		}
+		b.Record(now, false)
+		if got := b.openUntil.Sub(now); got != want {
+			t.Fatalf("open for %v, want %v", got, want)
+		}
+	}
+}
+
+func TestHealthConfigValidate(t *testing.T) {
+	for _, cfg := range []OutlierConfig{{ConsecutiveErrors: -1}, {BaseEjection: time.Minute, MaxEjection: time.Second}, {LatencyWeight: 2}} {
+		if _, err := NewOutlier(cfg, Deps{}); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+	for _, cfg := range []BreakerConfig{{FailureRatio: 1.5}, {OpenTime: time.Minute, MaxOpenTime: time.Second}, {HalfOpenProbes: -1}} {
+		if _, err := NewBreaker(cfg, Deps{}); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+}
+
+func BenchmarkBreakerAllowRecord(b *testing.B) {
+	br, _ := NewBreaker(BreakerConfig{}, Deps{})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			now := time.Now()
+			if br.Allow(now) {
+				br.Record(now, true)
+			}
+		}
+	})
+}
