@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -292,14 +293,25 @@ func BenchmarkBansLookup(b *testing.B) {
 	}
 	qs := queryAddrs(1<<12, false)
 	now := time.Now()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cpu0 := threadCPU(b)
+		for i := 0; b.Loop(); i++ {
 			bans.Banned(qs[i&(len(qs)-1)], now)
-			i++
 		}
+		b.ReportMetric(float64(threadCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				bans.Banned(qs[i&(len(qs)-1)], now)
+				i++
+			}
+		})
 	})
 }
 
