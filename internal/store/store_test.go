@@ -180,8 +180,11 @@ func TestRules(t *testing.T) {
 }
 
 func TestFileModes(t *testing.T) {
-	_, path := openTemp(t)
-	for p, want := range map[string]os.FileMode{filepath.Dir(path): 0o700, path: 0o600} {
+	s, path := openTemp(t)
+	if err := s.AddBan(context.Background(), ban("192.0.2.1/32", time.Time{})); err != nil {
+		t.Fatal(err) // a write creates the -wal file
+	}
+	for p, want := range map[string]os.FileMode{filepath.Dir(path): 0o700, path: 0o600, path + "-wal": 0o600, path + "-shm": 0o600} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
