@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/levee-dev/levee/internal/coarsetime"
 )
 
 // Conn is an admitted client connection. It carries the client address
@@ -56,7 +58,7 @@ func (c *Conn) LocalAddr() net.Addr {
 // disconnected after WriteTimeout instead of holding a goroutine forever.
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.wto > 0 {
-		now := time.Now().UnixNano()
+		now := coarsetime.UnixNano()
 		if now-c.lastWD.Load() > int64(c.wto/4) {
 			c.lastWD.Store(now)
 			_ = c.Conn.SetWriteDeadline(time.Unix(0, now).Add(c.wto))
@@ -68,13 +70,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 // SetWriteDeadline sets an explicit deadline; the rolling deadline resumes
 // after it (callers such as the TLS handshake rely on their own deadlines).
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.lastWD.Store(time.Now().UnixNano())
+	c.lastWD.Store(coarsetime.UnixNano())
 	return c.Conn.SetWriteDeadline(t)
 }
 
 // SetDeadline sets read and write deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.lastWD.Store(time.Now().UnixNano())
+	c.lastWD.Store(coarsetime.UnixNano())
 	return c.Conn.SetDeadline(t)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/decide"
 )
 
@@ -43,7 +44,7 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 		UserAgent: req.Header.UserAgent(),
 		Headers:   &req.Header,
 	}
-	d := st.Decider.Decide(now.UnixNano(), dr)
+	d := st.Decider.Decide(coarsetime.UnixNano(), dr)
 	*dr = decide.Request{}
 	reqPool.Put(dr)
 	switch d.Verdict {

@@ -25,6 +25,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/levee-dev/levee/internal/clientip"
+	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/upstream"
 )
 
@@ -297,7 +298,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	now := time.Now().UnixNano()
+	now := coarsetime.UnixNano()
 	if b.start == 0 {
 		b.start = now
 	}

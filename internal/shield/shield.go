@@ -170,6 +170,7 @@ func (s *Shield) newH1Server(c *config.Config) *fasthttp.Server {
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
 		Concurrency:                   g.MaxConnections + 1024,
+		LazyRequestTime:               true,
 		DisableHeaderNamesNormalizing: false,
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/fastconn"
 )
 
@@ -202,7 +203,7 @@ type timeoutConn struct {
 }
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
-	now := time.Now().UnixNano()
+	now := coarsetime.UnixNano()
 	if now-c.lastRD > int64(c.rto/4) {
 		c.lastRD = now
 		_ = c.Conn.SetReadDeadline(time.Unix(0, now).Add(c.rto))
@@ -211,7 +212,7 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 }
 
 func (c *timeoutConn) Write(p []byte) (int, error) {
-	now := time.Now().UnixNano()
+	now := coarsetime.UnixNano()
 	if now-c.lastWD > int64(c.rto/4) {
 		c.lastWD = now
 		_ = c.Conn.SetWriteDeadline(time.Unix(0, now).Add(c.rto))
