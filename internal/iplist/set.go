@@ -26,8 +26,9 @@ type ListConfig struct {
 	// Format of the file: auto, plain, netset, spamhaus-json or
 	// spamhaus-text. Default auto.
 	Format string `yaml:"format"`
-	// Lenient skips and counts bad lines (third-party feeds). Default false:
-	// a bad line fails the load with file:line.
+	// Lenient skips and counts bad lines (third-party feeds), and lets the
+	// Set start while the file is missing or unreadable. Default false: a
+	// bad line or a missing file fails the load with file:line.
 	Lenient bool `yaml:"lenient"`
 }
 
@@ -105,8 +106,9 @@ func (c *SetConfig) lists() ([]*listState, error) {
 	return out, nil
 }
 
-// NewSet validates cfg and loads every list. Any list that cannot be read or
-// parsed fails NewSet.
+// NewSet validates cfg and loads every list. A strict list that cannot be
+// read or parsed fails NewSet; a lenient list that cannot be read (a feed
+// not fetched yet) is logged and starts empty until a later Poll reads it.
 func NewSet(cfg SetConfig, deps SetDeps) (*Set, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = 60 * time.Second
@@ -129,7 +131,12 @@ func NewSet(cfg SetConfig, deps SetDeps) (*Set, error) {
 	defer s.mu.Unlock()
 	for _, l := range s.lists {
 		if err := s.read(l); err != nil {
-			return nil, err
+			if !l.cfg.Lenient {
+				return nil, err
+			}
+			// A third-party feed may not have been fetched yet: start
+			// without it and pick it up when it appears.
+			s.fail(l, err)
 		}
 	}
 	s.rebuild()

@@ -241,3 +241,23 @@ func TestSetLookupAllocs(t *testing.T) {
 		t.Fatalf("Set lookups allocate %v times; want 0", n)
 	}
 }
+
+func TestSetLenientFeedMissingAtStart(t *testing.T) {
+	dir := t.TempDir()
+	feed := filepath.Join(dir, "feed.netset")
+	logs := &syncBuffer{}
+	s, err := NewSet(SetConfig{Lists: []ListConfig{{Path: feed, Lenient: true}}}, SetDeps{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatalf("NewSet with a missing lenient feed: %v", err)
+	}
+	if s.Table().Len() != 0 || !strings.Contains(logs.String(), "no such file") {
+		t.Errorf("table has %d prefixes, log %q; want empty and the error logged", s.Table().Len(), logs.String())
+	}
+	writeFile(t, feed, "# FireHOL\n45.9.148.0/24\n")
+	if err := s.Poll(); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := s.Lookup(netip.MustParseAddr("45.9.148.7")); !ok || got != "feed.netset" {
+		t.Errorf("after the feed appeared: Lookup = %q, %v", got, ok)
+	}
+}
