@@ -35,6 +35,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	name := fs.String("name", "", "this vantage point's `name`, as configured on the collector")
 	dataDir := fs.String("data-dir", "", "`directory` for the result spool and last plan (default ./levee-agent-<name>)")
 	maxSpool := fs.Int64("max-spool", 64<<20, "largest result spool on disk, in `bytes`")
+	caFile := fs.String("ca-file", "", "PEM `file` of CAs to trust for an https collector (default: system roots)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` (e.g. 127.0.0.1:9181)")
 	debug := fs.Bool("debug", false, "log at debug level")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -59,7 +60,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	a, err := agent.New(agent.Config{
 		Collector: *collectorURL, Token: strings.TrimSpace(string(tok)), Name: *name,
-		DataDir: *dataDir, MaxSpool: *maxSpool,
+		DataDir: *dataDir, MaxSpool: *maxSpool, CAFile: *caFile,
 	}, agent.Deps{Logger: log, Registerer: reg})
 	if err != nil {
 		return err

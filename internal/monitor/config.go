@@ -13,6 +13,7 @@ package monitor
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,10 @@ type Config struct {
 	// Listen is the address of the status page, API and metrics.
 	// Default 127.0.0.1:9180.
 	Listen string `yaml:"listen"`
+	// TLS, if set, serves HTTPS on Listen. Use it (or a TLS-terminating
+	// proxy) whenever agents connect over a network you do not trust: their
+	// bearer tokens travel in every request.
+	TLS *TLS `yaml:"tls"`
 	// DataDir holds the database (monitor.db). Default ./levee-monitor-data.
 	DataDir string `yaml:"data_dir"`
 	// Vantage is the name of the collector's own vantage point. Default "local".
@@ -78,6 +83,14 @@ type Retention struct {
 	Minute time.Duration `yaml:"minute"`
 	// Per-hour aggregates and incidents. Default 9600h (400 days).
 	Hour time.Duration `yaml:"hour"`
+}
+
+// TLS names the collector's certificate and key (PEM files).
+type TLS struct {
+	// CertFile is the certificate chain. Required.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the private key. Required.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Agent is a remote vantage point.
@@ -177,6 +190,16 @@ func Load(path string) (*Config, error) {
 	if c.Shield != nil {
 		if c.Shield.Token, err = read("shield", c.Shield.TokenFile); err != nil {
 			return nil, err
+		}
+	}
+	if c.TLS != nil {
+		for _, f := range []*string{&c.TLS.CertFile, &c.TLS.KeyFile} {
+			if !filepath.IsAbs(*f) {
+				*f = filepath.Join(dir, *f)
+			}
+		}
+		if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+			return nil, fmt.Errorf("%s: tls: load %s and %s: %w", path, c.TLS.CertFile, c.TLS.KeyFile, err)
 		}
 	}
 	return c, nil
@@ -297,6 +320,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("monitor: webhooks[%d]: url %q: want http(s)://host/...", i, w.URL)
 		}
+	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		return errors.New("monitor: tls: cert_file and key_file are both required")
 	}
 	if c.Shield != nil {
 		if u, err := url.Parse(c.Shield.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -70,6 +70,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad name", "targets:\n  - {name: 'a b', kind: tcp, address: 'h:1'}\n", "name \"a b\""},
 		{"agent without token", "agents: [{name: x}]\ntargets:\n  - {name: a, kind: tcp, address: 'h:1'}\n", "token_file is required"},
 		{"bad webhook", "webhooks: [{url: 'mailto:x'}]\ntargets:\n  - {name: a, kind: tcp, address: 'h:1'}\n", "webhooks[0]"},
+		{"tls without key", "tls: {cert_file: c.pem}\ntargets:\n  - {name: a, kind: tcp, address: 'h:1'}\n", "cert_file and key_file"},
 		{"bad quorum", "detection: {quorum_fraction: 1.5}\ntargets:\n  - {name: a, kind: tcp, address: 'h:1'}\n", "quorum_fraction"},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +51,9 @@ type Config struct {
 	SendEvery time.Duration
 	// MaxBackoff caps the wait between failed sends or plan fetches. Default 30s.
 	MaxBackoff time.Duration
+	// CAFile, if set, is a PEM bundle of the CAs trusted for an https
+	// collector (for a private CA); default: the system roots.
+	CAFile string
 }
 
 // Deps are optional dependencies.
@@ -110,6 +115,19 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	if a.client == nil {
 		a.client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent: read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("agent: CA file %s: no PEM certificates", cfg.CAFile)
+		}
+		c := *a.client
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		a.client = &c
 	}
 	reg := deps.Registerer
 	if reg == nil {

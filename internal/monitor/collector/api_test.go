@@ -119,8 +119,8 @@ func TestIngestIdempotentAndValidated(t *testing.T) {
 	batch := api.Results{Results: []probe.Result{
 		{ID: "a1-1", Target: "site", At: now.Add(-2 * time.Second), OK: true, Timings: probe.Timings{Total: time.Millisecond}},
 		{ID: "a1-2", Target: "site", At: now.Add(-time.Second), OK: true, Timings: probe.Timings{Total: time.Millisecond}},
-		{ID: "a1-3", Target: "only-a2", At: now, OK: true},         // not a1's target
-		{ID: "", Target: "site", At: now, OK: true},                // no id
+		{ID: "a1-3", Target: "only-a2", At: now, OK: true},             // not a1's target
+		{ID: "", Target: "site", At: now, OK: true},                    // no id
 		{ID: "a1-4", Target: "site", At: now.Add(time.Hour), OK: true}, // from the future
 		{ID: "a1-5", Target: "site", Vantage: "a2", At: now, OK: true}, // claims another vantage
 	}}

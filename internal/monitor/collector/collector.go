@@ -7,6 +7,7 @@ package collector
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -249,10 +250,16 @@ func (c *Collector) ListenAndRun(ctx context.Context) error {
 // Serve is ListenAndRun on an existing listener.
 func (c *Collector) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: c.handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
 	c.log.Info("monitor collector listening", "addr", ln.Addr().String(), "targets", len(c.cfg.Targets), "agents", len(c.cfg.Agents))
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if t := c.cfg.TLS; t != nil {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		go func() { errc <- srv.ServeTLS(ln, t.CertFile, t.KeyFile) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	runDone := make(chan struct{})
 	go func() { _ = c.Run(ctx); close(runDone) }()
 	var err error

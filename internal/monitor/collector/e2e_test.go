@@ -2,7 +2,7 @@ package collector
 
 import (
 	"context"
-		"io"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
