@@ -11,11 +11,10 @@ import (
 // The zero Baseline holds no samples and has a window of DefaultBaselineWindow.
 // It is not safe for concurrent use.
 type Baseline struct {
-	buf    []time.Duration
+	buf    []time.Duration // ring of samples in arrival order
 	next   int
-	full   bool
 	size   int
-	sorted []time.Duration // cache, nil when dirty
+	sorted []time.Duration // the same samples, kept sorted
 }
 
 // DefaultBaselineWindow is the number of samples a Baseline keeps by default
@@ -30,7 +29,9 @@ func NewBaseline(size int) *Baseline {
 	return &Baseline{size: size}
 }
 
-// Add records one latency sample, evicting the oldest when the window is full.
+// Add records one latency sample, evicting the oldest when the window is
+// full. It keeps a sorted copy up to date (binary search and one move), so
+// Quantile costs nothing and neither allocates once the window is full.
 func (b *Baseline) Add(d time.Duration) {
 	if b.size == 0 {
 		b.size = DefaultBaselineWindow
@@ -38,10 +39,14 @@ func (b *Baseline) Add(d time.Duration) {
 	if len(b.buf) < b.size {
 		b.buf = append(b.buf, d)
 	} else {
+		old := b.buf[b.next]
 		b.buf[b.next] = d
 		b.next = (b.next + 1) % b.size
+		i, _ := slices.BinarySearch(b.sorted, old)
+		b.sorted = slices.Delete(b.sorted, i, i+1)
 	}
-	b.sorted = nil
+	i, _ := slices.BinarySearch(b.sorted, d)
+	b.sorted = slices.Insert(b.sorted, i, d)
 }
 
 // Len is the number of samples held.
@@ -49,12 +54,8 @@ func (b *Baseline) Len() int { return len(b.buf) }
 
 // Quantile returns the q-quantile (0..1) of the held samples, 0 when empty.
 func (b *Baseline) Quantile(q float64) time.Duration {
-	if len(b.buf) == 0 {
+	if len(b.sorted) == 0 {
 		return 0
-	}
-	if b.sorted == nil {
-		b.sorted = slices.Clone(b.buf)
-		slices.Sort(b.sorted)
 	}
 	i := int(q * float64(len(b.sorted)-1))
 	return b.sorted[max(0, min(i, len(b.sorted)-1))]

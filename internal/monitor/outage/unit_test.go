@@ -1,6 +1,7 @@
 package outage
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -138,6 +139,26 @@ func TestRank(t *testing.T) {
 	}
 	if _, _, p := Rank(mk("x", time.Hour, time.Minute), nil, 90*24*time.Hour, now); p != "only incident in the last 90 days" {
 		t.Errorf("phrase %q", p)
+	}
+}
+
+func TestBaselineMatchesSort(t *testing.T) {
+	b := NewBaseline(50)
+	var all []time.Duration
+	for i := range 500 {
+		d := time.Duration((i*7919)%1000) * time.Microsecond
+		b.Add(d)
+		all = append(all, d)
+		win := slices.Clone(all[max(0, len(all)-50):])
+		slices.Sort(win)
+		for _, q := range []float64{0, 0.5, 0.95, 1} {
+			if got, want := b.Quantile(q), win[int(q*float64(len(win)-1))]; got != want {
+				t.Fatalf("after %d samples q%.2f = %s, want %s", i+1, q, got, want)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { b.Add(time.Millisecond); b.Quantile(0.5) }); n != 0 {
+		t.Errorf("Add+Quantile allocate %.0f times on a full window", n)
 	}
 }
 
