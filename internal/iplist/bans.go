@@ -59,6 +59,7 @@ type Bans struct {
 	entries map[netip.Prefix]Ban // every ban held
 	delta   map[netip.Prefix]Ban // bans added or replaced since the base was built
 	garbage int                  // base bans removed, replaced or expired since
+	sources map[string]bool      // metric label values seen, capped by maxSourceLabels
 
 	snap atomic.Pointer[banSnapshot]
 }
@@ -239,7 +240,7 @@ func (b *Bans) Add(ctx context.Context, bans ...Ban) error {
 		if !ban.Expires.IsZero() && (next.IsZero() || ban.Expires.Before(next)) {
 			next = ban.Expires
 		}
-		b.m.added.WithLabelValues(ban.Source).Inc()
+		b.m.added.WithLabelValues(b.sourceLabel(ban.Source)).Inc()
 	}
 	b.publishDelta(dead, next)
 	if b.store == nil {
@@ -342,6 +343,28 @@ func (b *Bans) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// maxSourceLabels caps the distinct source label values of
+// levee_bans_added_total, so that free-form sources from an API cannot
+// explode the metric's cardinality.
+const maxSourceLabels = 16
+
+// sourceLabel returns the metric label for a ban source: the source itself
+// for the first maxSourceLabels distinct sources, "other" after. Called with
+// mu held.
+func (b *Bans) sourceLabel(src string) string {
+	if b.sources[src] {
+		return src
+	}
+	if len(b.sources) >= maxSourceLabels {
+		return "other"
+	}
+	if b.sources == nil {
+		b.sources = map[string]bool{}
+	}
+	b.sources[src] = true
+	return src
 }
 
 func (b *Bans) storeErr(op string, errs []error) error {

@@ -424,3 +424,19 @@ func TestBansAgainstModel(t *testing.T) {
 		t.Error("model test ended with no bans; the mix of operations is off")
 	}
 }
+
+func TestBansSourceLabelCap(t *testing.T) {
+	b := newTestBans(t, nil, nil)
+	for i := 0; i < maxSourceLabels+5; i++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32)
+		if err := b.Add(context.Background(), Ban{Prefix: p, Source: fmt.Sprint("api-user-", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := testutil.CollectAndCount(b.m.added); n != maxSourceLabels+1 {
+		t.Errorf("levee_bans_added_total has %d series; want %d (capped, plus other)", n, maxSourceLabels+1)
+	}
+	if got := testutil.ToFloat64(b.m.added.WithLabelValues("other")); got != 5 {
+		t.Errorf("other = %v; want 5", got)
+	}
+}
