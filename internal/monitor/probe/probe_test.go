@@ -2,6 +2,8 @@ package probe
 
 import (
 	"context"
+	"io"
+	"log"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +17,15 @@ import (
 
 	"github.com/miekg/dns"
 )
+
+// quietTLS starts a TLS test server that does not log the handshake
+// failures the tests provoke on purpose.
+func quietTLS(h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	return srv
+}
 
 // closedAddr returns a loopback address where nothing listens.
 func closedAddr(t *testing.T) string {
@@ -89,7 +100,7 @@ func TestHTTP(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tlsSrv := quietTLS(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "secure")
 	}))
 	defer tlsSrv.Close()
@@ -140,7 +151,7 @@ func TestHTTP(t *testing.T) {
 }
 
 func TestTCPAndTLS(t *testing.T) {
-	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler())
+	tlsSrv := quietTLS(http.NotFoundHandler())
 	defer tlsSrv.Close()
 	tlsAddr := strings.TrimPrefix(tlsSrv.URL, "https://")
 	tests := []struct {
@@ -299,5 +310,32 @@ func TestLoopRetriesFasterAfterFailure(t *testing.T) {
 		if r.Failure != FailRefused {
 			t.Fatalf("failure %q, want refused", r.Failure)
 		}
+	}
+}
+
+// TestHTTPTimingBreakdown checks every phase is measured: a name lookup
+// (localhost, answered from /etc/hosts or the resolver's built-in loopback
+// handling, never the network), connect, TLS and first byte.
+func TestHTTPTimingBreakdown(t *testing.T) {
+	srv := quietTLS(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		fmt.Fprint(w, "ok")
+	}))
+	defer srv.Close()
+	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	p, err := New(Spec{Kind: KindHTTP, URL: "https://localhost:" + port + "/", InsecureSkipVerify: true}, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Probe(context.Background())
+	if !r.OK {
+		if r.Failure == FailDNS || r.Failure == FailRefused {
+			t.Skipf("localhost does not resolve to the test server here: %s", r.Detail)
+		}
+		t.Fatalf("probe failed: %s %s", r.Failure, r.Detail)
+	}
+	tm := r.Timings
+	if tm.DNS <= 0 || tm.Connect <= 0 || tm.TLS <= 0 || tm.FirstByte < 20*time.Millisecond || tm.Total < tm.FirstByte {
+		t.Errorf("timings %+v: want every phase measured and first byte >= 20ms", tm)
 	}
 }
