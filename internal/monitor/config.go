@@ -121,6 +121,9 @@ type Webhook struct {
 type Shield struct {
 	// AdminURL is the shield admin API base URL. Required.
 	AdminURL string `yaml:"admin_url"`
+	// IncidentsPath is the admin API path listing incidents; it is called
+	// with ?from=RFC3339&to=RFC3339. Default /v1/incidents.
+	IncidentsPath string `yaml:"incidents_path"`
 	// TokenFile holds the admin API bearer token. Optional.
 	TokenFile string `yaml:"token_file"`
 	// Token is read from TokenFile by Load.
@@ -282,6 +285,9 @@ func (c *Config) applyDefaults() {
 		if t.Jitter <= 0 {
 			t.Jitter = c.Defaults.Jitter
 		}
+	}
+	if c.Shield != nil && c.Shield.IncidentsPath == "" {
+		c.Shield.IncidentsPath = "/v1/incidents"
 	}
 	for i := range c.Webhooks {
 		if c.Webhooks[i].Timeout <= 0 {

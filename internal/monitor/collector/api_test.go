@@ -274,7 +274,7 @@ func TestShieldLink(t *testing.T) {
 	var gotAuth, gotQuery string
 	shield := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotAuth, gotQuery = r.Header.Get("Authorization"), r.URL.RawQuery
-		if r.URL.Path != ShieldIncidentsPath {
+		if r.URL.Path != "/v1/incidents" {
 			http.NotFound(w, r)
 			return
 		}

@@ -13,18 +13,18 @@ import (
 	"github.com/levee-dev/levee/internal/monitor"
 )
 
-// ShieldIncidentsPath is where the collector asks a linked shield for its
-// attack incidents: GET <admin_url>/api/v1/incidents?from=RFC3339&to=RFC3339.
-// The answer may be a JSON array of objects or an object with an
-// "incidents" array; objects are shown field by field, unchanged.
-const ShieldIncidentsPath = "/api/v1/incidents"
+// The collector asks a linked shield for its attack incidents with
+// GET <admin_url><incidents_path>?from=RFC3339&to=RFC3339 (incidents_path
+// defaults to /v1/incidents, next to the admin API's /v1/status). The answer
+// may be a JSON array of objects or an object with an "incidents" array;
+// objects are shown field by field, unchanged.
 
 // shieldIncidents fetches the shield's incidents overlapping [from, to].
 func shieldIncidents(ctx context.Context, client *http.Client, sh *monitor.Shield, from, to time.Time) ([]map[string]any, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	q := url.Values{"from": {from.UTC().Format(time.RFC3339)}, "to": {to.UTC().Format(time.RFC3339)}}
-	u := strings.TrimRight(sh.AdminURL, "/") + ShieldIncidentsPath + "?" + q.Encode()
+	u := strings.TrimRight(sh.AdminURL, "/") + sh.IncidentsPath + "?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
@@ -39,7 +39,7 @@ func shieldIncidents(ctx context.Context, client *http.Client, sh *monitor.Shiel
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("shield admin API: %s answered %d", ShieldIncidentsPath, resp.StatusCode)
+		return nil, fmt.Errorf("shield admin API: %s answered %d", sh.IncidentsPath, resp.StatusCode)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
