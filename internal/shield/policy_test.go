@@ -280,3 +280,52 @@ rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 		t.Fatalf("line 2: %v %+v", err, e)
 	}
 }
+
+func TestMetricsExposeUpstreamsAndVerdicts(t *testing.T) {
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
+rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}]
+`, o.addr))
+	c, _ := net.Dial("tcp", addrOf(s, 0))
+	get(c, "/", "User-Agent: sqlmap")
+	get(c, "/")
+	c.Close()
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			fmt.Fprintf(&text, "%s{%s}", mf.GetName(), strings.Join(labels, ","))
+			if m.GetCounter() != nil {
+				fmt.Fprintf(&text, " %v", m.GetCounter().GetValue())
+			}
+			if m.GetGauge() != nil {
+				fmt.Fprintf(&text, " %v", m.GetGauge().GetValue())
+			}
+			text.WriteString("\n")
+		}
+	}
+	out := text.String()
+	for _, want := range []string{
+		`levee_upstream_healthy{site=shop,upstream=` + o.addr + `} 1`,
+		`levee_http_requests_total{code=4xx,site=shop,verdict=block} 1`,
+		`levee_http_requests_total{code=2xx,site=shop,verdict=pass} 1`,
+		`levee_decide_rule_hits_total{action=block,rule=scanners} 1`,
+		`levee_guard_connections_admitted_total{} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+}

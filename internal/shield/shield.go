@@ -90,6 +90,9 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	s := &Shield{opts: opts, reg: reg, log: opts.Logger, stop: make(chan struct{})}
+	if err := reg.Register(upstreamCollector{s}); err != nil {
+		return nil, fmt.Errorf("shield: register metrics: %w", err)
+	}
 	s.sampled = newSampledLog(s.log, cfg.Guard.LogSampleInterval)
 	var err error
 	if s.guard, err = guard.New(guardConfig(cfg), reg, s.log); err != nil {
