@@ -441,3 +441,82 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Errorf("got %d bans; want 200", len(got))
 	}
 }
+
+func TestEnsureSchema(t *testing.T) {
+	s, path := openTemp(t)
+	ctx := context.Background()
+	steps := []string{
+		`CREATE TABLE incidents_events (id INTEGER PRIMARY KEY, started INTEGER NOT NULL) STRICT`,
+		`ALTER TABLE incidents_events ADD COLUMN summary TEXT NOT NULL DEFAULT ''`,
+	}
+	if err := s.EnsureSchema(ctx, "incidents", steps[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureSchema(ctx, "incidents", steps); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO incidents_events (started, summary) VALUES (1, 'syn flood')`); err != nil {
+		t.Fatal(err)
+	}
+	// A failing step rolls back the component's whole migration.
+	bad := []string{`CREATE TABLE monitor_probes (id INTEGER PRIMARY KEY)`, `THIS IS NOT SQL`}
+	if err := s.EnsureSchema(ctx, "monitor", bad); err == nil || !strings.Contains(err.Error(), "monitor to schema version 2") {
+		t.Fatalf("bad migration err = %v", err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `SELECT count(*) FROM monitor_probes`); err == nil {
+		t.Error("a failed component migration left its first table behind")
+	}
+	s.Close()
+
+	// Reopen: versions persist, steps do not run again, and an older binary
+	// (fewer steps) is refused.
+	s2, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.EnsureSchema(ctx, "incidents", steps); err != nil {
+		t.Fatalf("re-ensure: %v", err)
+	}
+	var n int
+	if err := s2.DB().QueryRowContext(ctx, `SELECT count(*) FROM incidents_events`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("incidents rows = %d, %v; want 1", n, err)
+	}
+	if err := s2.EnsureSchema(ctx, "incidents", steps[:1]); err == nil || !strings.Contains(err.Error(), "newer levee") {
+		t.Errorf("older steps err = %v; want newer-version refusal", err)
+	}
+	if err := s2.EnsureSchema(ctx, "", steps); err == nil {
+		t.Error("empty component accepted")
+	}
+}
+
+func TestMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "levee.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{migrations[0], "PRAGMA user_version = 1",
+		`INSERT INTO bans VALUES ('192.0.2.0/24', 'old', 'cli', 1, 0)`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v int
+	if err := s.DB().QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("user_version = %d, %v; want %d", v, err, SchemaVersion)
+	}
+	bans, err := s.ListBans(context.Background(), t0)
+	if err != nil || len(bans) != 1 || bans[0].Reason != "old" {
+		t.Fatalf("bans after migration = %v, %v", bans, err)
+	}
+	if err := s.EnsureSchema(context.Background(), "x", []string{"CREATE TABLE x_t (a INTEGER) STRICT"}); err != nil {
+		t.Fatal(err)
+	}
+}
