@@ -186,7 +186,10 @@ func (t *Table) Allow(key uint64, l Limit) (ok bool, retryAfter time.Duration) {
 //
 // An unlimited Limit (Rate 0) always allows and stores nothing. Times need not
 // be monotonic: an event earlier than the key's last one is judged against
-// the recorded state.
+// the recorded state. All callers of one table should read the same clock,
+// though: when a full bucket needs a slot, whether a key has recovered is
+// judged at the evicting caller's now, so a caller whose clock runs seconds
+// ahead can evict state that has not recovered yet by other callers' time.
 func (t *Table) AllowAt(now int64, key uint64, l Limit) (ok bool, retryAfter time.Duration) {
 	return t.AllowNAt(now, key, l, 1)
 }

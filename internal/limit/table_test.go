@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -643,5 +644,60 @@ func TestFullTableWarnsRarely(t *testing.T) {
 	defer mu.Unlock()
 	if n := strings.Count(buf.String(), "table full"); n < 1 || n > 2 {
 		t.Fatalf("%d warnings in 100 s of flooding, want 1 or 2 (one per minute):\n%s", n, buf.String())
+	}
+}
+
+// TestConcurrentFlood runs the flood and the heavy hitter in separate
+// goroutines (with -race this also checks the eviction path for data
+// races): the heavy key must stay exactly limited while other goroutines
+// evict from the same small table.
+func TestConcurrentFlood(t *testing.T) {
+	perWorker := 500_000
+	if raceEnabled {
+		perWorker = 100_000
+	}
+	tb := newTable(t, Config{MemoryBytes: 1 << 20})
+	heavy := KeyString(1, "heavy hitter")
+	heavyLimit := Limit{Rate: 20, Burst: 40}
+	oneShot := Limit{Rate: 1.0 / 60, Burst: 1}
+
+	var wg sync.WaitGroup
+	var progress atomic.Int64 // one-shot keys sent so far
+	for w := range 3 {
+		wg.Go(func() {
+			for i := range perWorker {
+				// All goroutines share one clock, as they would share the
+				// wall clock: the flood's time is its overall progress over
+				// the same 10 s as the heavy hitter. (Whether a key has
+				// recovered is judged at the evicting caller's time, so
+				// clocks seconds apart would make the test meaningless.)
+				now := epoch + progress.Add(1)*(10*sec/int64(3*perWorker))
+				if ok, _ := tb.AllowAt(now, withID(uint32(10+w), uint64(i)), oneShot); !ok {
+					t.Errorf("fresh key %d/%d denied", w, i)
+					return
+				}
+			}
+		})
+	}
+	heavyPassed := 0
+	const checks = 10_000 // one per millisecond over 10 s
+	for i := range checks {
+		// Pace the heavy hitter with the flood, so that its checks are
+		// spread over the whole flood even on one core.
+		for progress.Load() < int64(i)*3*int64(perWorker)/checks {
+			runtime.Gosched()
+		}
+		if ok, _ := tb.AllowAt(epoch+int64(i)*int64(time.Millisecond), heavy, heavyLimit); ok {
+			heavyPassed++
+		}
+	}
+	wg.Wait()
+	// Checks at 0, 1ms, ..., 9.999s: burst plus 20/s over 9.999 s.
+	want := heavyLimit.Burst + int(math.Floor(9.999*heavyLimit.Rate))
+	if heavyPassed < want-1 || heavyPassed > want+1 {
+		t.Fatalf("heavy key passed %d, want %d ± 1", heavyPassed, want)
+	}
+	if st := tb.Stats(); st.EvictionsActive == 0 {
+		t.Fatalf("no evictions: the table never filled (%+v)", st)
 	}
 }
