@@ -263,3 +263,26 @@ func TestConfigCheck(t *testing.T) {
 		t.Fatalf("serve without upstream: %v %s", err, out)
 	}
 }
+
+func TestModeCommand(t *testing.T) {
+	o := originServer(t)
+	s := startServe(t, t.TempDir(), "--upstream", o.URL)
+	out, err := s.cli(t, "mode", "--admin", s.admin)
+	if err != nil || !strings.HasPrefix(out, "mode normal") {
+		t.Fatalf("mode: %v %s", err, out)
+	}
+	out, err = s.cli(t, "mode", "under-attack", "--for", "30m", "--reason", "drill", "--admin", s.admin)
+	if err != nil || !strings.Contains(out, "mode under-attack (manual) until") {
+		t.Fatalf("mode under-attack: %v %s", err, out)
+	}
+	out, _ = s.cli(t, "status", "--admin", s.admin)
+	if !strings.Contains(out, "under-attack") {
+		t.Fatalf("status does not show the mode:\n%s", out)
+	}
+	if out, err := s.cli(t, "mode", "panic", "--admin", s.admin); err == nil || !strings.Contains(out, "unknown mode") {
+		t.Fatalf("bad mode accepted: %s", out)
+	}
+	if out, err := s.cli(t, "mode", "auto", "--admin", s.admin); err != nil || !strings.HasPrefix(out, "mode normal") {
+		t.Fatalf("mode auto: %v %s", err, out)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,12 +99,14 @@ type Deps struct {
 // Engine makes decisions. It is safe for concurrent use; create it with New
 // and update it with Apply.
 type Engine struct {
-	snap  atomic.Pointer[snapshot]
-	feeds atomic.Pointer[iplist.Set]
-	table atomic.Pointer[limit.Table]
-	deps  Deps
-	m     *metrics
-	log   *slog.Logger
+	snap   atomic.Pointer[snapshot]
+	mode   atomic.Pointer[modeHolder]
+	modeMu sync.Mutex
+	feeds  atomic.Pointer[iplist.Set]
+	table  atomic.Pointer[limit.Table]
+	deps   Deps
+	m      *metrics
+	log    *slog.Logger
 }
 
 type snapshot struct {
@@ -161,6 +164,7 @@ func New(p *config.Policy, deps Deps) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{deps: deps, m: m, log: deps.Logger}
+	e.mode.Store(&modeHolder{})
 	e.feeds.Store(deps.Feeds)
 	if err := e.Apply(p); err != nil {
 		return nil, err
@@ -406,7 +410,7 @@ func (e *Engine) checkLimit(now int64, ls *limitSpec, r *Request) (Decision, boo
 	if !ok {
 		return Decision{}, false
 	}
-	allowed, ra := e.table.Load().AllowAt(now, k, ls.lim)
+	allowed, ra := e.table.Load().AllowAt(now, k, scaled(ls.lim, e.modeNow(now)))
 	if allowed {
 		return Decision{}, false
 	}
@@ -419,6 +423,7 @@ func (e *Engine) checkLimits(now int64, s *snapshot, r *Request) Decision {
 	var buf [8]limit.Check
 	var which [8]*limitSpec
 	checks := buf[:0]
+	mode := e.modeNow(now)
 	for _, ls := range s.limits {
 		if ls.m != nil && !ls.m.match(r) {
 			continue
@@ -435,7 +440,7 @@ func (e *Engine) checkLimits(now int64, s *snapshot, r *Request) Decision {
 			checks = checks[:0]
 		}
 		which[len(checks)] = ls
-		checks = append(checks, limit.Check{Key: k, Limit: ls.lim})
+		checks = append(checks, limit.Check{Key: k, Limit: scaled(ls.lim, mode)})
 	}
 	if len(checks) == 0 {
 		return Decision{}
@@ -452,6 +457,16 @@ func (e *Engine) charge(now int64, checks []limit.Check, which []*limitSpec) (De
 	ls := which[failed]
 	ls.denied.Inc()
 	return Decision{Verdict: Limit, By: ls.name, RetryAfter: ra}, true
+}
+
+// scaled tightens a limit for the mode: Elevated halves rate and burst,
+// UnderAttack divides them by four.
+func scaled(l limit.Limit, m Mode) limit.Limit {
+	if m == Normal {
+		return l
+	}
+	f := m.factor()
+	return limit.Limit{Rate: l.Rate * f, Burst: max(int(float64(l.Burst)*f), 1)}
 }
 
 // RuleStats is one rule's hit count, for the admin API and `levee status`.

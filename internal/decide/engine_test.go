@@ -304,3 +304,56 @@ func BenchmarkDecideDefaultLimits(b *testing.B) {
 		}
 	})
 }
+
+func TestModesTightenLimits(t *testing.T) {
+	e := engine(t, "limits: [{name: a, key: ip, rate: 100, burst: 100}]\n", Deps{})
+	now := time.Unix(1000, 0)
+	count := func(client string) int {
+		n := 0
+		for i := 0; i < 200; i++ {
+			if e.Decide(now.UnixNano(), req(client, "GET", "/", "")).Verdict == Pass {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count("203.0.113.1"); n != 100 {
+		t.Fatalf("normal: %d", n)
+	}
+	e.SetMode(ModeState{Mode: Elevated, Until: now.Add(time.Minute)})
+	if n := count("203.0.113.2"); n != 50 {
+		t.Fatalf("elevated: %d", n)
+	}
+	if m := e.ModeAt(now); m.Mode != Elevated || m.Source != "manual" {
+		t.Fatalf("mode: %+v", m)
+	}
+	e.SetMode(ModeState{Mode: UnderAttack, Until: now.Add(time.Minute)})
+	if n := count("203.0.113.3"); n != 25 {
+		t.Fatalf("under attack: %d", n)
+	}
+	// Expiry returns to normal; a detector escalation applies when no manual override is active.
+	later := now.Add(2 * time.Minute)
+	if m := e.ModeAt(later); m.Mode != Normal {
+		t.Fatalf("after expiry: %+v", m)
+	}
+	e.SetMode(ModeState{Mode: Elevated, Source: "detector", Until: later.Add(time.Minute)})
+	if m := e.ModeAt(later); m.Mode != Elevated || m.Source != "detector" {
+		t.Fatalf("detector mode: %+v", m)
+	}
+	e.SetMode(ModeState{Mode: Normal, Until: later.Add(time.Minute)})
+	if m := e.ModeAt(later); m.Mode != Normal || m.Source != "manual" {
+		t.Fatalf("manual normal override: %+v", m)
+	}
+	e.ClearManualMode()
+	if m := e.ModeAt(later); m.Mode != Elevated {
+		t.Fatalf("after clearing the override: %+v", m)
+	}
+	for _, s := range []string{"normal", "elevated", "under-attack", "UNDER_ATTACK"} {
+		if _, err := ParseMode(s); err != nil {
+			t.Errorf("ParseMode(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseMode("panic"); err == nil {
+		t.Error("ParseMode accepted panic")
+	}
+}

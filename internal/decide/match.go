@@ -258,4 +258,3 @@ func compileString(f field, name string, s *config.StringMatch) (*matchString, e
 	}
 	return m, nil
 }
-

@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"bytes"
-	"io"
 	"encoding/json"
+	"io"
 	"net"
 	"net/netip"
 	"strings"

@@ -94,7 +94,7 @@ func (s *Shield) Status() any {
 		Version:         buildinfo.String(),
 		Uptime:          time.Since(s.started).Truncate(time.Second).String(),
 		StartedAt:       s.started,
-		Mode:            "normal",
+		Mode:            s.engine.ModeAt(time.Now()).Name,
 		OpenConnections: s.guard.Open(),
 		TrackedAddrs:    s.guard.Tracked(),
 		Reloads:         s.reloads.Load(),

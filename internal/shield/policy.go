@@ -156,6 +156,48 @@ func (s *Shield) registerPolicyAPI(a *admin.Server) {
 	a.Handle("GET /v1/rules", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, 200, s.engine.Rules())
 	}))
+	a.Handle("GET /v1/mode", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		admin.WriteJSON(w, 200, s.engine.ModeAt(time.Now()))
+	}))
+	a.Handle("POST /v1/mode", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var mr ModeRequest
+		if err := admin.ReadJSON(r, &mr); err != nil {
+			admin.WriteJSON(w, 400, map[string]any{"error": err.Error()})
+			return
+		}
+		if mr.Mode == "auto" {
+			s.engine.ClearManualMode()
+			s.log.Info("manual mode override cleared")
+			admin.WriteJSON(w, 200, s.engine.ModeAt(time.Now()))
+			return
+		}
+		m, err := decide.ParseMode(mr.Mode)
+		if err != nil {
+			admin.WriteJSON(w, 400, map[string]any{"error": err.Error() + " (or auto to end a manual override)"})
+			return
+		}
+		st := decide.ModeState{Mode: m, Source: "manual", Reason: mr.Reason}
+		if mr.For != "" && mr.For != "0" {
+			d, err := time.ParseDuration(mr.For)
+			if err != nil || d <= 0 {
+				admin.WriteJSON(w, 400, map[string]any{"error": fmt.Sprintf("invalid duration %q", mr.For)})
+				return
+			}
+			st.Until = time.Now().Add(d)
+		}
+		s.engine.SetMode(st)
+		s.log.Warn("mode set by operator", "mode", m.String(), "until", st.Until, "reason", mr.Reason)
+		admin.WriteJSON(w, 200, s.engine.ModeAt(time.Now()))
+	}))
+}
+
+// ModeRequest is the body of POST /v1/mode.
+type ModeRequest struct {
+	// Mode is normal, elevated, under-attack, or auto (end a manual override).
+	Mode string `json:"mode"`
+	// For is a duration such as "30m"; empty: until changed.
+	For    string `json:"for"`
+	Reason string `json:"reason"`
 }
 
 func parseBan(br BanRequest, now time.Time) (iplist.Ban, error) {
@@ -179,4 +221,3 @@ func parseBan(br BanRequest, now time.Time) (iplist.Ban, error) {
 	}
 	return b, nil
 }
-

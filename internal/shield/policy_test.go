@@ -3,11 +3,11 @@ package shield
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"strings"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"

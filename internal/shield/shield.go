@@ -26,11 +26,11 @@ import (
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/decide"
-	"github.com/levee-dev/levee/internal/iplist"
-	"github.com/levee-dev/levee/internal/store"
 	"github.com/levee-dev/levee/internal/guard"
 	"github.com/levee-dev/levee/internal/h2guard"
+	"github.com/levee-dev/levee/internal/iplist"
 	"github.com/levee-dev/levee/internal/proxy"
+	"github.com/levee-dev/levee/internal/store"
 	"github.com/levee-dev/levee/internal/upstream"
 )
 
@@ -74,9 +74,9 @@ type Shield struct {
 	feedCancel context.CancelFunc
 	bgCancel   context.CancelFunc
 	alog       *proxy.AccessLog
-	reloads   atomic.Int64
-	lastErr   atomic.Pointer[string]
-	stop      chan struct{}
+	reloads    atomic.Int64
+	lastErr    atomic.Pointer[string]
+	stop       chan struct{}
 }
 
 // New builds a shield from a validated config without binding sockets.
