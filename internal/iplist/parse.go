@@ -157,6 +157,7 @@ type parser struct {
 	st     ParseStats
 	header strings.Builder // comment text before the first entry (detection)
 	seen   bool            // an entry line has been seen
+	buf    []netip.Prefix  // reused for the prefixes of one line
 }
 
 func (p *parser) run(r io.Reader) error {
@@ -239,10 +240,11 @@ func (p *parser) line(line []byte) error {
 	if p.st.Format == FormatAuto {
 		p.st.Format = FormatPlain
 	}
-	prefixes, err := parseEntry(data)
+	prefixes, err := parseEntry(data, p.buf[:0])
 	if err != nil {
 		return p.bad(line, err)
 	}
+	p.buf = prefixes
 	c := string(comment)
 	for _, pfx := range prefixes {
 		p.st.Entries++
@@ -325,9 +327,9 @@ func (p *parser) finish() error {
 	return nil
 }
 
-// parseEntry parses the data part of a text line: an address, a prefix, or
-// a range "a-b" of one family.
-func parseEntry(data []byte) ([]netip.Prefix, error) {
+// parseEntry parses the data part of a text line (an address, a prefix, or
+// a range "a-b" of one family) and appends its prefixes to buf.
+func parseEntry(data []byte, buf []netip.Prefix) ([]netip.Prefix, error) {
 	s := string(data)
 	if i := strings.IndexByte(s, '-'); i >= 0 {
 		a, err := parseAddr(strings.TrimSpace(s[:i]))
@@ -341,7 +343,7 @@ func parseEntry(data []byte) ([]netip.Prefix, error) {
 		if a.Is4() != b.Is4() || b.Less(a) {
 			return nil, fmt.Errorf("bad range: %v is not before %v in one address family", a, b)
 		}
-		return rangePrefixes(a, b), nil
+		return rangePrefixes(buf, a, b), nil
 	}
 	if strings.IndexFunc(s, isSpace) >= 0 {
 		return nil, errors.New("more than one field (want one IP, CIDR or range per line)")
@@ -354,13 +356,13 @@ func parseEntry(data []byte) ([]netip.Prefix, error) {
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
-		return []netip.Prefix{p.Masked()}, nil
+		return append(buf, p.Masked()), nil
 	}
 	a, err := parseAddr(s)
 	if err != nil {
 		return nil, err
 	}
-	return []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}, nil
+	return append(buf, netip.PrefixFrom(a, a.BitLen())), nil
 }
 
 func isSpace(r rune) bool { return r == ' ' || r == '\t' }
@@ -376,10 +378,9 @@ func parseAddr(s string) (netip.Addr, error) {
 	return a.Unmap(), nil
 }
 
-// rangePrefixes returns the shortest list of prefixes covering exactly
-// [a, b]; a and b are of one family and a <= b.
-func rangePrefixes(a, b netip.Addr) []netip.Prefix {
-	var out []netip.Prefix
+// rangePrefixes appends to out the shortest list of prefixes covering
+// exactly [a, b]; a and b are of one family and a <= b.
+func rangePrefixes(out []netip.Prefix, a, b netip.Addr) []netip.Prefix {
 	for {
 		bits := a.BitLen()
 		for bits > 0 {
