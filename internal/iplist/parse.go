@@ -178,7 +178,7 @@ func (p *parser) run(r io.Reader) error {
 			}
 			var lerr error
 			if tooLong || len(bytes.TrimRight(line, "\r\n")) > p.opt.MaxLineBytes {
-				lerr = errLineTooLong
+				lerr = p.bad(line, fmt.Errorf("%w (more than %d bytes)", errLineTooLong, p.opt.MaxLineBytes))
 			} else {
 				lerr = p.line(bytes.TrimSpace(line))
 			}

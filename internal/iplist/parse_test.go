@@ -205,6 +205,19 @@ func TestParseLines(t *testing.T) {
 	}
 }
 
+func TestParseLongLine(t *testing.T) {
+	in := "1.1.1.1\n" + strings.Repeat("9", 10_000) + "\n2.2.2.2\n"
+	es, st, err := parseAll(t, in, ParseOptions{Lenient: true})
+	if err != nil || st.Skipped != 1 || len(es) != 2 || st.Lines != 3 {
+		t.Fatalf("lenient: %d entries, %d skipped, %d lines, err %v; want 2, 1, 3, nil", len(es), st.Skipped, st.Lines, err)
+	}
+	_, _, err = parseAll(t, in, ParseOptions{Name: "big.txt"})
+	var le *LineError
+	if !errors.As(err, &le) || le.Line != 2 || !errors.Is(err, errLineTooLong) {
+		t.Fatalf("strict: err = %v; want a LineError at line 2 for a long line", err)
+	}
+}
+
 func TestParseFormatNames(t *testing.T) {
 	for f := FormatAuto; f <= FormatSpamhausText; f++ {
 		g, err := ParseFormat(f.String())
