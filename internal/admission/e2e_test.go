@@ -119,7 +119,7 @@ type sample struct {
 	class  Class
 	start  time.Time
 	lat    time.Duration
-	status int // 0: client error or timeout
+	status int           // 0: client error or timeout
 	wait   time.Duration // in the gate
 	orig   time.Duration // at the origin, seen by the proxy
 }

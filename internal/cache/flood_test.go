@@ -177,4 +177,3 @@ func TestRandomQueryFloodAbsorbed(t *testing.T) {
 		t.Fatalf("stale served %d, counted %d", stale, s.StaleServed)
 	}
 }
-

@@ -54,7 +54,7 @@ func equalFold(b []byte, s string) bool {
 // directives are the Cache-Control response directives the cache uses.
 type directives struct {
 	noStore, private, noCache, mustRevalidate bool
-	maxAge, sMaxAge                                   int64 // seconds; -1 if absent
+	maxAge, sMaxAge                           int64 // seconds; -1 if absent
 }
 
 // parseCacheControl adds the directives of one Cache-Control value to d.
