@@ -21,5 +21,5 @@ func processCPU() time.Duration {
 // shared with other work, wall-clock ns/op also counts time the benchmark
 // waited for a core; CPU time does not.
 func reportCPU(b *testing.B, start time.Duration) {
-	b.ReportMetric(float64((processCPU() - start).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64((processCPU()-start).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
