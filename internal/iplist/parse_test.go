@@ -245,12 +245,12 @@ func TestParseCallbackError(t *testing.T) {
 // fuzzParse checks the invariants every parse must keep, whatever the input.
 func fuzzParse(t *testing.T, data string, f Format) {
 	var strict []Entry
-	sst, serr := Parse(strings.NewReader(data), ParseOptions{Format: f}, func(e Entry) error {
+	sst, serr := Parse(strings.NewReader(data), ParseOptions{Format: f, MaxLineBytes: 128}, func(e Entry) error {
 		strict = append(strict, e)
 		return nil
 	})
 	var lenient []Entry
-	lst, lerr := Parse(strings.NewReader(data), ParseOptions{Format: f, Lenient: true}, func(e Entry) error {
+	lst, lerr := Parse(strings.NewReader(data), ParseOptions{Format: f, Lenient: true, MaxLineBytes: 128}, func(e Entry) error {
 		lenient = append(lenient, e)
 		return nil
 	})
@@ -300,6 +300,7 @@ func addSeeds(f *testing.F) {
 		f.Add(string(data))
 	}
 	f.Add("1.2.3.4-1.2.3.4\n::-::1\n")
+	f.Add("1.1.1.1\n" + strings.Repeat("2", 300) + "\n3.3.3.3")
 	f.Add(`{"type":"metadata","records":1}` + "\n" + `{"cidr":"::/0"}`)
 }
 
