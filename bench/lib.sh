@@ -128,7 +128,7 @@ bench_cleanup() {
 # tree_ticks PID: user+system CPU clock ticks of PID and all its live
 # descendants (nginx master + worker; levee and haproxy are one process).
 tree_ticks() {
-	local f
+	local f line
 	for f in /proc/[0-9]*/stat; do
 		# pid (comm) state ppid ... utime(14) stime(15): cut at the last ')'.
 		{ read -r line <"$f"; } 2>/dev/null || continue
@@ -142,6 +142,24 @@ tree_ticks() {
 				for (p in ppid) if (!(p in in_tree) && (ppid[p] in in_tree)) { in_tree[p] = 1; changed = 1 }
 			}
 			s = 0; for (p in in_tree) s += t[p]; print s
+		}'
+}
+
+# tree_pids PID: PID and its live descendants, one per line.
+tree_pids() {
+	local f line
+	for f in /proc/[0-9]*/stat; do
+		{ read -r line <"$f"; } 2>/dev/null || continue
+		echo "${line%% *} ${line##*) }"
+	done | awk -v root="$1" '
+		{ ppid[$1] = $3 }
+		END {
+			in_tree[root] = 1; changed = 1
+			while (changed) {
+				changed = 0
+				for (p in ppid) if (!(p in in_tree) && (ppid[p] in in_tree)) { in_tree[p] = 1; changed = 1 }
+			}
+			for (p in in_tree) print p
 		}'
 }
 

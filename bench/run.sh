@@ -7,11 +7,14 @@
 #   bench/run.sh reject         refusals per second of an over-limit and of a
 #                               banned source, and a normal client meanwhile
 #   bench/run.sh all            both
+#   bench/run.sh syscalls       system calls per proxied request (strace -c;
+#                               slows the proxies, so counts only, no timing)
 #
 # Environment: ROUNDS (5), DURATION (5, seconds per wrk run), CONNS (64),
 # REJECT_ROUNDS (3), FLOOD_SECONDS (3), FLOOD_CONNS (64), LEGIT_SECONDS (3),
 # BENCH_NICE=1 (run every process under test and the load generators with
-# nice -n -10), BENCH_KEEP=1 (keep the temp dir with configs and logs),
+# nice -n -10), BENCH_NO_BUILD=1 (use bench/out/levee as built before, e.g.
+# while another package of the tree does not compile), BENCH_KEEP=1 (keep the temp dir with configs and logs),
 # BENCH_PROFILE=DIR (write Levee CPU profiles levee-{plain,overlimit,banned}.prof
 # there; inspect with go tool pprof -top bench/out/levee DIR/levee-plain.prof).
 #
@@ -20,8 +23,8 @@
 set -euo pipefail
 
 MODE=${1:-throughput}
-case $MODE in throughput | reject | all) ;; *)
-	echo "usage: $0 [throughput|reject|all]" >&2
+case $MODE in throughput | reject | all | syscalls) ;; *)
+	echo "usage: $0 [throughput|reject|all|syscalls]" >&2
 	exit 2
 	;;
 esac
@@ -55,7 +58,11 @@ trap 'exit 130' INT TERM
 BANNED_SRC=127.0.0.66 # the flooding source in the reject scenarios
 
 ensure_packages
-build_tools
+if [[ ${BENCH_NO_BUILD:-0} == 1 && -x $BENCH_OUT/levee && -x $BENCH_OUT/connflood ]]; then
+	log "BENCH_NO_BUILD=1: using the existing $BENCH_OUT/levee and connflood"
+else
+	build_tools
+fi
 write_wrk_lua
 
 # ---------------------------------------------------------------- configs
@@ -322,6 +329,16 @@ start_proxies() {
 	log "$mode: levee :${PORT[levee]} (pid ${PID[levee]}), nginx :${PORT[nginx]} (pid ${PID[nginx]}), haproxy :${PORT[haproxy]} (pid ${PID[haproxy]})"
 }
 
+# check_alive NAME MODE: when proxy NAME has exited, print its log tail and
+# keep the temp dir for inspection.
+check_alive() {
+	local p=$1 mode=${2#reject-}
+	kill -0 "${PID[$p]}" 2>/dev/null && return 0
+	log "$p (pid ${PID[$p]}) has exited; last lines of its log ($TMP/$p-$mode.log):"
+	tail -40 "$TMP/$p-$mode.log" >&2 || true
+	BENCH_KEEP=1
+}
+
 stop_proxies() {
 	local p
 	for p in levee nginx haproxy; do stop_pid "${PID[$p]}"; done
@@ -370,7 +387,7 @@ throughput() {
 			t0=$(tree_ticks "${PID[$p]}")
 			res=$(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" "$DURATION")
 			t1=$(tree_ticks "${PID[$p]}")
-			[[ -n $res ]] || die "wrk against $p printed no result"
+			[[ -n $res ]] || { check_alive "$p" plain; die "wrk against $p printed no result"; }
 			local n us p50 p99 err
 			n=$(kv "$res" requests)
 			us=$(kv "$res" duration_us)
@@ -461,7 +478,7 @@ reject_scenario() {
 			sleep 1 # the flood is under way (and the normal client's 1/s connection budget refilled)
 			under=$(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$legit_conns" "$LEGIT_SECONDS")
 			wait "$fpid" || true
-			[[ -n $fl && -n $base && -n $under ]] || die "no result from flood or wrk against $p"
+			[[ -n $fl && -n $base && -n $under ]] || { check_alive "$p" "reject-$mode"; die "no result from flood or wrk against $p"; }
 			# Turned away: no answer at all, or any answer but 200.
 			awk -v r="$r" -v p="$p" -v el="$(kv "$fl" elapsed_s)" -v att="$(kv "$fl" attempts)" -v ref="$(kv "$fl" refused)" \
 				-v ans="$(kv "$fl" answered)" -v ok="$(kv "$fl" status_200)" -v ct="$(kv "$fl" connect_timeout)" -v cpu="$(ticks_to_us $((t1 - t0)))" \
@@ -531,6 +548,43 @@ reject() {
 	fi
 }
 
+# ---------------------------------------------------------------- syscalls
+
+# syscalls: attach strace -c to each proxy (all threads, all processes of
+# the tree) while wrk -c$CONNS runs through it, and print system calls per
+# request. strace slows the traced process a lot, so only the counts mean
+# anything; the proxies do the same work per request either way.
+syscalls() {
+	command -v strace >/dev/null 2>&1 || die "strace is not installed (apt-get install strace)"
+	echo
+	echo "== system calls per request: strace -c -f on each proxy during wrk -t1 -c$CONNS -d${DURATION}s"
+	start_proxies plain
+	local p pids args res n
+	for p in levee nginx haproxy; do
+		run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" 1 >/dev/null # warm pools
+		mapfile -t pids < <(tree_pids "${PID[$p]}")
+		args=()
+		for n in "${pids[@]}"; do args+=(-p "$n"); done
+		strace -c -f -o "$TMP/strace-$p.txt" "${args[@]}" 2>/dev/null &
+		local spid=$!
+		sleep 1 # attached
+		res=$(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" "$DURATION")
+		kill -INT "$spid" 2>/dev/null || true
+		wait "$spid" 2>/dev/null || true
+		n=$(kv "$res" requests)
+		echo
+		echo "$p: $n requests while traced; system calls per request:"
+		awk -v n="$n" '
+			/^%/ || /^-/ || NF < 4 { next }
+			# % time, seconds, usecs/call, calls, [errors], syscall; the
+			# total line has no usecs/call.
+			$NF == "total" { next }
+			{ total += $4; printf "  %-16s %8.2f  (errors %.2f)\n", $NF, $4 / n, (NF == 6 ? $5 : 0) / n }
+			END { if (n > 0) printf "  %-16s %8.2f\n", "total", total / n }' "$TMP/strace-$p.txt"
+	done
+	stop_proxies
+}
+
 # ---------------------------------------------------------------- main
 
 levee_policy_supported || true # decide once, outside any subshell
@@ -546,4 +600,5 @@ all)
 	throughput
 	reject
 	;;
+syscalls) syscalls ;;
 esac
