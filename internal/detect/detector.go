@@ -331,8 +331,13 @@ func (d *Detector) mitigate(now time.Time, sec *telemetry.Second) []Event {
 			AttackShare: round4(c.attackShare), TrafficShare: round4(c.trafficShare),
 			ExpectedCollateral: round6(c.collateral), CollateralBound: round6(c.bound), Lift: math.Round(c.lift*10) / 10,
 		}
-		exp.Text = fmt.Sprintf("%s: %.0f%% of the attack traffic (%.0f%% of all current requests, %.1fx its normal share); expected to hit %.3f%% of normal traffic (at most %.3f%%)",
-			c.what, 100*exp.AttackShare, 100*exp.TrafficShare, exp.Lift, 100*exp.ExpectedCollateral, 100*exp.CollateralBound)
+		if c.bound == 0 {
+			exp.Text = fmt.Sprintf("%s: %.0f%% of the attack traffic (%.0f%% of all current requests); never among normal traffic's frequent values",
+				c.what, 100*exp.AttackShare, 100*exp.TrafficShare)
+		} else {
+			exp.Text = fmt.Sprintf("%s: %.0f%% of the attack traffic (%.0f%% of all current requests, %.1fx its normal share); expected to hit %.3f%% of normal traffic (at most %.3f%%)",
+				c.what, 100*exp.AttackShare, 100*exp.TrafficShare, exp.Lift, 100*exp.ExpectedCollateral, 100*exp.CollateralBound)
+		}
 		if c.pair {
 			exp.Text += "; pair collateral assumes the two values are independent in normal traffic"
 		}

@@ -245,4 +245,3 @@ func (m *Mitigation) String() string {
 	return fmt.Sprintf("%s: %s when %s (%.0f%% of attack, ~%.2f%% of normal traffic)",
 		m.Name, act, m.Match, 100*m.Explanation.AttackShare, 100*m.Explanation.ExpectedCollateral)
 }
-
