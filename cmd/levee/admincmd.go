@@ -10,7 +10,6 @@ import (
 
 	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/config"
-	"github.com/levee-dev/levee/internal/decide"
 	"github.com/levee-dev/levee/internal/shield"
 )
 
@@ -108,7 +107,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(st.Rules) > 0 {
-		rules := append([]decide.RuleStats(nil), st.Rules...)
+		rules := append([]shield.RuleView(nil), st.Rules...)
 		sort.SliceStable(rules, func(i, j int) bool { return rules[i].Hits > rules[j].Hits })
 		fmt.Fprintln(stdout)
 		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -120,6 +119,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 			act := r.Action
 			if r.DryRun {
 				act += " (dry run)"
+			}
+			if r.Runtime {
+				act += " [" + r.Source + "]"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\n", r.Name, act, r.Hits)
 		}

@@ -286,3 +286,40 @@ func TestModeCommand(t *testing.T) {
 		t.Fatalf("mode auto: %v %s", err, out)
 	}
 }
+
+func TestRuntimeRulesPersist(t *testing.T) {
+	o := originServer(t)
+	data := t.TempDir()
+	s := startServe(t, data, "--upstream", o.URL)
+	ruleFile := filepath.Join(data, "rule.yaml")
+	os.WriteFile(ruleFile, []byte("name: no-bots\nmatch: {path: {prefix: /bots}}\naction: block\n"), 0o600)
+	if out, err := s.cli(t, "rules", "add", ruleFile, "--for", "1h", "--admin", s.admin); err != nil || !strings.Contains(out, "added runtime rule no-bots") {
+		t.Fatalf("rules add: %v %s", err, out)
+	}
+	if code, _, _ := getFrom("127.0.0.31", s.listen, "/bots/x"); code != 403 {
+		t.Fatalf("runtime rule not applied: %d", code)
+	}
+	if code, _, _ := getFrom("127.0.0.31", s.listen, "/ok"); code != 200 {
+		t.Fatalf("other path: %d", code)
+	}
+	out, err := s.cli(t, "rules", "ls", "--admin", s.admin)
+	if err != nil || !strings.Contains(out, "no-bots") || !strings.Contains(out, "runtime/cli") {
+		t.Fatalf("rules ls: %v\n%s", err, out)
+	}
+	bad := filepath.Join(data, "bad.yaml")
+	os.WriteFile(bad, []byte("name: bad\naction: explode\n"), 0o600)
+	if out, err := s.cli(t, "rules", "add", bad, "--admin", s.admin); err == nil || !strings.Contains(out, "action") {
+		t.Fatalf("invalid rule accepted: %s", out)
+	}
+	s.stop(t)
+	s2 := startServe(t, data, "--upstream", o.URL)
+	if code, _, _ := getFrom("127.0.0.31", s2.listen, "/bots/x"); code != 403 {
+		t.Fatalf("runtime rule lost across restart: %d\n%s", code, s2.log.String())
+	}
+	if out, err := s2.cli(t, "rules", "rm", "no-bots", "--admin", s2.admin); err != nil {
+		t.Fatalf("rules rm: %v %s", err, out)
+	}
+	if code, _, _ := getFrom("127.0.0.31", s2.listen, "/bots/x"); code != 200 {
+		t.Fatalf("after rm: %d", code)
+	}
+}

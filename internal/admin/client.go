@@ -27,25 +27,35 @@ func NewClient(addr, token string) *Client {
 	return &Client{Base: strings.TrimSuffix(base, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
 }
 
+// DoRaw sends body with the given content type and decodes a JSON answer.
+func (c *Client) DoRaw(method, path, contentType string, body []byte, out any) error {
+	return c.do(method, path, contentType, bytes.NewReader(body), out)
+}
+
 // Do sends a request with an optional JSON body and decodes a JSON answer
 // into out (may be nil). Non-2xx answers become errors carrying the
 // server's message.
 func (c *Client) Do(method, path string, body, out any) error {
 	var rd io.Reader
+	ct := ""
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		rd, ct = bytes.NewReader(b), "application/json"
 	}
+	return c.do(method, path, ct, rd, out)
+}
+
+func (c *Client) do(method, path, contentType string, rd io.Reader, out any) error {
 	req, err := http.NewRequest(method, c.Base+path, rd)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

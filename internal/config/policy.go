@@ -253,12 +253,41 @@ func (v *validator) policy(p *Policy) {
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		path := fmt.Sprintf("rules[%d]", i)
-		if r.Name == "" {
-			v.add(path+".name", "every rule needs a name")
-		} else if ruleNames[r.Name] {
+		if r.Name != "" && ruleNames[r.Name] {
 			v.add(path+".name", "duplicate rule name %q", r.Name)
 		}
 		ruleNames[r.Name] = true
+		v.rule(path, r)
+	}
+	v.positiveDur("tarpit_delay", p.TarpitDelay)
+	v.positiveInt("max_tarpits", p.MaxTarpits)
+	if p.ChallengeFallback != "limit" && p.ChallengeFallback != "block" {
+		v.add("challenge_fallback", "want limit or block, got %q", p.ChallengeFallback)
+	}
+}
+
+// ValidateRule fills a single rule's defaults and validates it (for rules
+// added at runtime through the admin API).
+func ValidateRule(r *Rule) error {
+	if r.Limit != nil {
+		if r.Limit.Name == "" {
+			r.Limit.Name = r.Name
+		}
+		defaultLimit(r.Limit)
+	}
+	v := &validator{}
+	v.rule("rule", r)
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+func (v *validator) rule(path string, r *Rule) {
+	{
+		if r.Name == "" {
+			v.add(path+".name", "every rule needs a name")
+		}
 		if !actions[r.Action] {
 			v.add(path+".action", "want one of allow, block, limit, drop, tarpit, challenge, rate_limit, log; got %q", r.Action)
 		}
@@ -272,11 +301,6 @@ func (v *validator) policy(p *Policy) {
 			v.add(path+".limit", "only rate_limit rules take a limit")
 		}
 		v.match(path+".match", &r.Match, 0)
-	}
-	v.positiveDur("tarpit_delay", p.TarpitDelay)
-	v.positiveInt("max_tarpits", p.MaxTarpits)
-	if p.ChallengeFallback != "limit" && p.ChallengeFallback != "block" {
-		v.add("challenge_fallback", "want limit or block, got %q", p.ChallengeFallback)
 	}
 }
 

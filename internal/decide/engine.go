@@ -99,14 +99,15 @@ type Deps struct {
 // Engine makes decisions. It is safe for concurrent use; create it with New
 // and update it with Apply.
 type Engine struct {
-	snap   atomic.Pointer[snapshot]
-	mode   atomic.Pointer[modeHolder]
-	modeMu sync.Mutex
-	feeds  atomic.Pointer[iplist.Set]
-	table  atomic.Pointer[limit.Table]
-	deps   Deps
-	m      *metrics
-	log    *slog.Logger
+	snap    atomic.Pointer[snapshot]
+	mode    atomic.Pointer[modeHolder]
+	runtime atomic.Pointer[runtimeSet]
+	modeMu  sync.Mutex
+	feeds   atomic.Pointer[iplist.Set]
+	table   atomic.Pointer[limit.Table]
+	deps    Deps
+	m       *metrics
+	log     *slog.Logger
 }
 
 type snapshot struct {
@@ -202,29 +203,11 @@ func (e *Engine) Apply(p *config.Policy) error {
 		s.limits = append(s.limits, ls)
 	}
 	for i := range p.Rules {
-		cr := &p.Rules[i]
-		r := &rule{name: cr.Name, action: cr.Action, dryRun: cr.DryRun}
-		if r.m, err = compileMatch(&cr.Match); err != nil {
-			return fmt.Errorf("rules[%d] %s: %w", i, cr.Name, err)
-		}
-		switch cr.Action {
-		case "block":
-			r.v = Block
-		case "limit":
-			r.v = Limit
-		case "drop":
-			r.v = Drop
-		case "tarpit":
-			r.v = Tarpit
-		case "challenge":
-			r.v = Challenge
-		case "rate_limit":
-			if r.limit, err = e.compileLimit(cr.Limit); err != nil {
-				return fmt.Errorf("rules[%d] %s: %w", i, cr.Name, err)
-			}
+		r, err := e.compileRule(&p.Rules[i])
+		if err != nil {
+			return fmt.Errorf("rules[%d] %s: %w", i, p.Rules[i].Name, err)
 		}
 		r.hits.Store(oldHits[r.name])
-		r.hitCtr = e.m.ruleHits.WithLabelValues(r.name, cr.Action)
 		s.rules = append(s.rules, r)
 	}
 	if t := e.table.Load(); t == nil || t.Stats().Bytes > int64(p.LimitMemory) || t.Stats().Bytes < int64(p.LimitMemory)*9/10 {
@@ -236,6 +219,32 @@ func (e *Engine) Apply(p *config.Policy) error {
 	}
 	e.snap.Store(s)
 	return nil
+}
+
+func (e *Engine) compileRule(cr *config.Rule) (*rule, error) {
+	r := &rule{name: cr.Name, action: cr.Action, dryRun: cr.DryRun}
+	var err error
+	if r.m, err = compileMatch(&cr.Match); err != nil {
+		return nil, err
+	}
+	switch cr.Action {
+	case "block":
+		r.v = Block
+	case "limit":
+		r.v = Limit
+	case "drop":
+		r.v = Drop
+	case "tarpit":
+		r.v = Tarpit
+	case "challenge":
+		r.v = Challenge
+	case "rate_limit":
+		if r.limit, err = e.compileLimit(cr.Limit); err != nil {
+			return nil, err
+		}
+	}
+	r.hitCtr = e.m.ruleHits.WithLabelValues(r.name, cr.Action)
+	return r, nil
 }
 
 func buildTable(list []string) (*iplist.Table, error) {
@@ -373,36 +382,55 @@ func (e *Engine) Decide(now int64, r *Request) Decision {
 	if s.allow.Contains(r.Client) {
 		return Decision{By: "allow"}
 	}
+	if rs := e.runtime.Load(); rs != nil {
+		for i, ru := range rs.rules {
+			if exp := rs.expires[i]; exp != 0 && exp <= now {
+				continue
+			}
+			if d, final := e.applyRule(now, s, ru, r); final {
+				return d
+			}
+		}
+	}
 	for _, ru := range s.rules {
+		if d, final := e.applyRule(now, s, ru, r); final {
+			return d
+		}
+	}
+	return e.checkLimits(now, s, r)
+}
+
+// applyRule evaluates one rule; final reports whether it decided.
+func (e *Engine) applyRule(now int64, s *snapshot, ru *rule, r *Request) (Decision, bool) {
+	{
 		if !ru.m.match(r) {
-			continue
+			return Decision{}, false
 		}
 		ru.hits.Add(1)
 		ru.hitCtr.Inc()
 		if ru.dryRun {
-			continue
+			return Decision{}, false
 		}
 		switch ru.action {
 		case "log":
-			continue
+			return Decision{}, false
 		case "allow":
-			return Decision{By: ru.name}
+			return Decision{By: ru.name}, true
 		case "rate_limit":
 			if d, denied := e.checkLimit(now, ru.limit, r); denied {
 				d.By = ru.name
-				return d
+				return d, true
 			}
-			continue
+			return Decision{}, false
 		}
 		v := ru.v
 		if v == Challenge && !r.Verified {
 			v = s.challenge
 		} else if v == Challenge {
-			continue
+			return Decision{}, false
 		}
-		return Decision{Verdict: v, By: ru.name}
+		return Decision{Verdict: v, By: ru.name}, true
 	}
-	return e.checkLimits(now, s, r)
 }
 
 func (e *Engine) checkLimit(now int64, ls *limitSpec, r *Request) (Decision, bool) {

@@ -357,3 +357,31 @@ func TestModesTightenLimits(t *testing.T) {
 		t.Error("ParseMode accepted panic")
 	}
 }
+
+func TestRuntimeRulesFirstAndExpire(t *testing.T) {
+	e := engine(t, "disable_default_limits: true\nrules: [{name: cfg-allow, match: {path: {prefix: /}}, action: allow}]\n", Deps{})
+	now := time.Unix(1000, 0)
+	err := e.SetRuntimeRules([]RuntimeRule{{
+		Rule:    config.Rule{Name: "gen-ua", Action: "block", Match: config.Match{UserAgent: &config.StringMatch{Exact: "EvilBot/1.0"}}},
+		Source:  "detector",
+		Expires: now.Add(time.Minute),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(now.UnixNano(), req("203.0.113.1", "GET", "/", "EvilBot/1.0")); d.Verdict != Block || d.By != "gen-ua" {
+		t.Fatalf("runtime rule before config rules: %+v", d)
+	}
+	if d := e.Decide(now.Add(2*time.Minute).UnixNano(), req("203.0.113.1", "GET", "/", "EvilBot/1.0")); d.Verdict != Pass {
+		t.Fatalf("expired runtime rule still applies: %+v", d)
+	}
+	if gone := e.PruneRuntime(now.Add(2 * time.Minute)); len(gone) != 1 || gone[0] != "gen-ua" {
+		t.Fatalf("prune: %v", gone)
+	}
+	if err := e.SetRuntimeRules([]RuntimeRule{{Rule: config.Rule{Name: "x", Action: "nope"}}}); err == nil {
+		t.Fatal("invalid runtime rule accepted")
+	}
+	if err := e.SetRuntimeRules([]RuntimeRule{{Rule: config.Rule{Name: "x", Action: "log"}}, {Rule: config.Rule{Name: "x", Action: "log"}}}); err == nil {
+		t.Fatal("duplicate runtime rule names accepted")
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/buildinfo"
 	"github.com/levee-dev/levee/internal/config"
-	"github.com/levee-dev/levee/internal/decide"
 )
 
 // Reload re-reads the configuration file (when the shield was started from
@@ -73,7 +72,7 @@ type StatusReport struct {
 	Reloads         int64              `json:"reloads"`
 	LastReloadError string             `json:"last_reload_error,omitempty"`
 	Bans            int                `json:"bans"`
-	Rules           []decide.RuleStats `json:"rules"`
+	Rules           []RuleView         `json:"rules"`
 	LimitTable      LimitTableStatus   `json:"limit_table"`
 	Feeds           []string           `json:"feeds,omitempty"`
 }
@@ -103,7 +102,7 @@ func (s *Shield) Status() any {
 		st.LastReloadError = *e
 	}
 	st.Bans = s.bans.Len()
-	st.Rules = s.engine.Rules()
+	st.Rules = s.ruleViews()
 	ts := s.engine.LimitTable().Stats()
 	st.LimitTable = LimitTableStatus{Slots: int64(ts.Slots), Bytes: int64(ts.Bytes), Live: int64(ts.Live), Evictions: uint64(ts.EvictionsActive), Denied: uint64(ts.Denied)}
 	if f := s.engine.Feeds(); f != nil {

@@ -1,9 +1,12 @@
 package shield
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/config"
@@ -42,6 +46,10 @@ func (s *Shield) openPolicy(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("policy: %w", err)
 	}
 	s.guard.SetBanChecker(s.engine)
+	if err := s.loadRuntimeRules(ctx); err != nil {
+		st.Close()
+		return err
+	}
 	return nil
 }
 
@@ -154,8 +162,9 @@ func (s *Shield) registerPolicyAPI(a *admin.Server) {
 		admin.WriteJSON(w, 200, map[string]any{"ok": true})
 	}))
 	a.Handle("GET /v1/rules", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		admin.WriteJSON(w, 200, s.engine.Rules())
+		admin.WriteJSON(w, 200, s.ruleViews())
 	}))
+	s.registerRuleAPI(a)
 	a.Handle("GET /v1/mode", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, 200, s.engine.ModeAt(time.Now()))
 	}))
@@ -220,4 +229,175 @@ func parseBan(br BanRequest, now time.Time) (iplist.Ban, error) {
 		b.Reason = b.Reason[:500]
 	}
 	return b, nil
+}
+
+// loadRuntimeRules compiles the runtime rules persisted in the store.
+func (s *Shield) loadRuntimeRules(ctx context.Context) error {
+	stored, err := s.store.ListRules(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	var rules []decide.RuntimeRule
+	for _, sr := range stored {
+		var rr decide.RuntimeRule
+		if err := json.Unmarshal(sr.Body, &rr); err != nil {
+			s.log.Error("skipping unreadable runtime rule in the store", "rule", sr.Name, "err", err)
+			continue
+		}
+		rules = append(rules, rr)
+	}
+	if err := s.engine.SetRuntimeRules(rules); err != nil {
+		return fmt.Errorf("runtime rules from %s: %w", s.store.Path(), err)
+	}
+	return nil
+}
+
+// AddRuntimeRule validates, applies and persists a runtime rule (replacing
+// one with the same name).
+func (s *Shield) AddRuntimeRule(ctx context.Context, rr decide.RuntimeRule) error {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	cur, _ := s.engine.RuntimeRules()
+	next := make([]decide.RuntimeRule, 0, len(cur)+1)
+	for _, r := range cur {
+		if r.Rule.Name != rr.Rule.Name {
+			next = append(next, r)
+		}
+	}
+	next = append(next, rr)
+	if err := s.engine.SetRuntimeRules(next); err != nil {
+		return err
+	}
+	body, err := json.Marshal(rr)
+	if err != nil {
+		return err
+	}
+	if err := s.store.PutRule(ctx, store.Rule{Name: rr.Rule.Name, Body: body, Created: rr.Created, Expires: rr.Expires}); err != nil {
+		return fmt.Errorf("%w: %v", iplist.ErrNotPersisted, err)
+	}
+	return nil
+}
+
+// RemoveRuntimeRule removes a runtime rule by name.
+func (s *Shield) RemoveRuntimeRule(ctx context.Context, name string) (bool, error) {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	cur, _ := s.engine.RuntimeRules()
+	var next []decide.RuntimeRule
+	found := false
+	for _, r := range cur {
+		if r.Rule.Name == name {
+			found = true
+			continue
+		}
+		next = append(next, r)
+	}
+	if !found {
+		return false, nil
+	}
+	if err := s.engine.SetRuntimeRules(next); err != nil {
+		return false, err
+	}
+	if _, err := s.store.DeleteRule(ctx, name); err != nil {
+		return true, fmt.Errorf("%w: %v", iplist.ErrNotPersisted, err)
+	}
+	return true, nil
+}
+
+// pruneRuntimeRules drops expired runtime rules from the engine and store.
+func (s *Shield) pruneRuntimeRules(now time.Time) {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	for _, name := range s.engine.PruneRuntime(now) {
+		if _, err := s.store.DeleteRule(context.Background(), name); err != nil {
+			s.log.Error("could not delete an expired runtime rule from the store", "rule", name, "err", err)
+		}
+		s.log.Info("runtime rule expired", "rule", name)
+	}
+}
+
+// RuleAddRequest is the body of POST /v1/rules: a rule in the configuration
+// format (YAML or JSON), an optional duration.
+type RuleAddRequest struct {
+	Rule   config.Rule `yaml:"rule"`
+	For    string      `yaml:"for"`
+	Source string      `yaml:"source"`
+}
+
+// RuleView is a rule as GET /v1/rules shows it.
+type RuleView struct {
+	Name    string    `json:"name"`
+	Action  string    `json:"action"`
+	DryRun  bool      `json:"dry_run,omitempty"`
+	Hits    uint64    `json:"hits"`
+	Runtime bool      `json:"runtime,omitempty"`
+	Source  string    `json:"source,omitempty"`
+	Expires time.Time `json:"expires,omitempty"`
+	Explain string    `json:"explanation,omitempty"`
+}
+
+func (s *Shield) ruleViews() []RuleView {
+	var out []RuleView
+	rr, hits := s.engine.RuntimeRules()
+	for i, r := range rr {
+		out = append(out, RuleView{Name: r.Rule.Name, Action: r.Rule.Action, DryRun: r.Rule.DryRun, Hits: hits[i],
+			Runtime: true, Source: r.Source, Expires: r.Expires, Explain: r.Explanation})
+	}
+	for _, r := range s.engine.Rules() {
+		out = append(out, RuleView{Name: r.Name, Action: r.Action, DryRun: r.DryRun, Hits: r.Hits})
+	}
+	return out
+}
+
+func (s *Shield) registerRuleAPI(a *admin.Server) {
+	a.Handle("POST /v1/rules", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			admin.WriteJSON(w, 400, map[string]any{"error": err.Error()})
+			return
+		}
+		var req RuleAddRequest
+		dec := yaml.NewDecoder(bytes.NewReader(body))
+		dec.KnownFields(true)
+		if err := dec.Decode(&req); err != nil {
+			admin.WriteJSON(w, 400, map[string]any{"error": "invalid rule: " + err.Error()})
+			return
+		}
+		now := time.Now()
+		rr := decide.RuntimeRule{Rule: req.Rule, Source: req.Source, Created: now}
+		if rr.Source == "" {
+			rr.Source = "api"
+		}
+		if req.For != "" && req.For != "0" {
+			d, err := time.ParseDuration(req.For)
+			if err != nil || d <= 0 {
+				admin.WriteJSON(w, 400, map[string]any{"error": fmt.Sprintf("invalid duration %q", req.For)})
+				return
+			}
+			rr.Expires = now.Add(d)
+		}
+		if err := s.AddRuntimeRule(r.Context(), rr); err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
+			admin.WriteJSON(w, 400, map[string]any{"error": err.Error()})
+			return
+		} else if err != nil {
+			admin.WriteJSON(w, 200, map[string]any{"ok": true, "warning": err.Error()})
+			return
+		}
+		s.log.Info("runtime rule added", "rule", rr.Rule.Name, "action", rr.Rule.Action, "expires", rr.Expires, "source", rr.Source)
+		admin.WriteJSON(w, 200, map[string]any{"ok": true, "name": rr.Rule.Name, "expires": rr.Expires})
+	}))
+	a.Handle("DELETE /v1/rules", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("name")
+		ok, err := s.RemoveRuntimeRule(r.Context(), name)
+		if err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
+			admin.WriteJSON(w, 500, map[string]any{"error": err.Error()})
+			return
+		}
+		if !ok {
+			admin.WriteJSON(w, 404, map[string]any{"error": "no runtime rule named " + name + " (configured rules change through the config file)"})
+			return
+		}
+		s.log.Info("runtime rule removed", "rule", name)
+		admin.WriteJSON(w, 200, map[string]any{"ok": true})
+	}))
 }

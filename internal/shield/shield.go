@@ -72,6 +72,7 @@ type Shield struct {
 	engine     *decide.Engine
 	feedCfg    []config.Feed
 	feedCancel context.CancelFunc
+	rulesMu    sync.Mutex // serializes runtime rule changes
 	bgCancel   context.CancelFunc
 	alog       *proxy.AccessLog
 	reloads    atomic.Int64
@@ -424,6 +425,7 @@ func (s *Shield) housekeeping() {
 			return
 		case now := <-t.C:
 			s.guard.Sweep(now)
+			s.pruneRuntimeRules(now)
 		}
 	}
 }

@@ -1,0 +1,100 @@
+package decide
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/levee-dev/levee/internal/config"
+)
+
+// RuntimeRule is a rule added while the shield runs, by an operator (admin
+// API, `levee rules add`) or by the detector. Runtime rules are evaluated
+// before the configured rules, expire on their own, and are persisted by
+// the shield so they survive a restart.
+type RuntimeRule struct {
+	Rule    config.Rule `json:"rule"`
+	Source  string      `json:"source"` // "api", "cli", "detector"
+	Created time.Time   `json:"created"`
+	Expires time.Time   `json:"expires,omitempty"` // zero: never
+	// Explanation says why a generated rule exists (detector rules).
+	Explanation string `json:"explanation,omitempty"`
+}
+
+type runtimeSet struct {
+	rules   []*rule
+	expires []int64 // unix nanos, 0 = never
+	meta    []RuntimeRule
+}
+
+// SetRuntimeRules validates and compiles rules and replaces the runtime rule
+// set atomically. On error nothing changes.
+func (e *Engine) SetRuntimeRules(rules []RuntimeRule) error {
+	rs := &runtimeSet{}
+	old := e.runtime.Load()
+	oldHits := map[string]uint64{}
+	if old != nil {
+		for _, r := range old.rules {
+			oldHits[r.name] = r.hits.Load()
+		}
+	}
+	seen := map[string]bool{}
+	for i := range rules {
+		rr := rules[i]
+		if err := config.ValidateRule(&rr.Rule); err != nil {
+			return fmt.Errorf("runtime rule %q: %w", rr.Rule.Name, err)
+		}
+		if seen[rr.Rule.Name] {
+			return fmt.Errorf("runtime rule %q: duplicate name", rr.Rule.Name)
+		}
+		seen[rr.Rule.Name] = true
+		r, err := e.compileRule(&rr.Rule)
+		if err != nil {
+			return fmt.Errorf("runtime rule %q: %w", rr.Rule.Name, err)
+		}
+		r.hits.Store(oldHits[r.name])
+		rs.rules = append(rs.rules, r)
+		var exp int64
+		if !rr.Expires.IsZero() {
+			exp = rr.Expires.UnixNano()
+		}
+		rs.expires = append(rs.expires, exp)
+		rs.meta = append(rs.meta, rr)
+	}
+	e.runtime.Store(rs)
+	return nil
+}
+
+// RuntimeRules returns the runtime rules with their hit counts, expired
+// ones included until they are removed.
+func (e *Engine) RuntimeRules() ([]RuntimeRule, []uint64) {
+	rs := e.runtime.Load()
+	if rs == nil {
+		return nil, nil
+	}
+	hits := make([]uint64, len(rs.rules))
+	for i, r := range rs.rules {
+		hits[i] = r.hits.Load()
+	}
+	return append([]RuntimeRule(nil), rs.meta...), hits
+}
+
+// PruneRuntime drops expired runtime rules and returns their names.
+func (e *Engine) PruneRuntime(now time.Time) []string {
+	rs := e.runtime.Load()
+	if rs == nil {
+		return nil
+	}
+	var keep []RuntimeRule
+	var gone []string
+	for i, m := range rs.meta {
+		if rs.expires[i] != 0 && rs.expires[i] <= now.UnixNano() {
+			gone = append(gone, m.Rule.Name)
+			continue
+		}
+		keep = append(keep, m)
+	}
+	if len(gone) > 0 {
+		_ = e.SetRuntimeRules(keep) // already validated
+	}
+	return gone
+}
