@@ -66,13 +66,42 @@ type Set struct {
 	snap atomic.Pointer[Table]
 }
 
-// listState is what a Set remembers of one file.
+// listState is what a Set remembers of one file. Guarded by Set.mu.
 type listState struct {
 	cfg      ListConfig
 	format   Format
 	prefixes []netip.Prefix // last good contents
 	stat     os.FileInfo    // stat of the last read (good or bad)
 	lastErr  string         // last logged error, to log each failure once
+	loaded   time.Time      // time of the last good read
+	detected Format         // format of the last good read
+	skipped  int            // bad lines skipped in the last good read
+}
+
+// ListStatus describes one list of a Set, for status pages and the admin
+// API. It is a plain value.
+type ListStatus struct {
+	Name     string
+	Path     string
+	Format   string    // format of the last good read (detected if auto)
+	Prefixes int       // prefixes in effect
+	Skipped  int       // bad lines skipped in the last good read
+	Loaded   time.Time // last good read; zero if never
+	Error    string    // the last read failure, empty after a good read
+}
+
+// Status returns the state of every list in declaration order.
+func (s *Set) Status() []ListStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ListStatus, len(s.lists))
+	for i, l := range s.lists {
+		out[i] = ListStatus{
+			Name: l.cfg.Name, Path: l.cfg.Path, Format: l.detected.String(),
+			Prefixes: len(l.prefixes), Skipped: l.skipped, Loaded: l.loaded, Error: l.lastErr,
+		}
+	}
+	return out
 }
 
 // Validate checks the configuration without reading any file: every list
@@ -269,6 +298,7 @@ func (s *Set) read(l *listState) error {
 	}
 	l.prefixes = prefixes
 	l.lastErr = ""
+	l.loaded, l.detected, l.skipped = time.Now(), st.Format, st.Skipped
 	s.m.reloads.WithLabelValues(l.cfg.Name, "ok").Inc()
 	s.m.prefixes.WithLabelValues(l.cfg.Name).Set(float64(len(prefixes)))
 	s.m.skipped.WithLabelValues(l.cfg.Name).Add(float64(st.Skipped))

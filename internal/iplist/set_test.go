@@ -149,6 +149,13 @@ func TestSetReloads(t *testing.T) {
 	if got := s.Lists(); len(got) != 2 || got[0] != "static" || got[1] != "drop.json" {
 		t.Errorf("Lists() = %v", got)
 	}
+	st := s.Status()
+	if len(st) != 2 || st[0].Name != "static" || st[0].Prefixes != 1 || st[0].Error != "" || st[0].Format != "plain" || st[0].Loaded.IsZero() {
+		t.Errorf("Status()[0] = %+v", st[0])
+	}
+	if st[1].Prefixes != 1 || st[1].Skipped != 1 || st[1].Format != "spamhaus-json" || !strings.Contains(st[1].Error, "no such file") {
+		t.Errorf("Status()[1] = %+v; want the last good contents and the current error", st[1])
+	}
 }
 
 func TestSetOverlap(t *testing.T) {
