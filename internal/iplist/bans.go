@@ -290,9 +290,10 @@ func (b *Bans) Remove(ctx context.Context, prefix netip.Prefix) (bool, error) {
 }
 
 // Expire drops the bans that expired at or before now and returns how many
-// it dropped. It scans all bans, but only when the earliest expiry is due. Expired bans never match Lookup, so Expire only reclaims memory
-// and keeps Len, List and metrics current; expired rows in the store are left
-// to its own pruning.
+// it dropped. It scans all bans, but only when the earliest expiry is due.
+// Expired bans never match Lookup, so Expire only reclaims memory and keeps
+// Len, List and metrics current; expired rows in the store are left to its
+// own pruning (store.PruneExpired).
 func (b *Bans) Expire(now time.Time) int {
 	if s := b.snap.Load(); s.next.IsZero() || now.Before(s.next) {
 		return 0
