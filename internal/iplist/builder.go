@@ -13,7 +13,9 @@ import (
 // When the same prefix is added more than once, the value of the last Add
 // wins. Host bits of a prefix are ignored (1.2.3.4/24 is 1.2.3.0/24), and an
 // IPv4-mapped IPv6 prefix of length 96 or more (::ffff:1.2.3.0/120) is
-// stored as the IPv4 prefix it maps (1.2.3.0/24).
+// stored as the IPv4 prefix it maps (1.2.3.0/24). Because lookups unmap
+// IPv4-mapped addresses, an IPv6 prefix shorter than /96 (such as ::/0)
+// never matches an IPv4 client.
 //
 // The zero value is an empty Builder ready to use. A Builder is not safe for
 // concurrent use; the Tables it builds are.
