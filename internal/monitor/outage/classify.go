@@ -56,12 +56,15 @@ func (st *incState) record(o Observation) {
 
 // agreement updates allDown and partial while the target is down by
 // quorum. A vantage point agrees when it is down or failing; one that has not
-// probed since the incident started is still pending and neither agrees nor
-// contradicts.
+// probed since the incident started is still pending, and one that was
+// affected earlier in the incident and answers again is recovering: neither
+// agrees nor contradicts. Only a vantage point never affected in this
+// incident that answers contradicts (the failure is partial).
 func (st *incState) agreement(active []*vantage) {
 	contra := 0
 	for _, v := range active {
-		if v.state != Down && v.fails == 0 && !v.last.Before(st.inc.Start) {
+		_, affected := st.onset[v.name]
+		if !affected && v.state != Down && v.fails == 0 && !v.last.Before(st.inc.Start) {
 			contra++
 		}
 	}
@@ -245,7 +248,11 @@ func (t *target) cleanCut(now time.Time, active []*vantage, nFail, hard, maxRuns
 	}
 	worst := 0.0
 	for _, v := range active {
-		if r := ratio(st.beforeLat[v.name], v.base.Quantile(0.5)); r > worst {
+		before := st.beforeLat[v.name]
+		if before <= t.cfg.MinSlow {
+			continue // fast answers are no build-up, whatever the ratio
+		}
+		if r := ratio(before, v.base.Quantile(0.5)); r > worst {
 			worst = r
 		}
 	}

@@ -3,6 +3,7 @@ package outage
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -347,5 +348,40 @@ func TestRestoreClosesWhenHealthy(t *testing.T) {
 	}
 	if closed == nil || closed.ID != "site-1" || closed.Label != LabelCleanCut {
 		t.Fatalf("restored incident not closed as expected: %+v", closed)
+	}
+}
+
+// TestCleanCutWithNoisyFastBaseline: a loopback-fast service (1 ms) whose
+// latency jitters to 5-8 ms just before the cut (a busy machine) is still a
+// clean cut: fast answers are no latency build-up. The return of service
+// does not count as a partial failure either.
+func TestCleanCutWithNoisyFastBaseline(t *testing.T) {
+	s := newSim(t, Config{}, "local", "a1", "a2")
+	noisy := t0.Add(29 * time.Minute)
+	cut := t0.Add(30 * time.Minute)
+	back := cut.Add(2 * time.Minute)
+	s.run(t0.Add(40*time.Minute), func(v string, at time.Time) outcome {
+		switch {
+		case at.Before(noisy):
+			return outcome{ok: true, latency: time.Millisecond}
+		case at.Before(cut):
+			return outcome{ok: true, latency: time.Duration(5+s.rng.IntN(4)) * time.Millisecond}
+		case at.Before(back):
+			return outcome{failure: probe.FailRefused, latency: 100 * time.Microsecond}
+		}
+		return outcome{ok: true, latency: time.Millisecond}
+	})
+	closes := s.kinds(EventClose)
+	if len(closes) != 1 {
+		t.Fatalf("closes %d", len(closes))
+	}
+	inc := closes[0].Incident
+	if got := labels(inc); len(got) != 1 || got[0] != LabelCleanCut {
+		t.Errorf("labels %v, want [clean_cut]; evidence %q", got, inc.Evidence)
+	}
+	for _, e := range inc.Evidence {
+		if strings.Contains(e, "partial") {
+			t.Errorf("recovery counted as partial failure: %q", inc.Evidence)
+		}
 	}
 }
