@@ -87,6 +87,10 @@ func (st *incState) affect(v *vantage, now time.Time) {
 		on = now
 	}
 	st.onset[v.name] = on
+	if st.inc.Onsets == nil {
+		st.inc.Onsets = map[string]time.Time{}
+	}
+	st.inc.Onsets[v.name] = on
 	st.inc.Vantages = append(st.inc.Vantages, v.name)
 	sort.Strings(st.inc.Vantages)
 }

@@ -54,6 +54,10 @@ type Incident struct {
 	Peak State `json:"peak"`
 	// Vantages lists the vantage points that were down or degraded.
 	Vantages []string `json:"vantages"`
+	// Onsets says when each affected vantage point went bad (its first
+	// failure or slow answer of the streak): where it started, and how fast
+	// it spread.
+	Onsets map[string]time.Time `json:"onsets,omitempty"`
 	// Label is the current (or final) classification.
 	Label Label `json:"label"`
 	// Evidence is the evidence for Label as of the last evaluation.
@@ -79,6 +83,12 @@ func (i *Incident) clone() *Incident {
 	c.Vantages = append([]string(nil), i.Vantages...)
 	c.Timeline = append([]Classification(nil), i.Timeline...)
 	c.Evidence = append([]string(nil), i.Evidence...)
+	if i.Onsets != nil {
+		c.Onsets = make(map[string]time.Time, len(i.Onsets))
+		for k, v := range i.Onsets {
+			c.Onsets[k] = v
+		}
+	}
 	return &c
 }
 

@@ -126,8 +126,13 @@ func TestCleanCut(t *testing.T) {
 	if got := labels(inc); len(got) != 1 || got[0] != LabelCleanCut {
 		t.Errorf("labels %v, want [clean_cut]", got)
 	}
-	if len(inc.Vantages) != 3 || inc.Peak != Down {
-		t.Errorf("vantages %v peak %v", inc.Vantages, inc.Peak)
+	if len(inc.Vantages) != 3 || inc.Peak != Down || len(inc.Onsets) != 3 {
+		t.Errorf("vantages %v onsets %v peak %v", inc.Vantages, inc.Onsets, inc.Peak)
+	}
+	for v, on := range inc.Onsets {
+		if on.Before(cut) || on.After(cut.Add(s.interval+s.interval/5)) {
+			t.Errorf("onset of %s %s after the cut", v, on.Sub(cut))
+		}
 	}
 	if d := inc.End.Sub(back); d < 0 || d > 2*s.interval {
 		t.Errorf("end %v is %s after the service came back", inc.End, d)
