@@ -430,22 +430,29 @@ func TestGetHitAllocs(t *testing.T) {
 
 func BenchmarkGetHit(b *testing.B) {
 	c := newCache(b, Config{})
-	var h fasthttp.RequestHeader
-	h.Set("Accept-Encoding", "gzip, br")
-	mk := func(i int) *Request {
+	// Each goroutine has its own header, as each fasthttp request does
+	// (RequestHeader.Peek uses a scratch buffer: not safe for concurrent use).
+	mk := func(i int, h *fasthttp.RequestHeader) *Request {
 		return &Request{Method: []byte("GET"), Host: []byte("example.com"), Path: []byte(fmt.Sprintf("/static/page/%d", i)),
-			Query: []byte("utm_source=x&id=42&lang=en"), Header: &h}
+			Query: []byte("utm_source=x&id=42&lang=en"), Header: h}
+	}
+	newHeader := func() *fasthttp.RequestHeader {
+		h := new(fasthttp.RequestHeader)
+		h.Set("Accept-Encoding", "gzip, br")
+		return h
 	}
 	const keys = 1024
+	h0 := newHeader()
 	for i := range keys {
-		c.Store(t0, mk(i), resp(200, strings.Repeat("b", 2048), "Cache-Control: max-age=600", "Vary: Accept-Encoding", "Content-Type: text/html"))
+		c.Store(t0, mk(i, h0), resp(200, strings.Repeat("b", 2048), "Cache-Control: max-age=600", "Vary: Accept-Encoding", "Content-Type: text/html"))
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		h := newHeader()
 		rs := make([]*Request, keys)
 		for i := range rs {
-			rs[i] = mk(i)
+			rs[i] = mk(i, h)
 		}
 		i := 0
 		for pb.Next() {

@@ -19,6 +19,8 @@ type Response struct {
 	Status int
 	Header []Field
 	Body   []byte
+
+	arena []byte // FromFastHTTP's copy of the header fields
 }
 
 // Get returns the first value of the named header (case-insensitive), nil
@@ -214,7 +216,7 @@ func storedHeader(name []byte) bool {
 			return false
 		}
 	}
-	if equalFold(name, "age") {
+	if equalFold(name, "age") || equalFold(name, "content-length") {
 		return false // recomputed when served
 	}
 	if equalFold(name, "set-cookie") {
