@@ -79,6 +79,7 @@ type Baseline struct {
 	warmUp    time.Duration
 	maxValues int
 	metrics   [NumMetrics]ewma
+	sources   ewma // distinct sources per second: not alarmed on, used to size a typical source
 	dists     [telemetry.NumAttrs]dist
 	observed  time.Duration // traffic history learned
 }
@@ -142,6 +143,7 @@ func (b *Baseline) learn(sec *telemetry.Second) {
 			b.metrics[m].update(v[m], alpha, alphaVar)
 		}
 	}
+	b.sources.update(float64(sec.Sources), alpha, alphaVar)
 	b.observed += d
 	total := float64(sec.Requests)
 	if total == 0 {

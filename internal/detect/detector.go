@@ -495,6 +495,23 @@ func (d *Detector) Status(now time.Time) Status {
 	return st
 }
 
+// Expected describes normal traffic for one value (key as in
+// telemetry.Item.Key) of attribute a: its learned share of requests, whether
+// the baseline remembers it (if not, share is 0 and the value was never
+// among the frequent ones), the baseline request rate and the mean request
+// rate of one active source (requests/s over distinct sources/s). The
+// incident tracker uses it to tell attack sources from regular visitors.
+func (d *Detector) Expected(a telemetry.Attr, key uint64) (share float64, known bool, rate, perSource float64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	share, known = d.base.Share(a, key)
+	rate = d.base.Mean(MetricRequests)
+	if s := d.base.sources.Mean; s > 0 {
+		perSource = rate / s
+	}
+	return share, known, rate, perSource
+}
+
 // State returns whether the site is under attack and, if so, since when.
 func (d *Detector) State() (State, time.Time) {
 	d.mu.Lock()

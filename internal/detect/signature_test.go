@@ -142,7 +142,7 @@ func TestPairSignature(t *testing.T) {
 	p := newPopulation(33)
 	s.warm(p, 3*time.Minute, 200)
 	attack := func(e *telemetry.Event) {
-		p.normal(e) // the site's own audience: addresses tell nothing
+		p.normal(e)            // the site's own audience: addresses tell nothing
 		e.UserAgent = p.uas[0] // the most common browser
 		e.Path = p.paths[3]    // a common page
 	}
