@@ -18,6 +18,11 @@ type Single struct {
 	tat atomic.Int64
 }
 
+// Allow is AllowAt with the current wall-clock time.
+func (s *Single) Allow(l Limit) (ok bool, retryAfter time.Duration) {
+	return s.AllowNAt(time.Now().UnixNano(), l, 1)
+}
+
 // AllowAt is Table.AllowAt for this single key.
 func (s *Single) AllowAt(now int64, l Limit) (ok bool, retryAfter time.Duration) {
 	return s.AllowNAt(now, l, 1)

@@ -701,3 +701,22 @@ func TestConcurrentFlood(t *testing.T) {
 		t.Fatalf("no evictions: the table never filled (%+v)", st)
 	}
 }
+
+func TestAllowWallClock(t *testing.T) {
+	tb := newTable(t, Config{MemoryBytes: 64 << 10})
+	var s Single
+	l := Limit{Rate: 0.001, Burst: 1} // one per 1000 s: the second is denied
+	key := KeyString(1, "wall")
+	if ok, _ := tb.Allow(key, l); !ok {
+		t.Fatal("Table.Allow: first event denied")
+	}
+	if ok, ra := tb.Allow(key, l); ok || ra <= 990*time.Second || ra > 1000*time.Second {
+		t.Fatalf("Table.Allow: second event (%v, %v), want denied with ~1000s", ok, ra)
+	}
+	if ok, _ := s.Allow(l); !ok {
+		t.Fatal("Single.Allow: first event denied")
+	}
+	if ok, ra := s.Allow(l); ok || ra <= 990*time.Second || ra > 1000*time.Second {
+		t.Fatalf("Single.Allow: second event (%v, %v), want denied with ~1000s", ok, ra)
+	}
+}
