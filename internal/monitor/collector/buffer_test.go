@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/levee-dev/levee/internal/monitor/outage"
 )
 
 // TestE2EAgentBuffersAcrossCollectorRestart stops the collector while an
@@ -79,4 +81,41 @@ func leftResults(t *testing.T, ag *agentHarness) int {
 		t.Fatal(err)
 	}
 	return len(rs)
+}
+
+// TestE2EOpenIncidentSurvivesCollectorRestart: an incident open when the
+// collector stops is restored on start and closes once the target is
+// healthy, instead of being lost or duplicated.
+func TestE2EOpenIncidentSurvivesCollectorRestart(t *testing.T) {
+	o := startOrigin(t, "")
+	dir := t.TempDir()
+	cfg := config(dir+"/data", "", "tcp", o.addr, 100*time.Millisecond, 80*time.Millisecond)
+	h := startCollector(t, dir, "", cfg)
+	waitFor(t, 5*time.Second, "target up", func() bool {
+		st := h.c.tracker.Status(time.Now())
+		return len(st) == 1 && st[0].State == outage.Up
+	})
+	o.stop()
+	var id string
+	waitFor(t, 5*time.Second, "incident", func() bool {
+		if st := h.c.tracker.Status(time.Now())[0]; st.Incident != nil {
+			id = st.Incident.ID
+			return true
+		}
+		return false
+	})
+	h.stop()
+	o = startOrigin(t, o.addr)
+	h = startCollector(t, dir, "", cfg)
+	if st := h.c.tracker.Status(time.Now())[0]; st.Incident == nil || st.Incident.ID != id {
+		t.Fatalf("incident %s not restored: %+v", id, st.Incident)
+	}
+	waitFor(t, 10*time.Second, "restored incident to close", func() bool {
+		inc, err := h.c.Store().Incident(context.Background(), id)
+		return err == nil && !inc.Open()
+	})
+	incs, _ := h.c.Store().Incidents(context.Background(), "", time.Time{}, 10, false)
+	if len(incs) != 1 {
+		t.Errorf("%d incidents after restart, want the one restored", len(incs))
+	}
 }
