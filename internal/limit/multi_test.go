@@ -200,3 +200,51 @@ func BenchmarkAllowAll(b *testing.B) {
 		})
 	})
 }
+
+// TestAllowAllAtConcurrent: goroutines with their own address key share one
+// prefix key. The prefix admits exactly its burst in total, and every
+// refused event's address charge is refunded, so afterwards each address
+// key has exactly its burst minus its passed events left. Run with -race:
+// it also covers the unlocked bucket pre-load.
+func TestAllowAllAtConcurrent(t *testing.T) {
+	tb := newTable(t, Config{MemoryBytes: 64 << 10})
+	addrLimit := Limit{Rate: 0.001, Burst: 1000}
+	prefixLimit := Limit{Rate: 0.001, Burst: 50}
+	prefix := KeyString(2, "127.1.2.0/24")
+	const workers, tries = 8, 200
+	passed := make([]int, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			checks := []Check{{KeyString(1, fmt.Sprint("addr", w)), addrLimit}, {prefix, prefixLimit}}
+			for range tries {
+				ok, _, failed := tb.AllowAllAt(epoch, checks)
+				if ok {
+					passed[w]++
+				} else if failed != 1 {
+					t.Errorf("worker %d refused by check %d, want the prefix (1)", w, failed)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for w := range workers {
+		total += passed[w]
+		key := KeyString(1, fmt.Sprint("addr", w))
+		left := 0
+		for {
+			if ok, _ := tb.AllowAt(epoch, key, addrLimit); !ok {
+				break
+			}
+			left++
+		}
+		if left != addrLimit.Burst-passed[w] {
+			t.Errorf("worker %d passed %d, address key has %d left, want %d", w, passed[w], left, addrLimit.Burst-passed[w])
+		}
+	}
+	if total != prefixLimit.Burst {
+		t.Fatalf("%d events passed in total, want the prefix burst %d", total, prefixLimit.Burst)
+	}
+}
