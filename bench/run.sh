@@ -11,7 +11,7 @@
 #                               slows the proxies, so counts only, no timing)
 #
 # Environment: ROUNDS (5), DURATION (5, seconds per wrk run), CONNS (64),
-# REJECT_ROUNDS (3), FLOOD_SECONDS (3), FLOOD_CONNS (64), LEGIT_SECONDS (3),
+# REJECT_ROUNDS (3), FLOOD_SECONDS (2), FLOOD_CONNS (64), LEGIT_SECONDS (2),
 # BENCH_NICE=1 (run every process under test and the load generators with
 # nice -n -10), BENCH_NO_BUILD=1 (use bench/out/levee as built before, e.g.
 # while another package of the tree does not compile), BENCH_KEEP=1 (keep the temp dir with configs and logs),
@@ -33,9 +33,9 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-64}
 REJECT_ROUNDS=${REJECT_ROUNDS:-3}
-FLOOD_SECONDS=${FLOOD_SECONDS:-3}
+FLOOD_SECONDS=${FLOOD_SECONDS:-2}
 FLOOD_CONNS=${FLOOD_CONNS:-64}
-LEGIT_SECONDS=${LEGIT_SECONDS:-3}
+LEGIT_SECONDS=${LEGIT_SECONDS:-2}
 for v in ROUNDS DURATION CONNS REJECT_ROUNDS FLOOD_SECONDS FLOOD_CONNS LEGIT_SECONDS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
