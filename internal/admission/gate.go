@@ -64,7 +64,9 @@ type GateConfig struct {
 	// VerifiedTarget replaces Target for the Verified class: verified
 	// clients are few and served first, so when one waits it is because the
 	// whole gate is briefly busy, not because of a standing queue of its own.
-	// Default MaxWait/4 (250ms with the default MaxWait).
+	// Default MaxWait/2 (500ms with the default MaxWait), so that only a
+	// stall of the whole gate, or verified demand above capacity, sheds
+	// them.
 	VerifiedTarget time.Duration `yaml:"verified_target"`
 	// MaxWait bounds any wait in the queue. Default 1s.
 	MaxWait time.Duration `yaml:"max_wait"`
@@ -93,7 +95,7 @@ func (c *GateConfig) fill() {
 		c.RetryAfter = time.Second
 	}
 	if c.VerifiedTarget == 0 {
-		c.VerifiedTarget = max(c.MaxWait/4, c.Target)
+		c.VerifiedTarget = max(c.MaxWait/2, c.Target)
 	}
 }
 
@@ -123,9 +125,9 @@ func (c GateConfig) Validate() error {
 // slot goes to the best non-empty class. While the queue is young it is
 // served oldest first; once it has stayed non-empty for Interval it counts as
 // standing: every queue event then sheds the waiters older than Target
-// (VerifiedTarget for the Verified class), from the Suspect class up, and each class is served newest first (adaptive
-// LIFO), so admitted requests wait at most about Target while an overload
-// lasts. A full queue pushes out the oldest waiter of the worst class below
+// (VerifiedTarget for the Verified class), from the Suspect class up, and
+// each class is served newest first (adaptive LIFO), so admitted requests
+// wait at most about Target while an overload lasts. A full queue pushes out the oldest waiter of the worst class below
 // the newcomer's, or refuses the newcomer. No request waits longer than
 // MaxWait.
 //
