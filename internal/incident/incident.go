@@ -23,10 +23,10 @@ import (
 type Count struct {
 	Value    string       `json:"value"`
 	Requests uint64       `json:"requests"`
-	Share    float64      `json:"share"`            // of the incident's requests
-	Prefix   netip.Prefix `json:"prefix,omitzero"`  // sources and prefixes
-	ASN      uint32       `json:"asn,omitempty"`    // sources: from GeoIP
-	Org      string       `json:"org,omitempty"`    // sources: AS owner
+	Share    float64      `json:"share"`             // of the incident's requests
+	Prefix   netip.Prefix `json:"prefix,omitzero"`   // sources and prefixes
+	ASN      uint32       `json:"asn,omitempty"`     // sources: from GeoIP
+	Org      string       `json:"org,omitempty"`     // sources: AS owner
 	Country  string       `json:"country,omitempty"` // sources: from GeoIP
 	// Expected is, for sources, how many requests the baseline expected
 	// from this address over the incident; Attack marks sources that sent
@@ -62,35 +62,35 @@ type Note struct {
 // Incident is the record of one attack on one site. It is a plain value
 // (marshals to JSON as stored and exported). The zero value is empty.
 type Incident struct {
-	ID                string              `json:"id"`
-	Site              string              `json:"site"`
-	Start             time.Time           `json:"start"`
-	End               time.Time           `json:"end,omitzero"` // zero while in progress
-	Declared          time.Time           `json:"declared"`
-	DurationSeconds   float64             `json:"duration_seconds"`
-	Kinds             []string            `json:"kinds"`
-	MaxMode           detect.Mode         `json:"max_mode"`
-	PeakRequests      float64             `json:"peak_requests_per_second"`
-	PeakConns         float64             `json:"peak_connections_per_second"`
-	PeakSources       uint64              `json:"peak_distinct_sources"`
-	Requests          uint64              `json:"requests"`
-	Passed            uint64              `json:"passed"`
-	Mitigated         uint64              `json:"mitigated"`
-	LeakRatio         float64             `json:"leak_ratio"` // passed / requests: share that reached the origin
-	BaselineRequests  float64             `json:"baseline_requests_per_second"`
-	Sources           []Count             `json:"sources"`
-	Prefixes          []Count             `json:"prefixes"`
-	ASNs              []Count             `json:"asns"`
-	Countries         []Count             `json:"countries"`
-	UserAgents        []Count             `json:"user_agents"`
-	Paths             []Count             `json:"paths"`
-	Queries           []Count             `json:"queries,omitempty"`
-	HeaderOrders      []Count             `json:"header_orders,omitempty"`
-	Fingerprints      []Count             `json:"fingerprints,omitempty"`
-	Rules             []detect.Mitigation `json:"rules"`
-	Timeline          []Point             `json:"timeline"`
-	TimelineStep      int                 `json:"timeline_step_seconds"`
-	Notes             []Note              `json:"notes"`
+	ID               string              `json:"id"`
+	Site             string              `json:"site"`
+	Start            time.Time           `json:"start"`
+	End              time.Time           `json:"end,omitzero"` // zero while in progress
+	Declared         time.Time           `json:"declared"`
+	DurationSeconds  float64             `json:"duration_seconds"`
+	Kinds            []string            `json:"kinds"`
+	MaxMode          detect.Mode         `json:"max_mode"`
+	PeakRequests     float64             `json:"peak_requests_per_second"`
+	PeakConns        float64             `json:"peak_connections_per_second"`
+	PeakSources      uint64              `json:"peak_distinct_sources"`
+	Requests         uint64              `json:"requests"`
+	Passed           uint64              `json:"passed"`
+	Mitigated        uint64              `json:"mitigated"`
+	LeakRatio        float64             `json:"leak_ratio"` // passed / requests: share that reached the origin
+	BaselineRequests float64             `json:"baseline_requests_per_second"`
+	Sources          []Count             `json:"sources"`
+	Prefixes         []Count             `json:"prefixes"`
+	ASNs             []Count             `json:"asns"`
+	Countries        []Count             `json:"countries"`
+	UserAgents       []Count             `json:"user_agents"`
+	Paths            []Count             `json:"paths"`
+	Queries          []Count             `json:"queries,omitempty"`
+	HeaderOrders     []Count             `json:"header_orders,omitempty"`
+	Fingerprints     []Count             `json:"fingerprints,omitempty"`
+	Rules            []detect.Mitigation `json:"rules"`
+	Timeline         []Point             `json:"timeline"`
+	TimelineStep     int                 `json:"timeline_step_seconds"`
+	Notes            []Note              `json:"notes"`
 }
 
 // InProgress reports whether the incident has not ended.
