@@ -53,6 +53,43 @@ type Config struct {
 
 	// Policy: allow/block lists, feeds, limits and rules (top-level keys).
 	Policy `yaml:",inline"`
+
+	// Detection configures attack detection and automatic mitigation, on by
+	// default.
+	Detection Detection `yaml:"detection"`
+}
+
+// Detection configures the detector. Zero values take the detector's
+// documented defaults (internal/detect).
+type Detection struct {
+	// Disable turns off telemetry, detection and automatic mitigation.
+	// Default false: detection is on.
+	Disable bool `yaml:"disable"`
+	// WarmUp is the traffic history needed before any attack is declared.
+	// Default 60s.
+	WarmUp time.Duration `yaml:"warm_up"`
+	// Ratio is how many times its baseline a metric must reach to count as
+	// a surge. Default 2.5.
+	Ratio float64 `yaml:"ratio"`
+	// MinRequests is the least excess in requests per second over the
+	// baseline for a request surge. Default 50.
+	MinRequests float64 `yaml:"min_requests"`
+	// DisableMitigation detects and records incidents but generates no
+	// rules and changes no mode. Default false.
+	DisableMitigation bool `yaml:"disable_mitigation"`
+	// Webhooks are notified on attack start, escalation, mitigation and end.
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Webhook is one notification endpoint.
+type Webhook struct {
+	// URL receives POST requests (http or https).
+	URL string `yaml:"url"`
+	// Format is "json" (default) or "slack".
+	Format string `yaml:"format"`
+	// Events to send: attack_start, escalation, mitigation, attack_end.
+	// Default: all.
+	Events []string `yaml:"events"`
 }
 
 // Listener is one client-facing socket.

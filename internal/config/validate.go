@@ -195,6 +195,30 @@ func (c *Config) Validate() error {
 	v.positiveInt("guard.http2.max_continuation_frames", h2.MaxContinuationFrames)
 	v.positiveDur("guard.http2.window", h2.Window)
 	v.policy(&c.Policy)
+	d := c.Detection
+	v.positiveDur("detection.warm_up", d.WarmUp)
+	if d.Ratio < 0 || (d.Ratio > 0 && d.Ratio < 1.1) {
+		v.add("detection.ratio", "want at least 1.1, got %v", d.Ratio)
+	}
+	if d.MinRequests < 0 {
+		v.add("detection.min_requests", "must not be negative")
+	}
+	for i, w := range d.Webhooks {
+		p := fmt.Sprintf("detection.webhooks[%d]", i)
+		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(p+".url", "want an absolute http(s) URL, got %q", w.URL)
+		}
+		if w.Format != "" && w.Format != "json" && w.Format != "slack" {
+			v.add(p+".format", "want json or slack, got %q", w.Format)
+		}
+		for j, e := range w.Events {
+			switch e {
+			case "attack_start", "escalation", "mitigation", "attack_end":
+			default:
+				v.add(fmt.Sprintf("%s.events[%d]", p, j), "want attack_start, escalation, mitigation or attack_end, got %q", e)
+			}
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

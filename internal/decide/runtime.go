@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/telemetry"
 )
 
 // RuntimeRule is a rule added while the shield runs, by an operator (admin
@@ -18,7 +19,27 @@ type RuntimeRule struct {
 	Expires time.Time   `json:"expires,omitempty"` // zero: never
 	// Explanation says why a generated rule exists (detector rules).
 	Explanation string `json:"explanation,omitempty"`
+	// Site restricts the rule to one site ("" = all sites).
+	Site string `json:"site,omitempty"`
+	// EventMatch, when set, is ANDed with Rule.Match and tested against the
+	// request's telemetry event (detector rules on header order, query
+	// shape, ASN, prefix sets...). It is not persisted.
+	EventMatch EventMatcher `json:"-"`
 }
+
+// EventMatcher matches a request's telemetry event; detect.Match implements
+// it.
+type EventMatcher interface {
+	Matches(e *telemetry.Event) bool
+}
+
+type matchEvent struct{ m EventMatcher }
+
+func (m matchEvent) match(r *Request) bool { return r.Event != nil && m.m.Matches(r.Event) }
+
+type matchSite string
+
+func (m matchSite) match(r *Request) bool { return r.Site == string(m) }
 
 type runtimeSet struct {
 	rules   []*rule
@@ -50,6 +71,16 @@ func (e *Engine) SetRuntimeRules(rules []RuntimeRule) error {
 		r, err := e.compileRule(&rr.Rule)
 		if err != nil {
 			return fmt.Errorf("runtime rule %q: %w", rr.Rule.Name, err)
+		}
+		if rr.EventMatch != nil || rr.Site != "" {
+			all := matchAll{r.m}
+			if rr.Site != "" {
+				all = append(all, matchSite(rr.Site))
+			}
+			if rr.EventMatch != nil {
+				all = append(all, matchEvent{rr.EventMatch})
+			}
+			r.m = all
 		}
 		r.hits.Store(oldHits[r.name])
 		rs.rules = append(rs.rules, r)

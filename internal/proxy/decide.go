@@ -12,6 +12,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/decide"
+	"github.com/levee-dev/levee/internal/telemetry"
 )
 
 // Decider is the decision engine as the proxy sees it.
@@ -19,7 +20,50 @@ type Decider interface {
 	Decide(now int64, r *decide.Request) decide.Decision
 }
 
-var reqPool = sync.Pool{New: func() any { return new(decide.Request) }}
+// reqState is the per-request scratch space: the decision engine's view of
+// the request and its telemetry event, pooled.
+type reqState struct {
+	dr     decide.Request
+	ev     telemetry.Event
+	filled bool // ev holds this request's attributes
+}
+
+var reqPool = sync.Pool{New: func() any { return new(reqState) }}
+
+// telemetryVerdict maps the proxy's verdicts to telemetry's.
+var telemetryVerdict = [numVerdicts]telemetry.Verdict{
+	vPass: telemetry.VerdictPass, vInvalid: telemetry.VerdictInvalid, vError: telemetry.VerdictError,
+	vNoSite: telemetry.VerdictInvalid, vBlock: telemetry.VerdictBlocked, vLimit: telemetry.VerdictLimited,
+	vDrop: telemetry.VerdictBlocked, vTarpit: telemetry.VerdictBlocked, vChallenge: telemetry.VerdictChallenged,
+}
+
+// fillEvent fills the request attributes of a telemetry event.
+func fillEvent(ev *telemetry.Event, ctx *fasthttp.RequestCtx, client netipAddr, path, query []byte) {
+	req := &ctx.Request
+	*ev = telemetry.Event{
+		Client:    client,
+		Path:      path,
+		UserAgent: req.Header.UserAgent(),
+		NewConn:   ctx.ConnRequestNum() == 1,
+	}
+	if len(query) > 0 {
+		ev.QueryShape = telemetry.QueryShape(query)
+	}
+	// Header order: the names in wire order, hashed (fasthttp keeps the
+	// order of the non-special headers it stores).
+	var buf [512]byte
+	b := buf[:0]
+	for k := range req.Header.All() {
+		if len(b)+len(k)+1 > len(buf) {
+			break
+		}
+		b = append(b, k...)
+		b = append(b, ',')
+	}
+	if len(b) > 0 {
+		ev.HeaderOrder = telemetry.Hash(b)
+	}
+}
 
 // tarpit bounds the connections held in the tarpit.
 type tarpit struct {
@@ -28,25 +72,29 @@ type tarpit struct {
 
 // decideH1 asks the engine about an HTTP/1.1 request and, unless it passes,
 // answers it. It reports whether the request may proceed.
-func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client netipAddr, now time.Time) verdictIdx {
+func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client netipAddr, rs *reqState) verdictIdx {
 	if st.Decider == nil {
 		return vPass
 	}
 	req := &ctx.Request
-	dr := reqPool.Get().(*decide.Request)
-	*dr = decide.Request{
+	path, query := req.URI().Path(), req.URI().QueryString()
+	rs.dr = decide.Request{
 		Client:    client,
 		Site:      site.Name,
 		Host:      req.Header.Host(),
 		Method:    req.Header.Method(),
-		Path:      req.URI().Path(),
-		Query:     req.URI().QueryString(),
+		Path:      path,
+		Query:     query,
 		UserAgent: req.Header.UserAgent(),
 		Headers:   &req.Header,
 	}
-	d := st.Decider.Decide(coarsetime.UnixNano(), dr)
-	*dr = decide.Request{}
-	reqPool.Put(dr)
+	if site.Rec != nil {
+		fillEvent(&rs.ev, ctx, client, path, query)
+		rs.filled = true
+		rs.dr.Event = &rs.ev
+	}
+	d := st.Decider.Decide(coarsetime.UnixNano(), &rs.dr)
+	rs.dr = decide.Request{}
 	switch d.Verdict {
 	case decide.Pass:
 		return vPass
@@ -134,7 +182,8 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		return true
 	}
 	path := r.URL.Path
-	dr := reqPool.Get().(*decide.Request)
+	rs := reqPool.Get().(*reqState)
+	dr := &rs.dr
 	*dr = decide.Request{
 		Client:    client,
 		Site:      site.Name,
@@ -145,9 +194,31 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		UserAgent: []byte(r.UserAgent()),
 		Headers:   httpHeaders{r},
 	}
+	if site.Rec != nil {
+		rs.ev = telemetry.Event{Client: client, Path: dr.Path, UserAgent: dr.UserAgent}
+		if dr.Query != nil {
+			rs.ev.QueryShape = telemetry.QueryShape(dr.Query)
+		}
+		dr.Event = &rs.ev
+	}
 	d := st.Decider.Decide(now.UnixNano(), dr)
 	*dr = decide.Request{}
-	reqPool.Put(dr)
+	if site.Rec != nil {
+		rs.ev.Verdict = telemetry.VerdictPass
+		switch d.Verdict {
+		case decide.Pass:
+		case decide.Limit:
+			rs.ev.Verdict = telemetry.VerdictLimited
+		case decide.Challenge:
+			rs.ev.Verdict = telemetry.VerdictChallenged
+		default:
+			rs.ev.Verdict = telemetry.VerdictBlocked
+		}
+		if d.Verdict != decide.Pass {
+			site.Rec.Record(&rs.ev)
+		}
+	}
+	reqPool.Put(rs)
 	switch d.Verdict {
 	case decide.Pass:
 		return true

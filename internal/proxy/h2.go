@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/levee-dev/levee/internal/telemetry"
 )
 
 type peerKey struct{}
@@ -125,7 +127,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status := resp.StatusCode()
 	w.WriteHeader(status)
 	site.m.count(vPass, status)
-	site.m.latency.Observe(time.Since(start).Seconds())
+	lat := time.Since(start)
+	site.m.latency.Observe(lat.Seconds())
+	if site.Rec != nil {
+		ev := telemetry.Event{Client: client, Path: []byte(r.URL.Path), UserAgent: []byte(r.UserAgent()),
+			Status: uint16(status), Latency: lat}
+		if r.URL.RawQuery != "" {
+			ev.QueryShape = telemetry.QueryShape([]byte(r.URL.RawQuery))
+		}
+		site.Rec.Record(&ev)
+	}
 	if r.Method != http.MethodHead {
 		_ = resp.BodyWriteTo(flushWriter{w})
 	} else {

@@ -126,7 +126,24 @@ func PeerAddr(c net.Conn) netip.Addr {
 // ServeFastHTTP proxies one HTTP/1.1 request.
 func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	site, client, v := p.serveH1(ctx, start)
+	rs := reqPool.Get().(*reqState)
+	site, client, v := p.serveH1(ctx, start, rs)
+	if site != nil && site.Rec != nil {
+		if !rs.filled {
+			fillEvent(&rs.ev, ctx, client, ctx.URI().Path(), ctx.URI().QueryString())
+		}
+		rs.ev.Verdict = telemetryVerdict[v]
+		rs.ev.Status = uint16(ctx.Response.StatusCode())
+		if v == vDrop || v == vTarpit {
+			rs.ev.Status = 0
+		}
+		if v == vPass {
+			rs.ev.Latency = time.Since(start)
+		}
+		site.Rec.Record(&rs.ev)
+	}
+	rs.filled = false
+	reqPool.Put(rs)
 	if l := p.alog.Load(); l != nil {
 		p.logH1(l, ctx, start, site, client, v)
 	}
@@ -149,7 +166,7 @@ func (p *Proxy) logH1(l *AccessLog, ctx *fasthttp.RequestCtx, start time.Time, s
 	l.Write(&e)
 }
 
-func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time) (*Site, netip.Addr, verdictIdx) {
+func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState) (*Site, netip.Addr, verdictIdx) {
 	st := p.state.Load()
 	req := &ctx.Request
 	site := st.Router.Match(req.Header.Host())
@@ -169,7 +186,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time) (*Site, netip
 		trusted = true
 		client = cfg.ClientIP.Resolve(peer, req.Header.Peek("X-Forwarded-For"), req.Header.Peek("Forwarded"))
 	}
-	if v := p.decideH1(ctx, st, site, client, start); v != vPass {
+	if v := p.decideH1(ctx, st, site, client, rs); v != vPass {
 		return site, client, v
 	}
 	if isUpgrade(&req.Header) {

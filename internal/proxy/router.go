@@ -3,6 +3,8 @@ package proxy
 import (
 	"strings"
 
+	"github.com/levee-dev/levee/internal/telemetry"
+
 	"github.com/levee-dev/levee/internal/upstream"
 )
 
@@ -13,7 +15,9 @@ type Site struct {
 	Pool *upstream.Pool
 	// RewriteHost replaces the Host header sent upstream when non-empty.
 	RewriteHost string
-	m           *siteMetrics
+	// Rec records the site's traffic for the detector; nil disables it.
+	Rec *telemetry.Recorder
+	m   *siteMetrics
 }
 
 // Router maps a Host header to a Site: exact names first, then wildcards

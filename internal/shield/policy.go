@@ -304,11 +304,29 @@ func (s *Shield) RemoveRuntimeRule(ctx context.Context, name string) (bool, erro
 	return true, nil
 }
 
+// setDetectorRules replaces the detector's runtime rules, keeping the
+// operator's.
+func (s *Shield) setDetectorRules(rules []decide.RuntimeRule) error {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	cur, _ := s.engine.RuntimeRules()
+	next := make([]decide.RuntimeRule, 0, len(cur)+len(rules))
+	for _, r := range cur {
+		if r.Source != "detector" {
+			next = append(next, r)
+		}
+	}
+	return s.engine.SetRuntimeRules(append(next, rules...))
+}
+
 // pruneRuntimeRules drops expired runtime rules from the engine and store.
 func (s *Shield) pruneRuntimeRules(now time.Time) {
 	s.rulesMu.Lock()
 	defer s.rulesMu.Unlock()
 	for _, name := range s.engine.PruneRuntime(now) {
+		if strings.HasPrefix(name, "auto-") {
+			continue // detector rules are not persisted
+		}
 		if _, err := s.store.DeleteRule(context.Background(), name); err != nil {
 			s.log.Error("could not delete an expired runtime rule from the store", "rule", name, "err", err)
 		}

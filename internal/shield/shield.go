@@ -75,6 +75,7 @@ type Shield struct {
 	rulesMu    sync.Mutex // serializes runtime rule changes
 	bgCancel   context.CancelFunc
 	alog       *proxy.AccessLog
+	det        *detection
 	reloads    atomic.Int64
 	lastErr    atomic.Pointer[string]
 	stop       chan struct{}
@@ -116,6 +117,10 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	s.proxy = proxy.New(pm, s.log)
 	s.h1 = s.newH1Server(cfg)
 	if err := s.openPolicy(context.Background(), cfg); err != nil {
+		return nil, err
+	}
+	if err := s.openDetection(cfg); err != nil {
+		s.store.Close()
 		return nil, err
 	}
 	if err := s.Apply(cfg); err != nil {
@@ -268,7 +273,17 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		for i, h := range site.Hosts {
 			hosts[i] = config.NormalizeHost(h)
 		}
-		router.Add(s.proxy.NewSite(site.Name, pool, site.RewriteHost), hosts)
+		ps := s.proxy.NewSite(site.Name, pool, site.RewriteHost)
+		ps.Rec = s.recorder(site.Name)
+		router.Add(ps, hosts)
+	}
+	if s.det != nil {
+		if err := s.det.configure(cfg); err != nil {
+			return fail(fmt.Errorf("detection: %w", err))
+		}
+		for _, ps := range router.Sites() {
+			ps.Rec = s.recorder(ps.Name)
+		}
 	}
 	var cip *clientip.Resolver
 	if len(cfg.TrustedProxies) > 0 {
@@ -411,6 +426,9 @@ func (s *Shield) Start() error {
 	bg, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	go s.bans.Run(bg)
+	if s.det != nil {
+		go s.det.run(bg)
+	}
 	s.runFeeds()
 	go s.housekeeping()
 	return nil
@@ -505,6 +523,9 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	if s.alog != nil {
 		s.proxy.SetAccessLog(nil)
 		s.alog.Close()
+	}
+	if s.det != nil {
+		s.det.close()
 	}
 	if cerr := s.store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)

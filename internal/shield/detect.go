@@ -1,0 +1,270 @@
+package shield
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/decide"
+	"github.com/levee-dev/levee/internal/detect"
+	"github.com/levee-dev/levee/internal/incident"
+	"github.com/levee-dev/levee/internal/telemetry"
+)
+
+// siteDetection is one site's telemetry recorder, detector and incident
+// tracker. It outlives reloads (the baseline is learned state), keyed by
+// site name.
+type siteDetection struct {
+	name string
+	rec  *telemetry.Recorder
+	det  *detect.Detector
+	trk  *incident.Tracker
+}
+
+// detection runs the per-second detection loop for all sites.
+type detection struct {
+	s         *Shield
+	mu        sync.Mutex
+	sites     map[string]*siteDetection
+	db        *sql.DB
+	incidents incident.Store
+	notifiers []*incident.Notifier
+	mitigate  bool
+	lastRules map[string]time.Time // published detector rules and their expiry
+}
+
+func (s *Shield) openDetection(cfg *config.Config) error {
+	if cfg.Detection.Disable {
+		return nil
+	}
+	path := filepath.Join(cfg.DataDir, "incidents.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		return fmt.Errorf("incidents store %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	st, err := incident.NewSQLiteStore(context.Background(), db)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("incidents store %s: %w (move the file aside to start with an empty history)", path, err)
+	}
+	d := &detection{s: s, sites: map[string]*siteDetection{}, db: db, incidents: st, lastRules: map[string]time.Time{}}
+	s.det = d
+	return d.configure(cfg)
+}
+
+// configure applies a (re)loaded configuration: new sites get a recorder
+// and detector, webhooks are rebuilt.
+func (d *detection) configure(cfg *config.Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mitigate = !cfg.Detection.DisableMitigation
+	for _, site := range cfg.Sites {
+		if _, ok := d.sites[site.Name]; ok {
+			continue
+		}
+		rec, err := telemetry.New(telemetry.Config{Site: site.Name}, telemetry.Deps{Registerer: d.s.reg})
+		if err != nil {
+			return fmt.Errorf("telemetry %s: %w", site.Name, err)
+		}
+		det, err := detect.New(detect.Config{Site: site.Name, WarmUp: cfg.Detection.WarmUp, Ratio: cfg.Detection.Ratio,
+			MinRequests: cfg.Detection.MinRequests}, detect.Deps{Registerer: d.s.reg, Logger: d.s.log})
+		if err != nil {
+			return fmt.Errorf("detector %s: %w", site.Name, err)
+		}
+		trk, err := incident.NewTracker(incident.TrackerConfig{Site: site.Name}, incident.TrackerDeps{})
+		if err != nil {
+			return err
+		}
+		d.sites[site.Name] = &siteDetection{name: site.Name, rec: rec, det: det, trk: trk}
+	}
+	var ns []*incident.Notifier
+	for _, w := range cfg.Detection.Webhooks {
+		n, err := incident.NewNotifier(incident.WebhookConfig{URL: w.URL, Format: w.Format, Events: w.Events}, incident.NotifierDeps{Logger: d.s.log})
+		if err != nil {
+			return err
+		}
+		ns = append(ns, n)
+	}
+	d.notifiers = ns
+	return nil
+}
+
+// recorder returns the site's recorder (nil when detection is off).
+func (s *Shield) recorder(site string) *telemetry.Recorder {
+	if s.det == nil {
+		return nil
+	}
+	s.det.mu.Lock()
+	defer s.det.mu.Unlock()
+	if sd := s.det.sites[site]; sd != nil {
+		return sd.rec
+	}
+	return nil
+}
+
+// run ticks every second until ctx ends.
+func (d *detection) run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			d.tick(now)
+		}
+	}
+}
+
+// tick closes one second of telemetry per site, runs the detectors, records
+// incidents, notifies, and publishes the mitigations and the mode.
+func (d *detection) tick(now time.Time) {
+	d.mu.Lock()
+	sites := make([]*siteDetection, 0, len(d.sites))
+	for _, sd := range d.sites {
+		sites = append(sites, sd)
+	}
+	notifiers, mitigate := d.notifiers, d.mitigate
+	d.mu.Unlock()
+	sort.Slice(sites, func(i, j int) bool { return sites[i].name < sites[j].name })
+
+	var rules []decide.RuntimeRule
+	mode := detect.ModeNormal
+	for _, sd := range sites {
+		sec := sd.rec.Tick(now)
+		evs := sd.det.Observe(now, &sec)
+		if inc := sd.trk.Observe(now, &sec, evs, sd.det); inc != nil {
+			if err := d.incidents.Save(context.Background(), inc); err != nil {
+				d.s.log.Error("could not save incident", "incident", inc.ID, "err", err)
+			}
+		}
+		cur := sd.trk.Current()
+		for i := range evs {
+			ev := &evs[i]
+			d.logEvent(ev)
+			inc := cur
+			if inc == nil && ev.Type == detect.EventAttackEnd {
+				inc, _ = d.incidents.Get(context.Background(), d.lastIncidentID(sd.name))
+			}
+			if p, ok := incident.NewPayload(ev, inc); ok {
+				for _, n := range notifiers {
+					if n.Wants(p.Event) {
+						go func() {
+							ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+							defer cancel()
+							if err := n.Send(ctx, &p); err != nil {
+								d.s.log.Warn("webhook failed", "event", p.Event, "err", err)
+							}
+						}()
+					}
+				}
+			}
+		}
+		if !mitigate {
+			continue
+		}
+		if m := sd.det.Mode(now); m > mode {
+			mode = m
+		}
+		for _, m := range sd.det.Active(now) {
+			rules = append(rules, mitigationRule(m))
+		}
+	}
+	if !mitigate {
+		return
+	}
+	d.s.engine.SetMode(decide.ModeState{Mode: decideMode(mode), Source: "detector", Until: now.Add(5 * time.Second),
+		Reason: "automatic escalation"})
+	d.publish(rules)
+}
+
+func (d *detection) lastIncidentID(site string) string {
+	list, err := d.incidents.List(context.Background(), incident.ListOptions{Site: site, Limit: 1})
+	if err != nil || len(list) == 0 {
+		return ""
+	}
+	return list[0].ID
+}
+
+func (d *detection) logEvent(ev *detect.Event) {
+	switch ev.Type {
+	case detect.EventAttackStart:
+		d.s.log.Warn("attack detected", "site", ev.Site, "kinds", ev.Kinds.String(), "mode", ev.Mode.String(), "onset", ev.Onset)
+	case detect.EventMitigation:
+		d.s.log.Warn("automatic mitigation", "site", ev.Site, "rule", ev.Mitigation.String())
+	case detect.EventModeChange:
+		d.s.log.Warn("mode changed", "site", ev.Site, "mode", ev.Mode.String())
+	case detect.EventAttackEnd:
+		d.s.log.Warn("attack ended", "site", ev.Site, "onset", ev.Onset)
+	}
+}
+
+// publish replaces the detector's runtime rules when they changed.
+func (d *detection) publish(rules []decide.RuntimeRule) {
+	changed := len(rules) != len(d.lastRules)
+	for _, r := range rules {
+		if exp, ok := d.lastRules[r.Rule.Name]; !ok || !exp.Equal(r.Expires) {
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	if err := d.s.setDetectorRules(rules); err != nil {
+		d.s.log.Error("could not apply generated rules", "err", err)
+		return
+	}
+	d.lastRules = map[string]time.Time{}
+	for _, r := range rules {
+		d.lastRules[r.Rule.Name] = r.Expires
+	}
+}
+
+// mitigationRule turns a detector mitigation into a runtime rule scoped to
+// its site, matching on the telemetry event.
+func mitigationRule(m detect.Mitigation) decide.RuntimeRule {
+	match := m.Match
+	rr := decide.RuntimeRule{
+		Rule:        config.Rule{Name: m.Name},
+		Source:      "detector",
+		Created:     m.Created,
+		Expires:     m.Expires,
+		Explanation: m.Explanation.Text,
+		Site:        m.Site,
+		EventMatch:  &match,
+	}
+	switch m.Action.Kind {
+	case detect.ActionBlock:
+		rr.Rule.Action = "block"
+	case detect.ActionChallenge:
+		rr.Rule.Action = "challenge"
+	default:
+		rr.Rule.Action = "rate_limit"
+		rr.Rule.Limit = &config.Limit{Name: m.Name, Key: "global", Rate: m.Action.Rate, Burst: m.Action.Burst}
+	}
+	return rr
+}
+
+func decideMode(m detect.Mode) decide.Mode {
+	switch m {
+	case detect.ModeElevated:
+		return decide.Elevated
+	case detect.ModeUnderAttack:
+		return decide.UnderAttack
+	}
+	return decide.Normal
+}
+
+func (d *detection) close() {
+	if d.db != nil {
+		d.db.Close()
+	}
+}
