@@ -182,7 +182,7 @@ func seedIncident(t *testing.T, c *Collector) outage.Incident {
 	inc := outage.Incident{ID: "site-1", Target: "site", Start: now.Add(-60 * time.Minute), Detected: now.Add(-59 * time.Minute),
 		End: now.Add(-49 * time.Minute), Closed: now.Add(-48 * time.Minute), Peak: outage.Down, Vantages: []string{"a1", "a2"},
 		Onsets: map[string]time.Time{"a1": now.Add(-60 * time.Minute), "a2": now.Add(-60*time.Minute + 7*time.Second)},
-		Label: outage.LabelCleanCut, Evidence: []string{"2 of 2 vantage points down <script>"},
+		Label:  outage.LabelCleanCut, Evidence: []string{"2 of 2 vantage points down <script>"},
 		Timeline: []outage.Classification{{At: now.Add(-59 * time.Minute), Label: outage.LabelCleanCut, Evidence: []string{"failures: 10 refused"}}}}
 	if err := c.Store().SaveIncident(context.Background(), inc); err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestStatusPageSelfContained(t *testing.T) {
 		}
 	}
 	code, body := do(t, c.Handler(), "GET", "/incidents/site-1", "", nil)
-	if code != 200 || !strings.Contains(body, "failures: 10 refused") || !strings.Contains(body, "&lt;script&gt;") || !strings.Contains(body, "(+7.0 s)") {
+	if code != 200 || !strings.Contains(body, "failures: 10 refused") || !strings.Contains(body, "&lt;script&gt;") || !strings.Contains(body, "(+7.0 s)") || !strings.Contains(body, "From where") || !strings.Contains(body, "refused</title>") {
 		t.Errorf("incident page %d:\n%s", code, body)
 	}
 	if code, _ := do(t, c.Handler(), "GET", "/incidents/nope", "", nil); code != 404 {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -255,6 +256,9 @@ func (c *Collector) IncidentPage(ctx context.Context, id string, now time.Time) 
 	if ch, err := c.chart(ctx, inc.Target, from, to, time.Minute, "incident", []outage.Incident{inc}); err == nil {
 		p.Chart = ch
 	}
+	if st, err := c.strips(ctx, inc, end); err == nil {
+		p.Probes = st
+	}
 	if c.cfg.Shield != nil {
 		p.Shield, err = shieldIncidents(ctx, c.client, c.cfg.Shield, inc.Start.Add(-5*time.Minute), end.Add(5*time.Minute))
 		if err != nil {
@@ -262,6 +266,62 @@ func (c *Collector) IncidentPage(ctx context.Context, id string, now time.Time) 
 		}
 	}
 	return p, nil
+}
+
+// strips collects the raw probes around an incident (a quarter of its
+// duration, at least 30 s, on each side; at most 5000 probes), while raw
+// results are still retained.
+func (c *Collector) strips(ctx context.Context, inc outage.Incident, end time.Time) (*status.Strips, error) {
+	pad := max(30*time.Second, end.Sub(inc.Start)/4)
+	from, to := inc.Start.Add(-pad), end.Add(pad)
+	if now := time.Now(); to.After(now) {
+		to = now
+	}
+	rs, err := c.store.Results(ctx, inc.Target, from, to, 5000)
+	if err != nil || len(rs) == 0 {
+		return nil, err
+	}
+	byVantage := map[string]*status.Strip{}
+	var names []string
+	for i := len(rs) - 1; i >= 0; i-- { // oldest first
+		r := rs[i]
+		s := byVantage[r.Vantage]
+		if s == nil {
+			s = &status.Strip{Vantage: r.Vantage}
+			byVantage[r.Vantage] = s
+			names = append(names, r.Vantage)
+		}
+		s.Probes = append(s.Probes, status.ProbeMark{At: r.At, OK: r.OK, Failure: r.Failure, Latency: r.Timings.Total})
+	}
+	slices.Sort(names)
+	out := &status.Strips{From: rs[len(rs)-1].At, To: to, Start: inc.Start, End: inc.End}
+	if from.Before(out.From) {
+		out.From = from
+	}
+	for _, n := range names {
+		s := byVantage[n]
+		// Reference latency: successes before the incident (normal), or
+		// all successes when there are none.
+		var lats []time.Duration
+		for _, p := range s.Probes {
+			if p.OK && p.At.Before(inc.Start) {
+				lats = append(lats, p.Latency)
+			}
+		}
+		if len(lats) == 0 {
+			for _, p := range s.Probes {
+				if p.OK {
+					lats = append(lats, p.Latency)
+				}
+			}
+		}
+		if len(lats) > 0 {
+			slices.Sort(lats)
+			s.Median = lats[len(lats)/2]
+		}
+		out.Rows = append(out.Rows, *s)
+	}
+	return out, nil
 }
 
 func (c *Collector) incidentPage(w http.ResponseWriter, r *http.Request) {

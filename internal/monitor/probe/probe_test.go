@@ -2,11 +2,11 @@ package probe
 
 import (
 	"context"
-	"io"
-	"log"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"

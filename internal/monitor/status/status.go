@@ -146,6 +146,8 @@ type IncidentPage struct {
 	// DetectionDelay is Detected-Start.
 	DetectionDelay time.Duration `json:"detection_delay_ns"`
 	Chart          *Chart        `json:"chart,omitempty"`
+	// Probes shows every probe per vantage point around the incident.
+	Probes *Strips `json:"probes,omitempty"`
 	// ShieldLinked is true when a shield admin API is configured.
 	ShieldLinked bool `json:"shield_linked"`
 	// Shield lists the shield's incidents for the same time (inside view).

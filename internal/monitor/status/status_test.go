@@ -70,3 +70,26 @@ func TestRenderOverviewStates(t *testing.T) {
 		}
 	}
 }
+
+func TestStripsSVG(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	s := &Strips{From: t0, To: t0.Add(time.Minute), Start: t0.Add(20 * time.Second), End: t0.Add(40 * time.Second),
+		Rows: []Strip{
+			{Vantage: "eu-1", Median: 10 * time.Millisecond, Probes: []ProbeMark{
+				{At: t0.Add(10 * time.Second), OK: true, Latency: 10 * time.Millisecond},
+				{At: t0.Add(25 * time.Second), Failure: "timeout"},
+				{At: t0.Add(30 * time.Second), Failure: "refused"},
+				{At: t0.Add(50 * time.Second), OK: true, Latency: 90 * time.Millisecond},
+			}},
+			{Vantage: "<us-1>", Probes: []ProbeMark{{At: t0.Add(5 * time.Second), OK: true}}},
+		}}
+	svg := string(s.SVG())
+	for _, want := range []string{"eu-1", "&lt;us-1&gt;", "#9333ea", "#dc2626", "#f59e0b", "#16a34a", "00:00:25.000 timeout"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("strips lack %q", want)
+		}
+	}
+	if (&Strips{}).SVG() != "" {
+		t.Errorf("empty strips drew something")
+	}
+}
