@@ -45,7 +45,14 @@ build_tools() {
 	command -v go >/dev/null 2>&1 || go=/usr/local/go/bin/go
 	mkdir -p "$BENCH_OUT"
 	log "building levee and connflood into $BENCH_OUT"
-	(cd "$REPO" && "$go" build -o "$BENCH_OUT/levee" ./cmd/levee && "$go" build -o "$BENCH_OUT/connflood" ./bench/cmd/connflood)
+	(cd "$REPO" && "$go" build -o "$BENCH_OUT/levee" ./cmd/levee && "$go" build -o "$BENCH_OUT/connflood" ./bench/cmd/connflood) ||
+		die "build failed (another package may be mid-edit); retry, or BENCH_NO_BUILD=1 to use the previous bench/out/levee"
+	# The working tree is shared: record which commit it was at, and whether
+	# other files were modified, next to the binary.
+	local rev dirty=""
+	rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	[[ -n $(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]] && dirty=" + uncommitted changes"
+	echo "working tree at $rev$dirty, built $(date -u +%Y-%m-%dT%H:%MZ)" >"$BENCH_OUT/levee.rev"
 }
 
 # free_port sets FREE_PORT to a loopback TCP port nobody listens on and that
@@ -206,5 +213,6 @@ machine_note() {
 	local model
 	model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	echo "machine: $(nproc) CPUs ($model), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "levee: $(cat "$BENCH_OUT/levee.rev" 2>/dev/null || echo "unknown build")"
 	echo "versions: $("$BENCH_OUT/levee" version 2>/dev/null | head -1); $(nginx -v 2>&1); $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 }
