@@ -27,6 +27,18 @@ func NewClient(addr, token string) *Client {
 	return &Client{Base: strings.TrimSuffix(base, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
 }
 
+// Get fetches path and returns the raw body (for non-JSON exports).
+func (c *Client) Get(path string) ([]byte, error) {
+	var raw rawBody
+	if err := c.do("GET", path, "", nil, &raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// rawBody receives an answer undecoded.
+type rawBody []byte
+
 // DoRaw sends body with the given content type and decodes a JSON answer.
 func (c *Client) DoRaw(method, path, contentType string, body []byte, out any) error {
 	return c.do(method, path, contentType, bytes.NewReader(body), out)
@@ -74,6 +86,10 @@ func (c *Client) do(method, path, contentType string, rd io.Reader, out any) err
 			return fmt.Errorf("admin API: %s (HTTP %d)", e.Error, resp.StatusCode)
 		}
 		return fmt.Errorf("admin API: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(data))
+	}
+	if rb, ok := out.(*rawBody); ok {
+		*rb = data
+		return nil
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)

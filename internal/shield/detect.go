@@ -3,7 +3,10 @@ package shield
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -11,6 +14,7 @@ import (
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
+	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/decide"
 	"github.com/levee-dev/levee/internal/detect"
@@ -22,6 +26,7 @@ import (
 // tracker. It outlives reloads (the baseline is learned state), keyed by
 // site name.
 type siteDetection struct {
+	mu   sync.Mutex // guards det and trk between the tick and the API
 	name string
 	rec  *telemetry.Recorder
 	det  *detect.Detector
@@ -139,14 +144,19 @@ func (d *detection) tick(now time.Time) {
 	var rules []decide.RuntimeRule
 	mode := detect.ModeNormal
 	for _, sd := range sites {
+		sd.mu.Lock()
 		sec := sd.rec.Tick(now)
 		evs := sd.det.Observe(now, &sec)
-		if inc := sd.trk.Observe(now, &sec, evs, sd.det); inc != nil {
-			if err := d.incidents.Save(context.Background(), inc); err != nil {
-				d.s.log.Error("could not save incident", "incident", inc.ID, "err", err)
+		saved := sd.trk.Observe(now, &sec, evs, sd.det)
+		cur := sd.trk.Current()
+		siteMode := sd.det.Mode(now)
+		active := sd.det.Active(now)
+		sd.mu.Unlock()
+		if saved != nil {
+			if err := d.incidents.Save(context.Background(), saved); err != nil {
+				d.s.log.Error("could not save incident", "incident", saved.ID, "err", err)
 			}
 		}
-		cur := sd.trk.Current()
 		for i := range evs {
 			ev := &evs[i]
 			d.logEvent(ev)
@@ -171,10 +181,10 @@ func (d *detection) tick(now time.Time) {
 		if !mitigate {
 			continue
 		}
-		if m := sd.det.Mode(now); m > mode {
-			mode = m
+		if siteMode > mode {
+			mode = siteMode
 		}
-		for _, m := range sd.det.Active(now) {
+		for _, m := range active {
 			rules = append(rules, mitigationRule(m))
 		}
 	}
@@ -267,4 +277,100 @@ func (d *detection) close() {
 	if d.db != nil {
 		d.db.Close()
 	}
+}
+
+// registerIncidentAPI adds the incident endpoints:
+//
+//	GET /v1/incidents[?site=&limit=]           summaries, newest first
+//	GET /v1/incidents/{id}                     the full incident (JSON)
+//	GET /v1/incidents/{id}/sources.csv         sources as CSV
+//	GET /v1/incidents/{id}/blocklist.txt       aggregated CIDR blocklist
+//	GET /v1/incidents/{id}/abuse.txt           abuse summary by network
+//	GET /v1/detection                          detector status per site
+func (s *Shield) registerIncidentAPI(a *admin.Server) {
+	if s.det == nil {
+		return
+	}
+	d := s.det
+	a.Handle("GET /v1/incidents", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		list, err := d.incidents.List(r.Context(), incident.ListOptions{Site: r.URL.Query().Get("site"), Limit: limit})
+		if err != nil {
+			admin.WriteJSON(w, 500, map[string]any{"error": err.Error()})
+			return
+		}
+		if list == nil {
+			list = []incident.Summary{}
+		}
+		admin.WriteJSON(w, 200, list)
+	}))
+	a.Handle("GET /v1/incidents/{id}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inc, ok := d.get(w, r)
+		if ok {
+			admin.WriteJSON(w, 200, inc)
+		}
+	}))
+	a.Handle("GET /v1/incidents/{id}/{export}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inc, ok := d.get(w, r)
+		if !ok {
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		switch r.PathValue("export") {
+		case "sources.csv":
+			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+			_ = incident.WriteSourcesCSV(w, inc)
+		case "blocklist.txt":
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_ = incident.WriteBlocklist(w, incident.BlocklistHeader(inc), incident.Blocklist(inc, incident.BlocklistOptions{}))
+		case "abuse.txt":
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_ = incident.WriteAbuseSummary(w, inc, incident.AbuseSummary(inc))
+		default:
+			admin.WriteJSON(w, 404, map[string]any{"error": "unknown export; want sources.csv, blocklist.txt or abuse.txt"})
+		}
+	}))
+	a.Handle("GET /v1/detection", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		var out []detect.Status
+		for _, sd := range d.sites {
+			sd.mu.Lock()
+			out = append(out, sd.det.Status(time.Now()))
+			sd.mu.Unlock()
+		}
+		d.mu.Unlock()
+		sort.Slice(out, func(i, j int) bool { return out[i].Site < out[j].Site })
+		admin.WriteJSON(w, 200, out)
+	}))
+}
+
+// lookup returns an incident: one in progress from memory (fresher than
+// its last saved snapshot), else from the store.
+func (d *detection) lookup(ctx context.Context, id string) (*incident.Incident, error) {
+	d.mu.Lock()
+	for _, sd := range d.sites {
+		sd.mu.Lock()
+		cur := sd.trk.Current()
+		sd.mu.Unlock()
+		if cur != nil && cur.ID == id {
+			d.mu.Unlock()
+			return cur, nil
+		}
+	}
+	d.mu.Unlock()
+	return d.incidents.Get(ctx, id)
+}
+
+func (d *detection) get(w http.ResponseWriter, r *http.Request) (*incident.Incident, bool) {
+	id := r.PathValue("id")
+	inc, err := d.lookup(r.Context(), id)
+	if errors.Is(err, incident.ErrNotFound) {
+		admin.WriteJSON(w, 404, map[string]any{"error": "no incident " + id})
+		return nil, false
+	}
+	if err != nil {
+		admin.WriteJSON(w, 500, map[string]any{"error": err.Error()})
+		return nil, false
+	}
+	return inc, true
 }

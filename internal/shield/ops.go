@@ -167,6 +167,7 @@ func (s *Shield) StartAdmin() (net.Addr, *admin.Server, error) {
 		return nil, nil, err
 	}
 	s.registerPolicyAPI(srv)
+	s.registerIncidentAPI(srv)
 	ln, err := net.Listen("tcp", cfg.Admin.Address)
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin: listen %s: %w", cfg.Admin.Address, err)

@@ -1,0 +1,181 @@
+package shield
+
+import (
+	"fmt"
+	"math/rand"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/levee-dev/levee/internal/incident"
+)
+
+// TestDetectionEndToEnd: 50 normal clients browse; a bounded flood from 100
+// loopback addresses with a bot user agent starts. The detector declares an
+// attack, generates a rule that blocks the bot's signature, records the
+// incident, and the normal clients keep being served.
+func TestDetectionEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ~20 s of traffic")
+	}
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
+detection: {warm_up: 5s}
+limits:
+  - {name: per-address, key: ip, rate: 10000, burst: 10000}
+`, o.addr))
+	addr := addrOf(s, 0)
+	stop := make(chan struct{})
+	var normalOK, normalBad atomic.Int64
+	var wg sync.WaitGroup
+	for i := 1; i <= 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(i)))
+			var c net.Conn
+			for {
+				select {
+				case <-stop:
+					if c != nil {
+						c.Close()
+					}
+					return
+				case <-time.After(time.Duration(150+rng.Intn(200)) * time.Millisecond):
+				}
+				if c == nil {
+					var err error
+					if c, err = dialFrom(t, fmt.Sprintf("127.0.7.%d", i), addr); err != nil {
+						normalBad.Add(1)
+						continue
+					}
+				}
+				resp, _, err := get(c, fmt.Sprintf("/page/%d", rng.Intn(40)),
+					"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", "Accept: text/html")
+				if err != nil || resp.StatusCode != 200 {
+					normalBad.Add(1)
+					if c != nil {
+						c.Close()
+						c = nil
+					}
+					continue
+				}
+				normalOK.Add(1)
+			}
+		}(i)
+	}
+	// Warm-up with normal traffic only.
+	time.Sleep(8 * time.Second)
+	okBefore, badBefore := normalOK.Load(), normalBad.Load()
+
+	// The flood: 100 sources, keep-alive, as fast as they can, for 8 s.
+	floodStart := time.Now()
+	var floodSent, floodBlocked atomic.Int64
+	var fwg sync.WaitGroup
+	floodEnd := floodStart.Add(8 * time.Second)
+	for i := 1; i <= 100; i++ {
+		fwg.Add(1)
+		go func(i int) {
+			defer fwg.Done()
+			var c net.Conn
+			for n := 0; time.Now().Before(floodEnd) && n < 20000; n++ {
+				if c == nil {
+					var err error
+					if c, err = dialFrom(t, fmt.Sprintf("127.0.8.%d", i), addr); err != nil {
+						time.Sleep(10 * time.Millisecond)
+						continue
+					}
+				}
+				resp, _, err := get(c, fmt.Sprintf("/search?q=%d", n), "User-Agent: EvilBot/2.0 (compatible; +http://evil.example)")
+				floodSent.Add(1)
+				if err != nil {
+					c.Close()
+					c = nil
+					continue
+				}
+				if resp.StatusCode == 403 {
+					floodBlocked.Add(1)
+				}
+			}
+			if c != nil {
+				c.Close()
+			}
+		}(i)
+	}
+	// Watch for the generated rule.
+	var ruleAt time.Time
+	var ruleExplain string
+	for time.Now().Before(floodEnd) && ruleAt.IsZero() {
+		rules, _ := s.engine.RuntimeRules()
+		for _, r := range rules {
+			if r.Source == "detector" && r.Rule.Action == "block" {
+				ruleAt, ruleExplain = time.Now(), r.Explanation
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fwg.Wait()
+	okDuring, badDuring := normalOK.Load()-okBefore, normalBad.Load()-badBefore
+	close(stop)
+	wg.Wait()
+
+	if ruleAt.IsZero() {
+		t.Fatalf("no block rule generated during the flood (%d flood requests sent)", floodSent.Load())
+	}
+	delay := ruleAt.Sub(floodStart)
+	t.Logf("first automatic block rule %v after the flood started: %s", delay.Round(10*time.Millisecond), ruleExplain)
+	t.Logf("flood: %d requests, %d blocked (%.1f%%); normal clients during the flood: %d ok, %d failed; before: %d ok, %d failed",
+		floodSent.Load(), floodBlocked.Load(), 100*float64(floodBlocked.Load())/float64(floodSent.Load()), okDuring, badDuring, okBefore, badBefore)
+	if delay > 5*time.Second {
+		t.Errorf("mitigation took %v, want about 3 s", delay)
+	}
+	if l := strings.ToLower(ruleExplain); !strings.Contains(l, "evilbot") && !strings.Contains(l, "/search") {
+		t.Errorf("rule does not name the bot's signature: %q", ruleExplain)
+	}
+	if share := float64(okDuring) / float64(okDuring+badDuring); share < 0.95 || okDuring < 100 {
+		t.Errorf("normal clients served during the flood: %d ok, %d failed (%.1f%%)", okDuring, badDuring, 100*share)
+	}
+	if floodBlocked.Load() == 0 {
+		t.Error("no flood request was blocked")
+	}
+	// The incident is recorded with its sources and rule.
+	var list []incident.Summary
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		var err error
+		if list, err = s.det.incidents.List(t.Context(), incident.ListOptions{Site: "shop"}); err == nil && len(list) > 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(list) == 0 {
+		t.Fatal("no incident recorded")
+	}
+	inc, err := s.det.lookup(t.Context(), list[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := inc.Declared.Sub(floodStart)
+	t.Logf("incident %s: kinds %v, declared %v after onset, peak %.0f req/s, %d sources listed, %d rules",
+		inc.ID, inc.Kinds, declared.Round(10*time.Millisecond), inc.PeakRequests, len(inc.Sources), len(inc.Rules))
+	if declared > 3*time.Second {
+		t.Errorf("attack declared %v after the flood started, want within 2 s", declared)
+	}
+	if len(inc.Rules) == 0 || len(inc.Sources) == 0 || inc.PeakRequests == 0 {
+		t.Errorf("incident lacks rules, sources or peak: %+v", inc.Summary())
+	}
+	attackSources := 0
+	for _, src := range inc.Sources {
+		if strings.HasPrefix(src.Value, "127.0.8.") && src.Attack {
+			attackSources++
+		}
+	}
+	if attackSources < 50 {
+		t.Errorf("only %d of the 100 flood sources are listed as attack sources", attackSources)
+	}
+}
