@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -24,12 +25,24 @@ func WriteJSON(w io.Writer, inc *Incident) error {
 	return nil
 }
 
-// WriteSourcesCSV writes one line per source seen during the incident:
-// address, requests, share, expected (normal requests), attack (true or
-// false), prefix (/24 or /64), asn, org, country.
-func WriteSourcesCSV(w io.Writer, inc *Incident) error {
+// WriteSourcesCSV writes one line per source seen during the incidents:
+// incident, address, requests, share (of the incident's requests),
+// expected (normal requests), attack (true or false), prefix (/24 or /64),
+// asn, org, country.
+func WriteSourcesCSV(w io.Writer, incs ...*Incident) error {
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"address", "requests", "share", "expected", "attack", "prefix", "asn", "org", "country"})
+	_ = cw.Write([]string{"incident", "address", "requests", "share", "expected", "attack", "prefix", "asn", "org", "country"})
+	for _, inc := range incs {
+		writeSources(cw, inc)
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return fmt.Errorf("incident: write sources csv: %w", err)
+	}
+	return nil
+}
+
+func writeSources(cw *csv.Writer, inc *Incident) {
 	for _, s := range inc.Sources {
 		asn := ""
 		if s.ASN != 0 {
@@ -39,14 +52,9 @@ func WriteSourcesCSV(w io.Writer, inc *Incident) error {
 		if s.Prefix.IsValid() {
 			pfx = aggregatePrefix(s.Prefix.Addr()).String()
 		}
-		_ = cw.Write([]string{s.Value, strconv.FormatUint(s.Requests, 10), strconv.FormatFloat(s.Share, 'f', 6, 64),
+		_ = cw.Write([]string{inc.ID, s.Value, strconv.FormatUint(s.Requests, 10), strconv.FormatFloat(s.Share, 'f', 6, 64),
 			strconv.FormatFloat(s.Expected, 'f', 1, 64), strconv.FormatBool(s.Attack), pfx, asn, s.Org, s.Country})
 	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
-		return fmt.Errorf("incident: write sources csv: %w", err)
-	}
-	return nil
 }
 
 func aggregatePrefix(a netip.Addr) netip.Prefix {
@@ -125,11 +133,13 @@ func Blocklist(inc *Incident, opt BlocklistOptions) []netip.Prefix {
 			out = append(out, netip.PrefixFrom(a, a.BitLen()))
 		}
 	}
-	return mergePrefixes(out)
+	return MergePrefixes(out)
 }
 
-// mergePrefixes removes covered prefixes and merges siblings.
-func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
+// MergePrefixes sorts ps (IPv4 first), removes prefixes covered by others
+// and merges sibling halves into their parent, repeatedly. The result
+// covers exactly the addresses ps covered. It reorders ps in place.
+func MergePrefixes(ps []netip.Prefix) []netip.Prefix {
 	sortPrefixes(ps)
 	for {
 		// Drop prefixes covered by an earlier (shorter or equal) one.
@@ -179,13 +189,24 @@ func sortPrefixes(ps []netip.Prefix) {
 	})
 }
 
-// WriteBlocklist writes one prefix per line after a comment header, the
-// format firewalls (ipset restore with a prefix, nftables sets, iptables
-// scripts) and upstream providers take.
-func WriteBlocklist(w io.Writer, inc *Incident, prefixes []netip.Prefix) error {
+// BlocklistHeader is the comment header WriteBlocklist uses for one
+// incident.
+func BlocklistHeader(inc *Incident) string {
+	return fmt.Sprintf("levee blocklist for incident %s (site %s)\nattack %s - %s",
+		inc.ID, inc.Site, inc.Start.UTC().Format("2006-01-02T15:04:05Z"), endString(inc))
+}
+
+// WriteBlocklist writes the header lines as "# " comments, then one prefix
+// per line (single addresses without a length): the format firewalls
+// (ipset, nftables sets, iptables scripts) and upstream providers take.
+func WriteBlocklist(w io.Writer, header string, prefixes []netip.Prefix) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "# levee blocklist for incident %s (site %s)\n", inc.ID, inc.Site)
-	fmt.Fprintf(bw, "# attack %s - %s, %d prefixes\n", inc.Start.UTC().Format("2006-01-02T15:04:05Z"), endString(inc), len(prefixes))
+	for _, l := range strings.Split(header, "\n") {
+		if l != "" {
+			fmt.Fprintf(bw, "# %s\n", l)
+		}
+	}
+	fmt.Fprintf(bw, "# %d prefixes\n", len(prefixes))
 	for _, p := range prefixes {
 		if p.IsSingleIP() {
 			bw.WriteString(p.Addr().String())

@@ -75,7 +75,7 @@ func TestMergePrefixesNeverWidens(t *testing.T) {
 	// Every address covered after merging was covered before.
 	in := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/25"), netip.MustParsePrefix("10.0.0.128/25"),
 		netip.MustParsePrefix("10.0.1.0/25"), netip.MustParsePrefix("10.0.3.0/24"), netip.MustParsePrefix("10.0.0.5/32")}
-	out := mergePrefixes(append([]netip.Prefix(nil), in...))
+	out := MergePrefixes(append([]netip.Prefix(nil), in...))
 	if fmt.Sprint(out) != "[10.0.0.0/24 10.0.1.0/25 10.0.3.0/24]" {
 		t.Fatalf("merged %v", out)
 	}
@@ -130,15 +130,15 @@ func TestWriteSourcesCSVAndBlocklist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 6 || recs[0][0] != "address" || recs[1][0] != "192.0.2.1" || recs[1][1] != "600" || recs[1][4] != "true" ||
-		recs[1][5] != "192.0.2.0/24" || recs[1][6] != "64500" || recs[3][7] != "Cloud, Inc." || recs[5][4] != "false" {
+	if len(recs) != 6 || recs[0][1] != "address" || recs[1][0] != inc.ID || recs[1][1] != "192.0.2.1" || recs[1][2] != "600" || recs[1][5] != "true" ||
+		recs[1][6] != "192.0.2.0/24" || recs[1][7] != "64500" || recs[3][8] != "Cloud, Inc." || recs[5][5] != "false" {
 		t.Fatalf("csv %q", recs)
 	}
 	buf.Reset()
-	if err := WriteBlocklist(&buf, inc, Blocklist(inc, BlocklistOptions{})); err != nil {
+	if err := WriteBlocklist(&buf, BlocklistHeader(inc), Blocklist(inc, BlocklistOptions{})); err != nil {
 		t.Fatal(err)
 	}
-	want := "# levee blocklist for incident 20260401T080000Z-www-1 (site www)\n# attack 2026-04-01T08:00:00Z - 2026-04-01T08:05:00Z, 4 prefixes\n192.0.2.1\n192.0.2.2\n198.51.100.3\n203.0.113.4\n"
+	want := "# levee blocklist for incident 20260401T080000Z-www-1 (site www)\n# attack 2026-04-01T08:00:00Z - 2026-04-01T08:05:00Z\n# 4 prefixes\n192.0.2.1\n192.0.2.2\n198.51.100.3\n203.0.113.4\n"
 	if buf.String() != want {
 		t.Fatalf("blocklist\n%s\nwant\n%s", buf.String(), want)
 	}

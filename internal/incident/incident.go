@@ -11,6 +11,7 @@ package incident
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"sort"
 	"time"
@@ -28,9 +29,10 @@ type Count struct {
 	ASN      uint32       `json:"asn,omitempty"`     // sources: from GeoIP
 	Org      string       `json:"org,omitempty"`     // sources: AS owner
 	Country  string       `json:"country,omitempty"` // sources: from GeoIP
-	// Expected is, for sources, how many requests the baseline expected
-	// from this address over the incident; Attack marks sources that sent
-	// at least MinAttackRequests and 4x that (see README).
+	// Expected is, for sources the baseline remembers, how many requests
+	// it expected from this address over the incident (0 for others);
+	// Attack marks sources well above it and above a typical source (see
+	// README).
 	Expected float64 `json:"expected,omitempty"`
 	Attack   bool    `json:"attack,omitempty"`
 	key      uint64
@@ -480,15 +482,16 @@ func (t *Tracker) snapshot() *Incident {
 	inc.Fingerprints = t.counters[telemetry.AttrFingerprint].list(inc.Requests, show)
 	for i := range inc.Sources {
 		s := &inc.Sources[i]
+		var typical float64
 		if t.det != nil {
 			share, known, rate, perSource := t.det.Expected(telemetry.AttrSource, s.key)
 			if known {
 				s.Expected = share * rate * t.seconds
-			} else {
-				s.Expected = perSource * t.seconds
 			}
+			typical = perSource * t.seconds
 		}
-		s.Attack = s.Requests >= t.cfg.MinAttackRequests && float64(s.Requests) >= 4*s.Expected
+		thr := max(4*s.Expected, s.Expected+5*math.Sqrt(s.Expected)+5, 2*typical)
+		s.Attack = s.Requests >= t.cfg.MinAttackRequests && float64(s.Requests) >= thr
 	}
 	if t.geo != nil {
 		for i := range inc.Sources {

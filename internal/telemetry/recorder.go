@@ -415,7 +415,10 @@ func (r *Recorder) Tick(now time.Time) Second {
 	for a := range NumAttrs {
 		k := r.cfg.TopK
 		if a == AttrSource || a == AttrPrefix {
-			k = r.cfg.SourceTopK
+			// Shards partition sources (a source goes to the shard of its
+			// hash unless that one is busy): the union of the shards'
+			// lists is kept.
+			k = r.cfg.SourceTopK * len(r.shards)
 		}
 		items := make([]Item, 0, len(merged[a]))
 		for _, it := range merged[a] {

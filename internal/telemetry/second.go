@@ -30,7 +30,9 @@ type Second struct {
 	NewSources   uint64    // sources not in the seen filter (never seen or not for a long time)
 	Latency      [NumLatencyBuckets]uint64
 	LatencySum   time.Duration
-	// Top lists the most frequent values per attribute, by descending count.
+	// Top lists the most frequent values per attribute, by descending count:
+	// at most TopK, for AttrSource and AttrPrefix at most SourceTopK per
+	// shard.
 	Top [NumAttrs][]Item
 	// TopFloor bounds the count of any value missing from Top (the sum of
 	// the shards' smallest monitored counts; 0 when no summary was full).
