@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -28,6 +29,10 @@ type origin struct {
 	sem    chan struct{}
 	closed chan struct{}
 	srv    *http.Server
+
+	mu   sync.Mutex
+	work []span // when each request held a worker
+
 	url    string
 }
 
@@ -52,8 +57,13 @@ func newOrigin(t *testing.T) *origin {
 		case <-o.closed:
 			return
 		}
+		start := time.Now()
 		time.Sleep(e2eService)
+		end := time.Now()
 		<-o.sem
+		o.mu.Lock()
+		o.work = append(o.work, span{start, end})
+		o.mu.Unlock()
 		io.WriteString(w, "ok")
 	})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,6 +73,28 @@ func newOrigin(t *testing.T) *origin {
 	o.url = "http://" + ln.Addr().String() + "/"
 	go o.srv.Serve(ln)
 	return o
+}
+
+type span struct{ start, end time.Time }
+
+// effectiveCapacity returns the origin's capacity during [from, to]: workers
+// divided by the mean time a request held a worker. On a loaded machine the
+// sleeps overshoot and the origin really is slower than nominal.
+func (o *origin) effectiveCapacity(from, to time.Time) float64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var sum time.Duration
+	n := 0
+	for _, w := range o.work {
+		if !w.start.Before(from) && !w.start.After(to) {
+			sum += w.end.Sub(w.start)
+			n++
+		}
+	}
+	if n == 0 {
+		return e2eCap
+	}
+	return float64(e2eWorkers) / (sum / time.Duration(n)).Seconds()
 }
 
 // proxy is the system under test: classify, Acquire, forward, Done.
@@ -174,6 +206,9 @@ func offer(t *testing.T, client *http.Client, url string, rate float64, d time.D
 
 type levelResult struct {
 	name                     string
+	from, to                 time.Time // measured part
+	capacity                 float64   // origin's effective capacity then
+	stall                    time.Duration
 	offered                  float64
 	goodput                  float64
 	p50, p99                 time.Duration
@@ -220,6 +255,7 @@ func summarize(name string, rate float64, s []sample, warm time.Duration) levelR
 			origs = append(origs, x.orig)
 		}
 	}
+	r.from, r.to = from, last
 	span := last.Sub(from).Seconds() + 1/rate
 	r.goodput = float64(r.verifiedOK+r.otherOK) / span
 	slices.Sort(lats)
@@ -236,11 +272,11 @@ func summarize(name string, rate float64, s []sample, warm time.Duration) levelR
 
 func (r levelResult) String() string {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	return fmt.Sprintf("| %s | %.0f | %.0f (%.0f%%) | %.1f | %.1f | %.1f | %.1f | %d/%d (%.2f%%) | %d/%d | %d |",
-		r.name, r.offered, r.goodput, 100*r.goodput/e2eCap,
+	return fmt.Sprintf("| %s | %.0f | %.1f | %.1f (%.0f%%) | %.1f | %.1f | %.1f | %.1f | %d/%d (%.2f%%) | %d/%d | %d | %.0f |",
+		r.name, r.offered, r.capacity, r.goodput, 100*r.goodput/max(r.capacity, 1),
 		ms(r.p50), ms(r.p99), ms(r.waitP99), ms(r.origP99),
 		r.verifiedOK, r.verifiedN, 100*float64(r.verifiedOK)/float64(max(r.verifiedN, 1)),
-		r.otherOK, r.otherN, r.shed503)
+		r.otherOK, r.otherN, r.shed503, ms(r.stall))
 }
 
 // measureCapacity drives the origin directly with 2N closed-loop clients and
@@ -314,8 +350,20 @@ func TestEndToEndOverload(t *testing.T) {
 	defer up.CloseIdleConnections()
 
 	const verifiedRate = 0.2 * e2eCap // verified clients: a fifth of capacity
-	// Unloaded: a quarter of capacity.
-	base := summarize("0.25x (unloaded)", 0.25*e2eCap, offer(t, client, url, 0.25*e2eCap, 2*time.Second, verifiedRate/4), 500*time.Millisecond)
+	stalls := startStallMeter()
+	defer stalls.stop()
+
+	// Unloaded: a quarter of capacity. Measured again if the machine
+	// stalled the process meanwhile: the bound below is relative to it.
+	var base levelResult
+	for attempt := 0; attempt < 2; attempt++ {
+		stalls.take()
+		base = summarize("0.25x (unloaded)", 0.25*e2eCap, offer(t, client, url, 0.25*e2eCap, 2*time.Second, verifiedRate/4), 500*time.Millisecond)
+		base.capacity = o.effectiveCapacity(base.from, base.to)
+		if base.stall = stalls.take(); base.stall <= maxStall {
+			break
+		}
+	}
 	rows := []levelResult{base}
 	stop := make(chan struct{})
 	trace := make(chan []int)
@@ -333,16 +381,56 @@ func TestEndToEndOverload(t *testing.T) {
 			}
 		}
 	}()
+	check := func(r levelResult) []string {
+		var fails []string
+		// Capacity: what the origin could serve during this level (its
+		// workers' real service times), and never more than measured up
+		// front with closed-loop clients.
+		c := min(r.capacity, capacity)
+		if r.goodput < 0.95*c {
+			fails = append(fails, fmt.Sprintf("%s: goodput %.1f req/s < 95%% of the origin's capacity %.1f", r.name, r.goodput, c))
+		}
+		if r.p99 > 3*base.p99 {
+			fails = append(fails, fmt.Sprintf("%s: admitted p99 %v > 3x unloaded p99 %v", r.name, r.p99, base.p99))
+		}
+		if float64(r.verifiedOK) < 0.99*float64(r.verifiedN) {
+			fails = append(fails, fmt.Sprintf("%s: verified success %d/%d < 99%%", r.name, r.verifiedOK, r.verifiedN))
+		}
+		return fails
+	}
+	var failures, stalled []string
 	for _, x := range []float64{1, 2, 4} {
 		rate := x * e2eCap
-		r := summarize(fmt.Sprintf("%gx", x), rate, offer(t, client, url, rate, 5*time.Second, verifiedRate), time.Second)
-		rows = append(rows, r)
+		for attempt := 0; ; attempt++ {
+			stalls.take()
+			r := summarize(fmt.Sprintf("%gx", x), rate, offer(t, client, url, rate, 5*time.Second, verifiedRate), time.Second)
+			r.capacity = o.effectiveCapacity(r.from, r.to)
+			r.stall = stalls.take()
+			rows = append(rows, r)
+			fails := check(r)
+			if len(fails) == 0 {
+				break
+			}
+			if r.stall <= maxStall {
+				failures = append(failures, fails...)
+				break
+			}
+			// The machine froze the test process: the measurement says
+			// nothing about the gate. Measure this level once more.
+			t.Logf("%s: process stalled %v (> %v) and %v; measuring again", r.name, r.stall, maxStall, fails)
+			if attempt == 1 {
+				stalled = append(stalled, fails...)
+				break
+			}
+		}
 	}
 	// For comparison: 4x straight at an unprotected origin, clients giving
 	// up after 1s (logged, not asserted: it is not this package's property).
 	bo := newOrigin(t)
 	bc := newTestClient(time.Second)
 	unprotected := summarize("4x, no gate", 4*e2eCap, offer(t, bc, bo.url, 4*e2eCap, 4*time.Second, 0.2*e2eCap), time.Second)
+	unprotected.capacity = bo.effectiveCapacity(unprotected.from, unprotected.to)
+	unprotected.stall = stalls.take()
 	bc.CloseIdleConnections()
 	bo.close()
 
@@ -351,7 +439,7 @@ func TestEndToEndOverload(t *testing.T) {
 	st := gate.StatsAt(time.Now())
 	t.Logf("nominal capacity %.0f req/s (%d workers x %v), measured %.1f req/s; limit now %d, min RTT %v",
 		e2eCap, e2eWorkers, e2eService, capacity, lim.Limit(), lim.MinRTT())
-	t.Logf("| load | offered req/s | goodput req/s (of capacity) | admitted p50 ms | admitted p99 ms | gate wait p99 ms | origin p99 ms | verified ok | others ok | 503 |")
+	t.Logf("| load | offered req/s | origin capacity req/s | goodput req/s (of capacity) | admitted p50 ms | admitted p99 ms | gate wait p99 ms | origin p99 ms | verified ok | others ok | 503 | max stall ms |")
 	for _, r := range rows {
 		t.Log(r)
 	}
@@ -359,21 +447,55 @@ func TestEndToEndOverload(t *testing.T) {
 	t.Logf("shed by class (full/delay/timeout): verified %d/%d/%d normal %d/%d/%d suspect %d/%d/%d",
 		st.ShedFull[0], st.ShedDelay[0], st.ShedTimeout[0], st.ShedFull[1], st.ShedDelay[1], st.ShedTimeout[1],
 		st.ShedFull[2], st.ShedDelay[2], st.ShedTimeout[2])
-
-	for _, r := range rows[1:] {
-		if r.goodput < 0.95*capacity {
-			t.Errorf("%s: goodput %.1f req/s < 95%% of measured capacity %.1f", r.name, r.goodput, capacity)
-		}
-		if r.p99 > 3*base.p99 {
-			t.Errorf("%s: admitted p99 %v > 3x unloaded p99 %v", r.name, r.p99, base.p99)
-		}
-		if float64(r.verifiedOK) < 0.99*float64(r.verifiedN) {
-			t.Errorf("%s: verified success %d/%d < 99%%", r.name, r.verifiedOK, r.verifiedN)
-		}
+	for _, f := range failures {
+		t.Error(f)
 	}
 	if st.InFlight != 0 {
 		t.Errorf("%d slots still held after the test", st.InFlight)
 	}
+	if len(stalled) > 0 && !t.Failed() {
+		t.Skipf("the machine stalled this process for more than %v in two attempts of a level; latency and goodput bounds not measurable: %v", maxStall, stalled)
+	}
 }
+
+// maxStall is the scheduling delay beyond which a level's measurement is
+// considered disturbed by the machine (other processes) rather than the
+// system under test.
+const maxStall = 100 * time.Millisecond
+
+// stallMeter measures how late a goroutine sleeping 5ms wakes up: the
+// longest time the machine froze this process.
+type stallMeter struct {
+	max  atomic.Int64
+	done chan struct{}
+}
+
+func startStallMeter() *stallMeter {
+	m := &stallMeter{done: make(chan struct{})}
+	go func() {
+		for {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			t := time.Now()
+			time.Sleep(5 * time.Millisecond)
+			late := int64(time.Since(t) - 5*time.Millisecond)
+			for {
+				old := m.max.Load()
+				if late <= old || m.max.CompareAndSwap(old, late) {
+					break
+				}
+			}
+		}
+	}()
+	return m
+}
+
+// take returns the longest stall since the last take and resets it.
+func (m *stallMeter) take() time.Duration { return time.Duration(m.max.Swap(0)) }
+
+func (m *stallMeter) stop() { close(m.done) }
 
 var _ http.Handler = (*proxy)(nil)

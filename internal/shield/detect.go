@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 

@@ -61,20 +61,20 @@ type UpstreamStatus struct {
 
 // StatusReport is the body of GET /v1/status.
 type StatusReport struct {
-	Version         string             `json:"version"`
-	Uptime          string             `json:"uptime"`
-	StartedAt       time.Time          `json:"started_at"`
-	Mode            string             `json:"mode"`
-	Listeners       []string           `json:"listeners"`
-	Sites           []SiteStatus       `json:"sites"`
-	OpenConnections int64              `json:"open_connections"`
-	TrackedAddrs    int                `json:"tracked_addresses"`
-	Reloads         int64              `json:"reloads"`
-	LastReloadError string             `json:"last_reload_error,omitempty"`
-	Bans            int                `json:"bans"`
-	Rules           []RuleView         `json:"rules"`
-	LimitTable      LimitTableStatus   `json:"limit_table"`
-	Feeds           []string           `json:"feeds,omitempty"`
+	Version         string           `json:"version"`
+	Uptime          string           `json:"uptime"`
+	StartedAt       time.Time        `json:"started_at"`
+	Mode            string           `json:"mode"`
+	Listeners       []string         `json:"listeners"`
+	Sites           []SiteStatus     `json:"sites"`
+	OpenConnections int64            `json:"open_connections"`
+	TrackedAddrs    int              `json:"tracked_addresses"`
+	Reloads         int64            `json:"reloads"`
+	LastReloadError string           `json:"last_reload_error,omitempty"`
+	Bans            int              `json:"bans"`
+	Rules           []RuleView       `json:"rules"`
+	LimitTable      LimitTableStatus `json:"limit_table"`
+	Feeds           []string         `json:"feeds,omitempty"`
 }
 
 // LimitTableStatus summarizes the rate limit table.
