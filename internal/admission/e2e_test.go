@@ -29,11 +29,10 @@ type origin struct {
 	sem    chan struct{}
 	closed chan struct{}
 	srv    *http.Server
+	url    string
 
 	mu   sync.Mutex
 	work []span // when each request held a worker
-
-	url    string
 }
 
 func startOrigin(t *testing.T) *origin {

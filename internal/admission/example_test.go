@@ -45,7 +45,7 @@ func ExampleCookies() {
 	issued := time.Unix(1_700_000_000, 0)
 	tok := c.Issue(issued, netip.MustParseAddr("192.0.2.10"))
 	later := issued.Add(72 * time.Hour)
-	fmt.Println(c.Verify(later, netip.MustParseAddr("192.0.2.99"), []byte(tok)))  // same /24
+	fmt.Println(c.Verify(later, netip.MustParseAddr("192.0.2.99"), []byte(tok)))   // same /24
 	fmt.Println(c.Verify(later, netip.MustParseAddr("198.51.100.1"), []byte(tok))) // elsewhere
 	// Output:
 	// true
