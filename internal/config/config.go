@@ -79,6 +79,10 @@ type Detection struct {
 	DisableMitigation bool `yaml:"disable_mitigation"`
 	// Webhooks are notified on attack start, escalation, mitigation and end.
 	Webhooks []Webhook `yaml:"webhooks"`
+	// GeoIP lists MaxMind-format (.mmdb) databases (country and/or ASN) used
+	// to add countries, AS numbers and owners to telemetry and incidents.
+	// Default: none.
+	GeoIP []string `yaml:"geoip"`
 }
 
 // Webhook is one notification endpoint.

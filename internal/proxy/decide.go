@@ -90,6 +90,7 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 	}
 	if site.Rec != nil {
 		fillEvent(&rs.ev, ctx, client, path, query)
+		site.Geo.Fill(&rs.ev)
 		rs.filled = true
 		rs.dr.Event = &rs.ev
 	}

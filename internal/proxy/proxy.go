@@ -131,6 +131,7 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	if site != nil && site.Rec != nil {
 		if !rs.filled {
 			fillEvent(&rs.ev, ctx, client, ctx.URI().Path(), ctx.URI().QueryString())
+			site.Geo.Fill(&rs.ev)
 		}
 		rs.ev.Verdict = telemetryVerdict[v]
 		rs.ev.Status = uint16(ctx.Response.StatusCode())

@@ -17,6 +17,8 @@ type Site struct {
 	RewriteHost string
 	// Rec records the site's traffic for the detector; nil disables it.
 	Rec *telemetry.Recorder
+	// Geo adds ASN and country to recorded events; nil: none.
+	Geo *GeoCache
 	m   *siteMetrics
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/levee-dev/levee/internal/decide"
 	"github.com/levee-dev/levee/internal/detect"
 	"github.com/levee-dev/levee/internal/incident"
+	"github.com/levee-dev/levee/internal/proxy"
 	"github.com/levee-dev/levee/internal/telemetry"
 )
 
@@ -43,6 +44,8 @@ type detection struct {
 	notifiers []*incident.Notifier
 	mitigate  bool
 	lastRules map[string]time.Time // published detector rules and their expiry
+	geo       *proxy.GeoCache
+	geoDB     *telemetry.GeoIP
 }
 
 func (s *Shield) openDetection(cfg *config.Config) error {
@@ -61,6 +64,14 @@ func (s *Shield) openDetection(cfg *config.Config) error {
 		return fmt.Errorf("incidents store %s: %w (move the file aside to start with an empty history)", path, err)
 	}
 	d := &detection{s: s, sites: map[string]*siteDetection{}, db: db, incidents: st, lastRules: map[string]time.Time{}}
+	if len(cfg.Detection.GeoIP) > 0 {
+		geo, err := telemetry.OpenGeoIP(cfg.Detection.GeoIP...)
+		if err != nil {
+			db.Close()
+			return err
+		}
+		d.geoDB, d.geo = geo, proxy.NewGeoCache(geo, 1<<16)
+	}
 	s.det = d
 	return d.configure(cfg)
 }
@@ -84,7 +95,11 @@ func (d *detection) configure(cfg *config.Config) error {
 		if err != nil {
 			return fmt.Errorf("detector %s: %w", site.Name, err)
 		}
-		trk, err := incident.NewTracker(incident.TrackerConfig{Site: site.Name}, incident.TrackerDeps{})
+		var tdeps incident.TrackerDeps
+		if d.geoDB != nil {
+			tdeps.Geo = d.geoDB
+		}
+		trk, err := incident.NewTracker(incident.TrackerConfig{Site: site.Name}, tdeps)
 		if err != nil {
 			return err
 		}
@@ -277,6 +292,7 @@ func (d *detection) close() {
 	if d.db != nil {
 		d.db.Close()
 	}
+	d.geoDB.Close()
 }
 
 // registerIncidentAPI adds the incident endpoints:

@@ -275,6 +275,9 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		}
 		ps := s.proxy.NewSite(site.Name, pool, site.RewriteHost)
 		ps.Rec = s.recorder(site.Name)
+		if s.det != nil {
+			ps.Geo = s.det.geo
+		}
 		router.Add(ps, hosts)
 	}
 	if s.det != nil {
@@ -283,6 +286,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		}
 		for _, ps := range router.Sites() {
 			ps.Rec = s.recorder(ps.Name)
+			ps.Geo = s.det.geo
 		}
 	}
 	var cip *clientip.Resolver
