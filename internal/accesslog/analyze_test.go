@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"compress/gzip"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -201,4 +203,45 @@ func TestAnalyzerGapsAndOrder(t *testing.T) {
 	if _, err := NewAnalyzer(AnalyzerConfig{MaxGap: time.Millisecond}, AnalyzerDeps{}); err == nil {
 		t.Fatal("tiny MaxGap accepted")
 	}
+}
+
+var analyzeMB = flag.Int("analyze.mb", 50, "size in MB of the log BenchmarkAnalyze generates")
+
+// BenchmarkAnalyze measures end-to-end analyze throughput (parse, record,
+// detect, track) on a generated gzip-free combined log of -analyze.mb MB
+// with one attack, written to a temporary directory.
+func BenchmarkAnalyze(b *testing.B) {
+	// About 150 bytes per line: size the normal rate so the file reaches
+	// the requested size over 30 minutes of log time.
+	secs := 1800
+	rate := *analyzeMB * 1e6 / 150 / secs
+	l := attackLog{Seconds: secs, Rate: rate, AttackStart: 900, AttackLen: 60, AttackRate: 10 * rate}
+	path := filepath.Join(b.TempDir(), "access.log")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l.write(f); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	fi, _ := os.Stat(path)
+	b.SetBytes(fi.Size())
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU()
+	for range b.N {
+		incs, _, _ := analyzeFile(b, path, AnalyzerConfig{})
+		if len(incs) != 1 {
+			b.Fatalf("%d incidents", len(incs))
+		}
+	}
+	// MB per CPU second: what the analysis costs without the waits of a
+	// shared machine.
+	if used := (processCPU() - cpu).Seconds(); used > 0 {
+		b.ReportMetric(float64(fi.Size())*float64(b.N)/1e6/used, "MB/cpu-s")
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.HeapInuse)/1e6, "heap-MB")
 }
