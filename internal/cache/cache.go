@@ -68,6 +68,11 @@ type Config struct {
 	// read nor fill the cache. Requests with Authorization always bypass
 	// it. Default none.
 	BypassCookies []string `yaml:"bypass_cookies"`
+	// MaxVariants bounds the variants stored for one URL whose response
+	// Varies on request headers; beyond it new variants are not stored.
+	// Accept-Encoding values are reduced to the set of known codings first,
+	// so they make at most 32 variants. Default 16.
+	MaxVariants int `yaml:"max_variants"`
 	// CoalesceWait bounds how long a request waits for another request's
 	// fetch of the same key before fetching itself. Default 5s.
 	CoalesceWait time.Duration `yaml:"coalesce_wait"`
@@ -104,6 +109,9 @@ func (c *Config) fill() {
 	if c.CoalesceWait == 0 {
 		c.CoalesceWait = 5 * time.Second
 	}
+	if c.MaxVariants == 0 {
+		c.MaxVariants = 16
+	}
 }
 
 // Validate reports the first invalid field.
@@ -119,6 +127,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max_ttl %v: must be > 0", c.MaxTTL)
 	case c.NotFoundTTL < 0:
 		return fmt.Errorf("not_found_ttl %v: must be >= 0", c.NotFoundTTL)
+	case c.MaxVariants < 1:
+		return fmt.Errorf("max_variants %d: must be >= 1", c.MaxVariants)
 	case c.CoalesceWait < 0:
 		return fmt.Errorf("coalesce_wait %v: must be >= 0", c.CoalesceWait)
 	}
@@ -171,7 +181,9 @@ type Entry struct {
 	Stored, Expires, StaleUntil time.Time
 
 	key        []byte
-	hash       uint64
+	hash       uint64 // of key; the map key
+	primary    uint64 // hash of the primary key (without Vary'd values)
+	spec       *varySpec
 	size       int64
 	prev, next *Entry // LRU links, under the shard lock
 }
@@ -190,7 +202,7 @@ const entryOverhead = 256 // bytes per entry for the struct, map slot and field 
 type shard struct {
 	mu         sync.Mutex
 	m          map[uint64]*Entry
-	vary       map[uint64][]string // primary key hash -> Vary'd header names
+	vary       map[uint64]*varySpec // primary key hash -> Vary'd header names
 	flights    map[uint64]*flight
 	head, tail *Entry // most recently used at head
 	bytes      int64
@@ -198,8 +210,15 @@ type shard struct {
 	_          [64]byte
 }
 
+// varySpec is what a primary key's responses Vary on, and how many
+// variants of it are stored.
+type varySpec struct {
+	names    []string
+	variants int
+}
+
 type shardStats struct {
-	hits, misses, stale, stores, evictions, coalesced uint64
+	hits, misses, stale, stores, evictions, coalesced, variantsFull uint64
 }
 
 // Cache is the micro-cache.
@@ -244,7 +263,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.m = make(map[uint64]*Entry)
-		sh.vary = make(map[uint64][]string)
+		sh.vary = make(map[uint64]*varySpec)
 		sh.flights = make(map[uint64]*flight)
 	}
 	c.scratch.New = func() any { return &scratch{buf: make([]byte, 0, 512), parts: make([][]byte, 0, 16)} }
@@ -283,8 +302,8 @@ func (c *Cache) primary(r *Request, s *scratch) (uint64, *shard) {
 // Called with sh.mu held; s.buf may be extended with Vary'd values.
 func (c *Cache) lookup(sh *shard, ph uint64, r *Request, s *scratch) *Entry {
 	h := ph
-	if names := sh.vary[ph]; names != nil {
-		s.buf = appendVary(s.buf, names, r.Header)
+	if spec := sh.vary[ph]; spec != nil {
+		s.buf = appendVary(s.buf, spec.names, r.Header)
 		h = maphash.Bytes(c.seed, s.buf)
 	}
 	e := sh.m[h]
@@ -368,19 +387,33 @@ func (c *Cache) Store(now time.Time, r *Request, resp *Response) *Entry {
 	e.Expires = now.Add(p.ttl)
 	e.StaleUntil = e.Expires.Add(max(p.staleFor, 0))
 
+	e.primary = ph
+
 	sh.mu.Lock()
-	old := sh.vary[ph]
-	if !equalStrings(old, p.vary) {
-		// The Vary set changed: the variants stored under the old set
-		// are unreachable now; they age out through the LRU.
-		if p.vary == nil {
-			delete(sh.vary, ph)
-		} else {
-			sh.vary[ph] = p.vary
-		}
-	}
 	if prev := sh.m[e.hash]; prev != nil {
 		sh.remove(prev)
+	}
+	spec := sh.vary[ph]
+	if spec != nil && !equalStrings(spec.names, p.vary) {
+		// The Vary set changed: the variants stored under the old set
+		// are unreachable now; they age out through the LRU.
+		delete(sh.vary, ph)
+		spec = nil
+	}
+	if p.vary != nil {
+		if spec == nil {
+			spec = &varySpec{names: p.vary}
+			sh.vary[ph] = spec
+		}
+		if spec.variants >= c.cfg.MaxVariants {
+			// A flood of distinct values of a Vary'd header must not
+			// fill the cache with variants of one page.
+			sh.st.variantsFull++
+			sh.mu.Unlock()
+			return nil
+		}
+		spec.variants++
+		e.spec = spec
 	}
 	sh.m[e.hash] = e
 	sh.pushFront(e)
@@ -473,6 +506,12 @@ func (sh *shard) remove(e *Entry) {
 		delete(sh.m, e.hash)
 	}
 	sh.bytes -= e.size
+	if e.spec != nil {
+		e.spec.variants--
+		if e.spec.variants == 0 && sh.vary[e.primary] == e.spec {
+			delete(sh.vary, e.primary)
+		}
+	}
 }
 
 // Stats is a snapshot of the cache's counters.
@@ -481,6 +520,11 @@ type Stats struct {
 	Bytes                                                     int64
 	Hits, Misses, Stale, Bypass, Stores, Evictions, Coalesced uint64
 	StaleServed                                               uint64
+	// VariantsFull counts responses not stored because their URL had
+	// MaxVariants variants already.
+	VariantsFull uint64
+	// VaryKeys is the number of URLs with a Vary record.
+	VaryKeys int
 }
 
 // Stats returns a snapshot.
@@ -497,6 +541,8 @@ func (c *Cache) Stats() Stats {
 		s.Stores += sh.st.stores
 		s.Evictions += sh.st.evictions
 		s.Coalesced += sh.st.coalesced
+		s.VariantsFull += sh.st.variantsFull
+		s.VaryKeys += len(sh.vary)
 		sh.mu.Unlock()
 	}
 	s.StaleServed = c.staleServed.Load()

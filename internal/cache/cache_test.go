@@ -463,3 +463,76 @@ func BenchmarkGetHit(b *testing.B) {
 		}
 	})
 }
+
+func TestAcceptEncodingNormalized(t *testing.T) {
+	same := []string{"gzip, br", "br,gzip", "BR ; q=0.8, gzip;q=1", "gzip, br, identity, x-unknown", "gzip, br, deflate;q=0"}
+	want := acceptedCodings([]byte(same[0]))
+	for _, v := range same[1:] {
+		if got := acceptedCodings([]byte(v)); got != want {
+			t.Errorf("%q: %q, want %q (same set as %q)", v, got, want, same[0])
+		}
+	}
+	for _, v := range []string{"gzip", "br", "gzip, br, zstd", "", "gzip;q=0, br"} {
+		if v != "gzip;q=0, br" && acceptedCodings([]byte(v)) == want {
+			t.Errorf("%q: same set as %q", v, same[0])
+		}
+	}
+	if acceptedCodings([]byte("gzip;q=0, br")) != acceptedCodings([]byte("br")) {
+		t.Error("q=0 not excluded")
+	}
+	if acceptedCodings([]byte("*")) != acceptedCodings([]byte("br, compress, deflate, gzip, zstd")) {
+		t.Error("* is not every coding")
+	}
+	// Through the cache: a flood of Accept-Encoding spellings shares entries.
+	c := newCache(t, Config{})
+	c.Store(t0, req("/ae", "Accept-Encoding: gzip, deflate, br"), resp(200, "x", "Vary: Accept-Encoding", "Cache-Control: max-age=60"))
+	if _, st := c.Get(t0, req("/ae", "Accept-Encoding: br;q=1.0, gzip;q=0.9, deflate, x-random-123")); st != Hit {
+		t.Fatalf("%v, want hit", st)
+	}
+}
+
+func TestVariantsBounded(t *testing.T) {
+	c := newCache(t, Config{MaxVariants: 4, MaxBytes: 1 << 20, Shards: 1})
+	for i := range 20 {
+		c.Store(t0, req("/ua", fmt.Sprintf("User-Agent: bot-%d", i)), resp(200, "x", "Vary: User-Agent", "Cache-Control: max-age=60"))
+	}
+	s := c.Stats()
+	if s.Entries != 4 || s.VariantsFull != 16 || s.VaryKeys != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	if _, st := c.Get(t0, req("/ua", "User-Agent: bot-3")); st != Hit {
+		t.Fatal("stored variant missing")
+	}
+	// Expired variants are dropped on lookup and free their places; the
+	// Vary record goes with the last one.
+	later := t0.Add(2 * time.Hour)
+	for i := range 4 {
+		c.Get(later, req("/ua", fmt.Sprintf("User-Agent: bot-%d", i)))
+	}
+	if s := c.Stats(); s.Entries != 0 || s.VaryKeys != 0 || s.Bytes != 0 {
+		t.Fatalf("after expiry: %+v", s)
+	}
+	if c.Store(later, req("/ua", "User-Agent: new"), resp(200, "x", "Vary: User-Agent", "Cache-Control: max-age=60")) == nil {
+		t.Fatal("variant refused after the old ones expired")
+	}
+}
+
+func FuzzAcceptEncoding(f *testing.F) {
+	for _, s := range []string{"gzip, br", "*;q=0", "br;q=0.000, gzip;q=", ",,;;==", "GZIP;Q=0.5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		set := acceptedCodings([]byte(v))
+		if set < '@' || set > '@'+31 {
+			t.Fatalf("%q: %d", v, set)
+		}
+		// Order does not matter.
+		parts := strings.Split(v, ",")
+		for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+			parts[i], parts[j] = parts[j], parts[i]
+		}
+		if got := acceptedCodings([]byte(strings.Join(parts, ","))); got != set {
+			t.Fatalf("%q: %q reversed %q", v, set, got)
+		}
+	})
+}

@@ -109,16 +109,74 @@ func (f *queryFilter) appendPrimaryKey(dst []byte, r *Request, parts [][]byte) (
 }
 
 // appendVary appends, for each Vary'd header name, its request value.
+// Accept-Encoding is reduced to the set of known codings it accepts.
 func appendVary(dst []byte, names []string, h HeaderPeeker) []byte {
 	for _, n := range names {
 		dst = append(dst, 0)
 		dst = append(dst, n...)
 		dst = append(dst, ':')
-		if h != nil {
+		if h == nil {
+			continue
+		}
+		if n == "accept-encoding" {
+			dst = append(dst, acceptedCodings(h.Peek(n)))
+		} else {
 			dst = append(dst, h.Peek(n)...)
 		}
 	}
 	return dst
+}
+
+var codings = [...]string{"br", "compress", "deflate", "gzip", "zstd"}
+
+// acceptedCodings returns the set of known content codings an
+// Accept-Encoding value accepts, as a bit set offset to a printable byte.
+// Order, spacing, case and non-zero q-values do not matter; "q=0" excludes
+// a coding; "*" accepts all.
+func acceptedCodings(v []byte) byte {
+	var set byte
+	for len(v) > 0 {
+		var tok []byte
+		tok, v, _ = bytes.Cut(v, []byte{','})
+		name, params, _ := bytes.Cut(tok, []byte{';'})
+		name = bytes.TrimSpace(name)
+		if qZero(params) {
+			continue
+		}
+		if len(name) == 1 && name[0] == '*' {
+			set |= 1<<len(codings) - 1
+			continue
+		}
+		for i, c := range codings {
+			if equalFold(name, c) {
+				set |= 1 << i
+			}
+		}
+	}
+	return '@' + set
+}
+
+// qZero reports whether parameters contain q=0 (0, 0., 0.0, 0.00, 0.000).
+func qZero(params []byte) bool {
+	for len(params) > 0 {
+		var p []byte
+		p, params, _ = bytes.Cut(params, []byte{';'})
+		k, val, ok := bytes.Cut(bytes.TrimSpace(p), []byte{'='})
+		if !ok || !equalFold(bytes.TrimSpace(k), "q") {
+			continue
+		}
+		val = bytes.TrimSpace(val)
+		if len(val) == 0 || val[0] != '0' {
+			return false
+		}
+		for _, c := range val[1:] {
+			if c != '0' && c != '.' {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // hasCookie reports whether a Cookie header value carries a cookie whose

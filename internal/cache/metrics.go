@@ -7,7 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type collector struct {
 	c                                           *Cache
 	lookups, stores, evictions, coalesced, stle *prometheus.Desc
-	entries, bytes, budget                      *prometheus.Desc
+	entries, bytes, budget, variantsFull        *prometheus.Desc
 }
 
 func newCollector(c *Cache) *collector {
@@ -18,14 +18,16 @@ func newCollector(c *Cache) *collector {
 		evictions: prometheus.NewDesc("levee_cache_evictions_total", "Entries evicted to stay within the memory budget.", nil, cl),
 		coalesced: prometheus.NewDesc("levee_cache_coalesced_total", "Requests that waited for another request's origin fetch of the same key.", nil, cl),
 		stle:      prometheus.NewDesc("levee_cache_stale_served_total", "Stale entries served because the origin could not answer.", nil, cl),
-		entries:   prometheus.NewDesc("levee_cache_entries", "Entries stored.", nil, cl),
-		bytes:     prometheus.NewDesc("levee_cache_bytes", "Memory accounted to stored entries.", nil, cl),
-		budget:    prometheus.NewDesc("levee_cache_budget_bytes", "Configured memory budget.", nil, cl),
+		variantsFull: prometheus.NewDesc("levee_cache_variants_refused_total",
+			"Responses not stored because their URL already had max_variants Vary variants.", nil, cl),
+		entries: prometheus.NewDesc("levee_cache_entries", "Entries stored.", nil, cl),
+		bytes:   prometheus.NewDesc("levee_cache_bytes", "Memory accounted to stored entries.", nil, cl),
+		budget:  prometheus.NewDesc("levee_cache_budget_bytes", "Configured memory budget.", nil, cl),
 	}
 }
 
 func (x *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{x.lookups, x.stores, x.evictions, x.coalesced, x.stle, x.entries, x.bytes, x.budget} {
+	for _, d := range []*prometheus.Desc{x.lookups, x.stores, x.evictions, x.coalesced, x.stle, x.entries, x.bytes, x.budget, x.variantsFull} {
 		ch <- d
 	}
 }
@@ -40,6 +42,7 @@ func (x *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(x.evictions, prometheus.CounterValue, float64(s.Evictions))
 	ch <- prometheus.MustNewConstMetric(x.coalesced, prometheus.CounterValue, float64(s.Coalesced))
 	ch <- prometheus.MustNewConstMetric(x.stle, prometheus.CounterValue, float64(s.StaleServed))
+	ch <- prometheus.MustNewConstMetric(x.variantsFull, prometheus.CounterValue, float64(s.VariantsFull))
 	ch <- prometheus.MustNewConstMetric(x.entries, prometheus.GaugeValue, float64(s.Entries))
 	ch <- prometheus.MustNewConstMetric(x.bytes, prometheus.GaugeValue, float64(s.Bytes))
 	ch <- prometheus.MustNewConstMetric(x.budget, prometheus.GaugeValue, float64(x.c.cfg.MaxBytes))
