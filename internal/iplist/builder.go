@@ -43,10 +43,13 @@ type entry6 struct {
 // invalid netip.Prefix.
 var ErrInvalidPrefix = errors.New("invalid prefix")
 
-// Add records prefix p with value v.
+// Add records prefix p with value v, which must not exceed MaxValue.
 func (b *Builder) Add(p netip.Prefix, v uint32) error {
 	if !p.IsValid() {
 		return fmt.Errorf("iplist: add %v: %w", p, ErrInvalidPrefix)
+	}
+	if v > MaxValue {
+		return fmt.Errorf("iplist: add %v: value %d is above MaxValue %d", p, v, uint32(MaxValue))
 	}
 	p = normalize(p)
 	b.seq++
@@ -117,14 +120,13 @@ func (f *flat[K]) emit(pos K, has bool, val uint32) {
 	f.has = append(f.has, has)
 }
 
-func packBits(has []bool) []uint64 {
-	p := make([]uint64, (len(has)+63)/64)
-	for i, h := range has {
-		if h {
-			p[i>>6] |= 1 << (uint(i) & 63)
-		}
+// stored encodes a range's value for the leaf: the value with presentBit
+// set if a prefix covers the range, 0 if none does.
+func stored(has bool, v uint32) uint32 {
+	if !has {
+		return 0
 	}
-	return p
+	return v | presentBit
 }
 
 type open4 struct{ last, val uint32 }
@@ -194,15 +196,14 @@ func build4(in []entry4) (rangeTable4, int) {
 
 	n := len(f.starts)
 	r := rangeTable4{
-		upper:   treeLevels(f.starts, fan4)[1:],
-		leaf:    make([]uint32, (n+fan4-1)/fan4*leafStride4),
-		n:       n,
-		present: packBits(f.has),
+		upper: treeLevels(f.starts, fan4)[1:],
+		leaf:  make([]uint32, (n+fan4-1)/fan4*leafStride4),
+		n:     n,
 	}
 	for i, k := range f.starts {
 		base := i / fan4 * leafStride4
 		r.leaf[base+i%fan4] = k
-		r.leaf[base+fan4+i%fan4] = f.vals[i]
+		r.leaf[base+fan4+i%fan4] = stored(f.has[i], f.vals[i])
 	}
 	return r, len(es)
 }
@@ -282,16 +283,15 @@ func build6(in []entry6) (rangeTable6, int) {
 		his[i], los[i] = k.hi, k.lo
 	}
 	r := rangeTable6{
-		hiUp:    treeLevels(his, fan6)[1:],
-		loUp:    treeLevels(los, fan6)[1:],
-		leaf:    make([]uint64, (n+fan6-1)/fan6*leafStride6),
-		n:       n,
-		present: packBits(f.has),
+		hiUp: treeLevels(his, fan6)[1:],
+		loUp: treeLevels(los, fan6)[1:],
+		leaf: make([]uint64, (n+fan6-1)/fan6*leafStride6),
+		n:    n,
 	}
 	for i, k := range f.starts {
 		base, j := i/fan6*leafStride6, i%fan6
 		r.leaf[base+j] = k.hi
-		r.leaf[base+fan6+j/2] |= uint64(f.vals[i]) << (32 * (uint(j) & 1))
+		r.leaf[base+fan6+j/2] |= uint64(stored(f.has[i], f.vals[i])) << (32 * (uint(j) & 1))
 		r.leaf[base+fan6+fan6/2+j] = k.lo
 	}
 	return r, len(es)

@@ -26,6 +26,13 @@ type Table struct {
 	count6 int
 }
 
+// MaxValue is the largest value a Table holds. The top bit of a stored value
+// marks the ranges covered by a prefix, so a lookup reads one word in the
+// leaf node and nothing else.
+const MaxValue = 1<<31 - 1
+
+const presentBit = 1 << 31
+
 // fan4 and fan6 are the node widths of the search trees: 16 IPv4 keys fill
 // 64 bytes, the high halves of 16 IPv6 keys 128 bytes.
 const (
@@ -43,10 +50,9 @@ const (
 // of leaf node k, upper[l+1][j] = upper[l][j*fan4], and the last upper level
 // has at most fan4 keys: together an implicit static B+tree.
 type rangeTable4 struct {
-	upper   [][]uint32
-	leaf    []uint32
-	n       int
-	present []uint64 // bit i set: range i is covered by a prefix
+	upper [][]uint32
+	leaf  []uint32
+	n     int
 }
 
 // leafStride4 is the length of one IPv4 leaf node: fan4 keys, fan4 values.
@@ -63,11 +69,10 @@ func (a u128) less(b u128) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < 
 // high half equals the address's. A leaf node is fan6 high halves, fan6
 // values packed two per word, then fan6 low halves.
 type rangeTable6 struct {
-	hiUp    [][]uint64
-	loUp    [][]uint64
-	leaf    []uint64
-	n       int
-	present []uint64
+	hiUp [][]uint64
+	loUp [][]uint64
+	leaf []uint64
+	n    int
 }
 
 // leafStride6 is the length of one IPv6 leaf node in words.
@@ -125,7 +130,7 @@ func (t *Table) SizeBytes() int {
 	if t == nil {
 		return 0
 	}
-	n := cap(t.v4.leaf)*4 + cap(t.v4.present)*8 + cap(t.v6.leaf)*8 + cap(t.v6.present)*8
+	n := cap(t.v4.leaf)*4 + cap(t.v6.leaf)*8
 	for _, l := range t.v4.upper {
 		n += cap(l) * 4
 	}
@@ -152,10 +157,8 @@ func (r *rangeTable4) lookup(a uint32) (uint32, bool) {
 	}
 	base := pos * leafStride4
 	j := countLE4(r.leaf[base:base+min(fan4, r.n-pos*fan4)], a) - 1
-	if i := pos*fan4 + j; r.present[i>>6]&(1<<(uint(i)&63)) == 0 {
-		return 0, false
-	}
-	return r.leaf[base+fan4+j], true
+	v := r.leaf[base+fan4+j]
+	return v &^ presentBit, v&presentBit != 0
 }
 
 // countLE4 returns the number of keys <= a without branching: the sign bit
@@ -199,10 +202,8 @@ func (r *rangeTable6) lookup(a u128) (uint32, bool) {
 	base := pos * leafStride6
 	cnt := min(fan6, r.n-pos*fan6)
 	j := countLE6(r.leaf[base:base+cnt], r.leaf[base+fan6+fan6/2:base+fan6+fan6/2+cnt], a) - 1
-	if i := pos*fan6 + j; r.present[i>>6]&(1<<(uint(i)&63)) == 0 {
-		return 0, false
-	}
-	return uint32(r.leaf[base+fan6+j/2] >> (32 * (uint(j) & 1))), true
+	v := uint32(r.leaf[base+fan6+j/2] >> (32 * (uint(j) & 1)))
+	return v &^ presentBit, v&presentBit != 0
 }
 
 func addrTo128(a netip.Addr) u128 {

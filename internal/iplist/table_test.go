@@ -58,7 +58,7 @@ func TestTableLargeAgainstMap(t *testing.T) {
 			var added []netip.Prefix
 			for i := 0; i < tc.n; i++ {
 				p := randPrefix(r, tc.v6)
-				v := uint32(r.IntN(1 << 20))
+				v := uint32(r.IntN(MaxValue + 1))
 				b.Add(p, v)
 				ref[p] = v // last Add wins in both
 				added = append(added, p)
@@ -254,6 +254,18 @@ func TestTableEdges(t *testing.T) {
 	}
 	if err := b.Add(netip.Prefix{}, 1); err == nil {
 		t.Error("Add(zero Prefix) = nil error")
+	}
+	if err := b.Add(mp("192.0.2.0/24"), MaxValue+1); err == nil {
+		t.Error("Add(value above MaxValue) = nil error")
+	}
+	var bm Builder
+	bm.Add(mp("192.0.2.0/24"), MaxValue)
+	bm.Add(mp("192.0.2.0/25"), 0)
+	if v, ok := bm.Build().Lookup(ma("192.0.2.200")); v != MaxValue || !ok {
+		t.Errorf("MaxValue round trip = %d, %v", v, ok)
+	}
+	if v, ok := bm.Build().Lookup(ma("192.0.2.1")); v != 0 || !ok {
+		t.Errorf("value 0 round trip = %d, %v", v, ok)
 	}
 	var nilT *Table
 	if nilT.Contains(ma("1.1.1.1")) || nilT.Len() != 0 || (&Table{}).Contains(ma("::1")) {
