@@ -96,7 +96,8 @@ type Outlier struct {
 	mult      int
 	lastEject time.Time
 
-	ejErrors, ejLatency prometheus.Counter
+	ejErrors, ejLatency, ejSkipped prometheus.Counter
+	set                            *OutlierSet // nil if alone
 }
 
 // NewOutlier returns an Outlier with the target available.
@@ -110,6 +111,8 @@ func NewOutlier(cfg OutlierConfig, deps Deps) (*Outlier, error) {
 	ej := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "levee_admission_outlier_ejections_total",
 		Help: "Times the upstream target was ejected by passive outlier detection, by reason.", ConstLabels: cl}, []string{"reason"})
 	o.ejErrors, o.ejLatency = ej.WithLabelValues("errors"), ej.WithLabelValues("latency")
+	o.ejSkipped = prometheus.NewCounter(prometheus.CounterOpts{Name: "levee_admission_outlier_ejections_skipped_total",
+		Help: "Ejections not done because the pool already had its maximum of ejected targets.", ConstLabels: cl})
 	if deps.Registerer != nil {
 		ejected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_admission_outlier_ejected",
 			Help: "1 while the upstream target is ejected.", ConstLabels: cl},
@@ -119,7 +122,7 @@ func NewOutlier(cfg OutlierConfig, deps Deps) (*Outlier, error) {
 				}
 				return 1
 			})
-		for _, c := range []prometheus.Collector{ej, ejected} {
+		for _, c := range []prometheus.Collector{ej, ejected, o.ejSkipped} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("admission: outlier %s: %w", cfg.Name, err)
 			}
@@ -174,6 +177,14 @@ func (o *Outlier) Observe(now time.Time, rtt time.Duration, failed bool) {
 }
 
 func (o *Outlier) eject(now time.Time, reason string) {
+	if o.set != nil && !o.set.mayEject(now, o) {
+		o.consec, o.ewma, o.n = 0, 0, 0
+		o.ejSkipped.Inc()
+		return
+	}
+	if o.set != nil {
+		defer o.set.mu.Unlock() // taken by mayEject, held until until is stored
+	}
 	// Calm periods since the last ejection step the multiplier back.
 	if !o.lastEject.IsZero() {
 		calm := now.Sub(time.Unix(0, o.until.Load()))
@@ -412,4 +423,67 @@ func (b *Breaker) open(now time.Time, d time.Duration) {
 	b.openUntil = now.Add(d)
 	b.trips.Inc()
 	b.log.Warn("circuit breaker open", "upstream", b.cfg.Name, "for", d)
+}
+
+// OutlierSet groups the Outliers of one pool's targets so that at most
+// MaxEjectionPercent of them, but always at least one, are ejected at the
+// same time (as Envoy's max_ejection_percent): a pool-wide problem, or an
+// overload that slows every target, must not eject the whole pool.
+//
+// Use NewOutlierSet; the zero value is not usable. An OutlierSet is safe for
+// concurrent use.
+type OutlierSet struct {
+	targets    []*Outlier
+	maxEjected int
+	mu         sync.Mutex // serializes ejection decisions
+}
+
+// NewOutlierSet returns Outliers for the targets described by cfgs (their
+// Names must differ when deps.Registerer is set). maxEjectionPercent is in
+// [0, 100]; 0 means the default 10.
+func NewOutlierSet(cfgs []OutlierConfig, maxEjectionPercent int, deps Deps) (*OutlierSet, error) {
+	if maxEjectionPercent == 0 {
+		maxEjectionPercent = 10
+	}
+	if maxEjectionPercent < 0 || maxEjectionPercent > 100 {
+		return nil, fmt.Errorf("admission: outlier set: max_ejection_percent %d: must be within [0, 100]", maxEjectionPercent)
+	}
+	s := &OutlierSet{maxEjected: max(1, len(cfgs)*maxEjectionPercent/100)}
+	for _, c := range cfgs {
+		o, err := NewOutlier(c, deps)
+		if err != nil {
+			return nil, err
+		}
+		o.set = s
+		s.targets = append(s.targets, o)
+	}
+	return s, nil
+}
+
+// Len returns the number of targets.
+func (s *OutlierSet) Len() int { return len(s.targets) }
+
+// Target returns the i-th target's Outlier.
+func (s *OutlierSet) Target(i int) *Outlier { return s.targets[i] }
+
+// Ejected returns the number of targets ejected at now.
+func (s *OutlierSet) Ejected(now time.Time) int {
+	n := 0
+	for _, o := range s.targets {
+		if !o.Available(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// mayEject reports whether o may be ejected now. On true, s.mu stays locked
+// until the caller has stored the ejection.
+func (s *OutlierSet) mayEject(now time.Time, o *Outlier) bool {
+	s.mu.Lock()
+	if s.Ejected(now) < s.maxEjected {
+		return true
+	}
+	s.mu.Unlock()
+	return false
 }

@@ -202,3 +202,46 @@ func BenchmarkBreakerAllowRecord(b *testing.B) {
 		}
 	})
 }
+
+func TestOutlierSetMaxEjectionPercent(t *testing.T) {
+	cfgs := make([]OutlierConfig, 10)
+	for i := range cfgs {
+		cfgs[i] = OutlierConfig{Name: string(rune('a' + i)), ConsecutiveErrors: 2, BaseEjection: 10 * time.Second}
+	}
+	reg := prometheus.NewRegistry()
+	s, err := NewOutlierSet(cfgs, 20, Deps{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	// Every target fails: only 20% (2 of 10) may be ejected at once.
+	for range 3 {
+		for i := range s.Len() {
+			s.Target(i).Observe(now, 0, true)
+		}
+	}
+	if n := s.Ejected(now); n != 2 {
+		t.Fatalf("%d ejected, want 2", n)
+	}
+	if n := testutil.ToFloat64(s.Target(9).ejSkipped); n < 1 {
+		t.Fatalf("skipped ejections of target j: %v", n)
+	}
+	// After the ejections end, others may take their turn.
+	now = now.Add(10 * time.Second)
+	for range 2 {
+		s.Target(5).Observe(now, 0, true)
+	}
+	if s.Target(5).Available(now) || s.Ejected(now) != 1 {
+		t.Fatalf("target f not ejected after the first two returned; ejected %d", s.Ejected(now))
+	}
+	// A single target may always be ejected (at least one).
+	one, _ := NewOutlierSet(cfgs[:1], 10, Deps{})
+	one.Target(0).Observe(t0, 0, true)
+	one.Target(0).Observe(t0, 0, true)
+	if one.Target(0).Available(t0) {
+		t.Fatal("the only target was not ejected")
+	}
+	if _, err := NewOutlierSet(cfgs, 150, Deps{}); err == nil {
+		t.Fatal("150% accepted")
+	}
+}
