@@ -33,7 +33,7 @@ func TestE2ECleanCut(t *testing.T) {
 	// a loaded machine (or under -race) is small against the bound of two
 	// intervals that this test asserts.
 	const interval = 2 * e2eInterval
-	cfg := strings.Replace(config(dir+"/data", hooks.srv.URL, "http", "http://"+o.addr+"/", interval, e2eTimeout, "a1", "a2"),
+	cfg := strings.Replace(config(dir+"/data", hooks.srv.URL, "http", "http://"+o.addr+"/", interval, 2*e2eTimeout, "a1", "a2"),
 		"baseline_min: 10", "baseline_min: 5", 1)
 	h := startCollector(t, dir, "", cfg, "a1", "a2")
 	startAgent(t, "a1", h.url(), nil)

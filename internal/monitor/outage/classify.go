@@ -15,7 +15,8 @@ type evidence struct {
 	fails    map[probe.Failure]int
 	nFail    int
 	nOK      int
-	runs     int // separate runs of consecutive failures
+	runs     int // separate runs of at least minRun consecutive failures
+	cur      int // length of the current failure run
 	inFail   bool
 	lastFail time.Time
 	lat      Baseline // latencies of successes during the incident
@@ -31,6 +32,9 @@ type incState struct {
 	allDown      bool // all active vantage points were down at once
 	partial      bool // down by quorum while some active vantage point was not
 	healthySince time.Time
+	// minRun is how many consecutive failures make a run (DownAfter): a
+	// lone failure is a blip, not a cycle.
+	minRun int
 }
 
 func (st *incState) record(o Observation) {
@@ -41,16 +45,17 @@ func (st *incState) record(o Observation) {
 	}
 	if o.OK {
 		e.nOK++
-		e.inFail = false
+		e.inFail, e.cur = false, 0
 		e.lat.Add(o.Latency)
 		return
 	}
 	e.nFail++
 	e.fails[o.Failure]++
 	e.lastFail = o.At
-	if !e.inFail {
+	e.inFail = true
+	e.cur++
+	if e.cur == max(1, st.minRun) {
 		e.runs++
-		e.inFail = true
 	}
 }
 

@@ -359,12 +359,14 @@ func TestRestoreClosesWhenHealthy(t *testing.T) {
 // TestCleanCutWithNoisyFastBaseline: a loopback-fast service (1 ms) whose
 // latency jitters to 5-8 ms just before the cut (a busy machine) is still a
 // clean cut: fast answers are no latency build-up. The return of service
-// does not count as a partial failure either.
+// does not count as a partial failure, nor a lone timeout during it as a
+// second failure cycle.
 func TestCleanCutWithNoisyFastBaseline(t *testing.T) {
 	s := newSim(t, Config{}, "local", "a1", "a2")
 	noisy := t0.Add(29 * time.Minute)
 	cut := t0.Add(30 * time.Minute)
 	back := cut.Add(2 * time.Minute)
+	okAfterBack := 0
 	s.run(t0.Add(40*time.Minute), func(v string, at time.Time) outcome {
 		switch {
 		case at.Before(noisy):
@@ -373,6 +375,13 @@ func TestCleanCutWithNoisyFastBaseline(t *testing.T) {
 			return outcome{ok: true, latency: time.Duration(5+s.rng.IntN(4)) * time.Millisecond}
 		case at.Before(back):
 			return outcome{failure: probe.FailRefused, latency: 100 * time.Microsecond}
+		}
+		if v == "local" {
+			// One lone timeout while the service comes back: a blip, not
+			// a second failure cycle.
+			if okAfterBack++; okAfterBack == 2 {
+				return outcome{failure: probe.FailTimeout, latency: 5 * time.Second}
+			}
 		}
 		return outcome{ok: true, latency: time.Millisecond}
 	})

@@ -181,7 +181,7 @@ func (tr *Tracker) Restore(inc Incident) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	t := tr.get(inc.Target, 0)
-	t.open = &incState{inc: inc.clone(), ev: map[string]*evidence{}}
+	t.open = &incState{inc: inc.clone(), ev: map[string]*evidence{}, minRun: t.cfg.DownAfter}
 	t.open.hadDown = inc.Peak == Down
 	t.state = inc.Peak
 }
@@ -394,7 +394,7 @@ func (t *target) evaluate(now time.Time) []Event {
 }
 
 func (t *target) openIncident(now time.Time, active []*vantage) {
-	st := &incState{ev: map[string]*evidence{}, onset: map[string]time.Time{}}
+	st := &incState{ev: map[string]*evidence{}, onset: map[string]time.Time{}, minRun: t.cfg.DownAfter}
 	inc := &Incident{Target: t.name, Detected: now, Peak: t.state}
 	st.inc = inc
 	start := now

@@ -294,7 +294,7 @@ func TestSpecValidate(t *testing.T) {
 }
 
 func TestLoopRetriesFasterAfterFailure(t *testing.T) {
-	p, err := New(Spec{Kind: KindTCP, Address: closedAddr(t)}, 100*time.Millisecond)
+	p, err := New(Spec{Kind: KindTCP, Address: closedAddr(t)}, time.Second) // refusals return at once
 	if err != nil {
 		t.Fatal(err)
 	}
