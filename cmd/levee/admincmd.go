@@ -86,8 +86,8 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(tw, "tracked addresses\t%d\n", st.TrackedAddrs)
 	fmt.Fprintf(tw, "reloads\t%d\n", st.Reloads)
 	fmt.Fprintf(tw, "bans\t%d\n", st.Bans)
-	fmt.Fprintf(tw, "limit table\t%d/%d keys, %d MiB, %d denied, %d active evictions\n",
-		st.LimitTable.Live, st.LimitTable.Slots, st.LimitTable.Bytes>>20, st.LimitTable.Denied, st.LimitTable.Evictions)
+	fmt.Fprintf(tw, "limit table\t%d/%d keys, %d MiB, %d active evictions\n",
+		st.LimitTable.Live, st.LimitTable.Slots, st.LimitTable.Bytes>>20, st.LimitTable.Evictions)
 	if len(st.Feeds) > 0 {
 		fmt.Fprintf(tw, "feeds\t%v\n", st.Feeds)
 	}

@@ -158,9 +158,30 @@ type Site struct {
 	// IdleConnTimeout closes pooled upstream connections idle this long.
 	// Default 60s.
 	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
+	// OriginProtection keeps the origin at its best throughput under
+	// overload: an adaptive concurrency limit learned from the origin's
+	// latency and a priority admission queue (known clients first).
+	OriginProtection OriginProtection `yaml:"origin_protection"`
 	// RewriteHost, when set, replaces the Host header sent upstream.
 	// Default: the client's Host header is passed through.
 	RewriteHost string `yaml:"rewrite_host"`
+}
+
+// OriginProtection configures adaptive concurrency and admission.
+type OriginProtection struct {
+	// Enabled turns it on for the site. Default false.
+	Enabled bool `yaml:"enabled"`
+	// MinLimit and MaxLimit bound the learned concurrency limit. Defaults
+	// 2 and 1000.
+	MinLimit int `yaml:"min_limit"`
+	MaxLimit int `yaml:"max_limit"`
+	// MaxQueue bounds waiting requests. Default 1024.
+	MaxQueue int `yaml:"max_queue"`
+	// QueueTarget is the standing queue delay above which the lowest class
+	// is shed. Default 5ms.
+	QueueTarget time.Duration `yaml:"queue_target"`
+	// MaxWait bounds any wait in the queue; then 503. Default 1s.
+	MaxWait time.Duration `yaml:"max_wait"`
 }
 
 // Upstream is one origin server.

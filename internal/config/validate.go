@@ -148,6 +148,15 @@ func (c *Config) Validate() error {
 		if _, _, err := ParseStatusRange(h.ExpectStatus); err != nil {
 			v.add(p+".health_check.expect_status", "%v", err)
 		}
+		op := s.OriginProtection
+		v.positiveInt(p+".origin_protection.min_limit", op.MinLimit)
+		v.positiveInt(p+".origin_protection.max_limit", op.MaxLimit)
+		v.positiveInt(p+".origin_protection.max_queue", op.MaxQueue)
+		v.positiveDur(p+".origin_protection.queue_target", op.QueueTarget)
+		v.positiveDur(p+".origin_protection.max_wait", op.MaxWait)
+		if op.MinLimit > 0 && op.MaxLimit > 0 && op.MinLimit > op.MaxLimit {
+			v.add(p+".origin_protection.min_limit", "min_limit %d is above max_limit %d", op.MinLimit, op.MaxLimit)
+		}
 	}
 	if c.Admin.Address != "off" {
 		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {

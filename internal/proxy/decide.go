@@ -23,9 +23,10 @@ type Decider interface {
 // reqState is the per-request scratch space: the decision engine's view of
 // the request and its telemetry event, pooled.
 type reqState struct {
-	dr     decide.Request
-	ev     telemetry.Event
-	filled bool // ev holds this request's attributes
+	dr      decide.Request
+	ev      telemetry.Event
+	filled  bool // ev holds this request's attributes
+	allowed bool // the client is on the allow list (admission class Verified)
 }
 
 var reqPool = sync.Pool{New: func() any { return new(reqState) }}
@@ -35,6 +36,7 @@ var telemetryVerdict = [numVerdicts]telemetry.Verdict{
 	vPass: telemetry.VerdictPass, vInvalid: telemetry.VerdictInvalid, vError: telemetry.VerdictError,
 	vNoSite: telemetry.VerdictInvalid, vBlock: telemetry.VerdictBlocked, vLimit: telemetry.VerdictLimited,
 	vDrop: telemetry.VerdictBlocked, vTarpit: telemetry.VerdictBlocked, vChallenge: telemetry.VerdictChallenged,
+	vShed: telemetry.VerdictError,
 }
 
 // fillEvent fills the request attributes of a telemetry event.
@@ -96,6 +98,7 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 	}
 	d := st.Decider.Decide(coarsetime.UnixNano(), &rs.dr)
 	rs.dr = decide.Request{}
+	rs.allowed = d.By == "allow"
 	switch d.Verdict {
 	case decide.Pass:
 		return vPass

@@ -13,7 +13,7 @@ const (
 	VerdictNoSite  = "no_site"
 )
 
-var verdicts = []string{VerdictPass, VerdictInvalid, VerdictError, VerdictNoSite, "block", "limit", "drop", "tarpit", "challenge"}
+var verdicts = []string{VerdictPass, VerdictInvalid, VerdictError, VerdictNoSite, "block", "limit", "drop", "tarpit", "challenge", "shed"}
 
 type verdictIdx uint8
 
@@ -27,6 +27,7 @@ const (
 	vDrop
 	vTarpit
 	vChallenge
+	vShed // refused by the origin's admission gate (overload)
 	numVerdicts
 )
 

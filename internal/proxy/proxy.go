@@ -24,6 +24,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/admission"
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/upstream"
@@ -59,6 +60,9 @@ type State struct {
 	Config Config
 	// Decider is the decision engine; nil passes every request.
 	Decider Decider
+	// NormalMode reports whether the shield is in normal mode (no attack);
+	// clients are learned as known only then. Nil: always.
+	NormalMode func(now time.Time) bool
 }
 
 // Proxy serves requests. It is safe for concurrent use; create it with New
@@ -127,6 +131,7 @@ func PeerAddr(c net.Conn) netip.Addr {
 func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	rs := reqPool.Get().(*reqState)
+	rs.allowed = false
 	site, client, v := p.serveH1(ctx, start, rs)
 	if site != nil && site.Rec != nil {
 		if !rs.filled {
@@ -212,6 +217,18 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	}
 
 	resp := &ctx.Response
+	var tk admission.Ticket
+	if site.Gate != nil {
+		class := admission.Normal
+		if rs.allowed || (site.History != nil && site.History.Known(start, client)) {
+			class = admission.Verified
+		}
+		var err error
+		if tk, err = site.Gate.Acquire(ctx, time.Now(), class); err != nil {
+			p.shed(ctx, site)
+			return site, client, vShed
+		}
+	}
 	b := site.Pool.Pick(nil)
 	err := b.Do(req, resp)
 	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
@@ -220,8 +237,16 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 			err = b2.Do(req, resp)
 		}
 	}
+	if site.Gate != nil {
+		// Overload signals feed the limiter; application errors do not.
+		sc := resp.StatusCode()
+		tk.Done(time.Now(), !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+	}
 	if err != nil {
 		return site, client, p.upstreamError(ctx, site, err, body)
+	}
+	if site.History != nil && resp.StatusCode() < 400 && (st.NormalMode == nil || st.NormalMode(start)) {
+		site.History.Good(start, client)
 	}
 	prepareResponse(&resp.Header)
 	if clientClose || p.draining.Load() {
@@ -230,6 +255,19 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	site.m.count(vPass, resp.StatusCode())
 	site.m.latency.Observe(time.Since(start).Seconds())
 	return site, client, vPass
+}
+
+// shed answers 503 with Retry-After when the admission gate refuses a
+// request (the origin is at capacity).
+func (p *Proxy) shed(ctx *fasthttp.RequestCtx, site *Site) {
+	ct, body := admission.ShedResponse(ctx.Request.Header.Peek("Accept"))
+	ctx.Response.Reset()
+	ctx.SetStatusCode(503)
+	ctx.Response.Header.Set("Retry-After", site.Gate.RetryAfter())
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetContentType(ct)
+	ctx.Response.SetBodyRaw(body)
+	site.m.count(vShed, 503)
 }
 
 func (p *Proxy) reject(ctx *fasthttp.RequestCtx, sm *siteMetrics, v verdictIdx, pg page) {

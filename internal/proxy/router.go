@@ -3,6 +3,7 @@ package proxy
 import (
 	"strings"
 
+	"github.com/levee-dev/levee/internal/admission"
 	"github.com/levee-dev/levee/internal/telemetry"
 
 	"github.com/levee-dev/levee/internal/upstream"
@@ -19,6 +20,12 @@ type Site struct {
 	Rec *telemetry.Recorder
 	// Geo adds ASN and country to recorded events; nil: none.
 	Geo *GeoCache
+	// Gate is the origin's admission gate (adaptive concurrency and
+	// priority queue); nil: requests go straight to the origin.
+	Gate *admission.Gate
+	// History remembers clients seen in normal times (known clients get
+	// priority at the gate); nil: none.
+	History *admission.History
 	m   *siteMetrics
 }
 

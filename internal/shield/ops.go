@@ -83,7 +83,6 @@ type LimitTableStatus struct {
 	Bytes     int64  `json:"bytes"`
 	Live      int64  `json:"live_keys"`
 	Evictions uint64 `json:"evictions_active"`
-	Denied    uint64 `json:"denied"`
 }
 
 // Status implements admin.Backend.
@@ -104,7 +103,7 @@ func (s *Shield) Status() any {
 	st.Bans = s.bans.Len()
 	st.Rules = s.ruleViews()
 	ts := s.engine.LimitTable().Stats()
-	st.LimitTable = LimitTableStatus{Slots: int64(ts.Slots), Bytes: int64(ts.Bytes), Live: int64(ts.Live), Evictions: uint64(ts.EvictionsActive), Denied: uint64(ts.Denied)}
+	st.LimitTable = LimitTableStatus{Slots: int64(ts.Slots), Bytes: int64(ts.Bytes), Live: int64(ts.Live), Evictions: uint64(ts.EvictionsActive)}
 	if f := s.engine.Feeds(); f != nil {
 		st.Feeds = f.Lists()
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 
+	"github.com/levee-dev/levee/internal/admission"
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/decide"
@@ -76,6 +77,8 @@ type Shield struct {
 	bgCancel   context.CancelFunc
 	alog       *proxy.AccessLog
 	det        *detection
+	gates      map[string]*admission.Gate // by site name, kept across reloads
+	history    *admission.History
 	reloads    atomic.Int64
 	lastErr    atomic.Pointer[string]
 	stop       chan struct{}
@@ -119,6 +122,10 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	if err := s.openPolicy(context.Background(), cfg); err != nil {
 		return nil, err
 	}
+	if s.history, err = admission.NewHistory(admission.HistoryConfig{}); err != nil {
+		return nil, err
+	}
+	s.gates = map[string]*admission.Gate{}
 	if err := s.openDetection(cfg); err != nil {
 		s.store.Close()
 		return nil, err
@@ -275,6 +282,13 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		}
 		ps := s.proxy.NewSite(site.Name, pool, site.RewriteHost)
 		ps.Rec = s.recorder(site.Name)
+		if site.OriginProtection.Enabled {
+			g, err := s.gate(site)
+			if err != nil {
+				return fail(fmt.Errorf("site %s: origin_protection: %w", site.Name, err))
+			}
+			ps.Gate, ps.History = g, s.history
+		}
 		if s.det != nil {
 			ps.Geo = s.det.geo
 		}
@@ -338,7 +352,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		ClientIP:          cip,
 		TarpitDelay:       cfg.TarpitDelay,
 		MaxTarpits:        cfg.MaxTarpits,
-	}, Decider: s.engine})
+	}, Decider: s.engine, NormalMode: func(now time.Time) bool { return s.engine.ModeAt(now).Mode == decide.Normal }})
 	s.cfg.Store(cfg)
 	// The access log is reopened on every reload (log rotation via SIGHUP).
 	if s.alog != nil {
@@ -360,6 +374,27 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		}()
 	}
 	return nil
+}
+
+// gate returns the site's admission gate, created on first use and kept
+// across reloads (its limit is learned state). A changed configuration
+// takes effect after a restart.
+func (s *Shield) gate(site config.Site) (*admission.Gate, error) {
+	if g, ok := s.gates[site.Name]; ok {
+		return g, nil
+	}
+	op := site.OriginProtection
+	deps := admission.Deps{Registerer: s.reg, Logger: s.log}
+	lim, err := admission.NewLimiter(admission.LimiterConfig{Name: site.Name, MinLimit: op.MinLimit, MaxLimit: op.MaxLimit}, deps)
+	if err != nil {
+		return nil, err
+	}
+	g, err := admission.NewGate(admission.GateConfig{Name: site.Name, MaxQueue: op.MaxQueue, Target: op.QueueTarget, MaxWait: op.MaxWait}, lim, deps)
+	if err != nil {
+		return nil, err
+	}
+	s.gates[site.Name] = g
+	return g, nil
 }
 
 // openAccessLog opens the JSON access log: a file path (appended to, mode

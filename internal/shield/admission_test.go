@@ -1,0 +1,165 @@
+package shield
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// capacityOrigin serves at most workers requests at once, each taking
+// service time: an origin of fixed capacity whose queue grows without bound
+// when overloaded.
+func capacityOrigin(t *testing.T, workers int, service time.Duration) string {
+	sem := make(chan struct{}, workers)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sem <- struct{}{}
+		time.Sleep(service)
+		<-sem
+		io.WriteString(w, "ok")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+type loadResult struct {
+	ok, shed, failed   int
+	verOK, verTotal    int
+	latencies          []time.Duration // of 200 answers
+	goodput, p99Millis float64
+}
+
+// openLoop offers rate requests/s for d from normal sources, with every
+// tenth request from the verified (allowlisted) source.
+func openLoop(t *testing.T, addr string, rate int, d time.Duration) loadResult {
+	mk := func(src string) *http.Client {
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialContext: dialer.DialContext, MaxIdleConnsPerHost: 512, MaxConnsPerHost: 0,
+		}}
+	}
+	normal, verified := mk("127.0.11.1"), mk("127.0.12.1")
+	defer normal.CloseIdleConnections()
+	defer verified.CloseIdleConnections()
+	var mu sync.Mutex
+	var res loadResult
+	var wg sync.WaitGroup
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	var inflight atomic.Int64
+	for i := 0; time.Since(start) < d; i++ {
+		next := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(next))
+		if inflight.Load() > 2000 { // bound the test's own goroutines
+			mu.Lock()
+			res.failed++
+			mu.Unlock()
+			continue
+		}
+		isVer := i%10 == 0
+		cl := normal
+		if isVer {
+			cl = verified
+		}
+		wg.Add(1)
+		inflight.Add(1)
+		go func() {
+			defer wg.Done()
+			defer inflight.Add(-1)
+			t0 := time.Now()
+			resp, err := cl.Get("http://" + addr + "/work")
+			lat := time.Since(t0)
+			code := 0
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				code = resp.StatusCode
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch code {
+			case 200:
+				res.ok++
+				res.latencies = append(res.latencies, lat)
+			case 503:
+				res.shed++
+			default:
+				res.failed++
+			}
+			if isVer {
+				res.verTotal++
+				if code == 200 {
+					res.verOK++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	res.goodput = float64(res.ok) / d.Seconds()
+	if n := len(res.latencies); n > 0 {
+		sort.Slice(res.latencies, func(i, j int) bool { return res.latencies[i] < res.latencies[j] })
+		res.p99Millis = float64(res.latencies[n*99/100].Microseconds()) / 1000
+	}
+	return res
+}
+
+// TestOriginProtectionUnderOverload: an origin of fixed capacity (4 workers
+// x 20 ms = 200 req/s) behind the shield, offered 1x, 2x and 4x its
+// capacity: goodput stays near capacity, admitted latency stays bounded,
+// and verified (allowlisted) clients keep being served while the excess is
+// shed with 503.
+func TestOriginProtectionUnderOverload(t *testing.T) {
+	if os.Getenv("LEVEE_OVERLOAD_TEST") == "" {
+		t.Skip("timing-sensitive load test (open-loop, up to 800 req/s): run with LEVEE_OVERLOAD_TEST=1 on a quiet machine")
+	}
+	const workers, service = 4, 20 * time.Millisecond
+	capacity := float64(workers) * float64(time.Second/service)
+	origin := capacityOrigin(t, workers, service)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites:
+  - name: app
+    upstreams: [{url: "http://%s"}]
+    origin_protection: {enabled: true}
+allow: [127.0.12.0/24]
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+detection: {disable: true}
+`, origin))
+	addr := addrOf(s, 0)
+	base := openLoop(t, addr, int(capacity/4), 2*time.Second)
+	t.Logf("unloaded (0.25x): goodput %.0f/s, p99 %.1f ms", base.goodput, base.p99Millis)
+	for _, load := range []float64{1, 2, 4} {
+		r := openLoop(t, addr, int(capacity*load), 3*time.Second)
+		verShare := float64(r.verOK) / float64(max(r.verTotal, 1))
+		t.Logf("%.0fx (%d req/s offered): goodput %.0f/s (%.0f%% of capacity), admitted p99 %.1f ms (%.1fx unloaded), shed %d, failed %d, verified %d/%d ok",
+			load, int(capacity*load), r.goodput, 100*r.goodput/capacity, r.p99Millis, r.p99Millis/base.p99Millis, r.shed, r.failed, r.verOK, r.verTotal)
+		// The issue's targets (goodput >= 95% of capacity, p99 <= 3x
+		// unloaded, verified >= 99%) are measured and reported in
+		// BENCHMARKS.md; this test asserts looser bounds that hold on a
+		// loaded shared machine: no collapse, no hang, priority kept.
+		want := 0.80 * capacity * min(load, 1)
+		if r.goodput < want {
+			t.Errorf("%.0fx: goodput %.0f/s, want >= %.0f/s (no congestion collapse)", load, r.goodput, want)
+		}
+		if r.p99Millis > 1200 {
+			t.Errorf("%.0fx: admitted p99 %.1f ms: requests hang in the queue", load, r.p99Millis)
+		}
+		if verShare < 0.97 {
+			t.Errorf("%.0fx: verified clients served %.1f%%, want >= 97%%", load, 100*verShare)
+		}
+		if r.failed > r.ok/100 {
+			t.Errorf("%.0fx: %d requests failed without an answer (hangs or resets)", load, r.failed)
+		}
+	}
+}
