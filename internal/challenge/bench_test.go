@@ -2,6 +2,7 @@ package challenge
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -27,10 +28,16 @@ func BenchmarkVerifySerial(b *testing.B) {
 	addr := netip.MustParseAddr("192.0.2.1")
 	tok := []byte(s.Issue(t0, addr, benchBinding, MethodPoW, time.Hour))
 	b.ReportAllocs()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu := threadCPU()
 	for b.Loop() {
 		if _, ok := s.Verify(t0, tok, addr, benchBinding); !ok {
 			b.Fatal("invalid")
 		}
+	}
+	if c := threadCPU() - cpu; c > 0 {
+		b.ReportMetric(float64(c.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }
 
@@ -74,4 +81,30 @@ func BenchmarkIssue(b *testing.B) {
 	for b.Loop() {
 		s.Issue(t0, addr, benchBinding, MethodPoW, time.Hour)
 	}
+}
+
+// serialCPU runs f b.N times on one locked thread and reports its CPU time
+// per call besides the wall time.
+func serialCPU(b *testing.B, f func()) {
+	b.ReportAllocs()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu := threadCPU()
+	for b.Loop() {
+		f()
+	}
+	if c := threadCPU() - cpu; c > 0 {
+		b.ReportMetric(float64(c.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
+}
+
+func BenchmarkClearanceSerial(b *testing.B) {
+	s := newService(b, func(c *Config) { c.Revoke.MaxRequests = 1 << 30 })
+	addr := netip.MustParseAddr("192.0.2.1")
+	tok := []byte(s.Signer().Issue(t0, addr, benchBinding, MethodPoW, time.Hour))
+	serialCPU(b, func() {
+		if _, ok := s.Clearance(t0, tok, addr, benchBinding); !ok {
+			b.Fatal("not cleared")
+		}
+	})
 }
