@@ -9,7 +9,8 @@ import (
 )
 
 // Class orders requests in the admission queue: a lower class is served
-// first and shed last.
+// first and shed last. The zero Class is Verified: always set it from the
+// decision engine's verdict.
 type Class uint8
 
 // The classes, best first.
@@ -48,7 +49,8 @@ var (
 	ErrTimeout = errors.New("admission: queue wait timeout")
 )
 
-// GateConfig configures a Gate. Zero fields take the documented defaults.
+// GateConfig configures a Gate. Zero fields take the documented defaults;
+// the zero value is the default configuration.
 type GateConfig struct {
 	// Name labels the upstream in metrics. Default "default".
 	Name string `yaml:"name"`
@@ -448,7 +450,7 @@ func (g *Gate) release(now, start time.Time, inflight int, ok, sample bool) {
 	g.mu.Unlock()
 }
 
-// Stats is a snapshot of a Gate.
+// Stats is a snapshot of a Gate (a plain value).
 type Stats struct {
 	Limit, InFlight int
 	Queued          [NumClasses]int

@@ -11,7 +11,8 @@ import (
 )
 
 // OutlierConfig configures passive outlier detection for one upstream
-// target. Zero fields take the documented defaults.
+// target. Zero fields take the documented defaults; the zero value is the
+// default configuration.
 type OutlierConfig struct {
 	// Name labels the target in metrics and logs. Default "default".
 	Name string `yaml:"name"`
@@ -209,7 +210,7 @@ func (o *Outlier) eject(now time.Time, reason string) {
 	o.log.Warn("upstream ejected", "upstream", o.cfg.Name, "reason", reason, "for", d)
 }
 
-// BreakerState is a circuit breaker's state.
+// BreakerState is a circuit breaker's state; the zero value is Closed.
 type BreakerState int32
 
 // The states.
@@ -232,7 +233,7 @@ func (s BreakerState) String() string {
 }
 
 // BreakerConfig configures a Breaker. Zero fields take the documented
-// defaults.
+// defaults; the zero value is the default configuration.
 type BreakerConfig struct {
 	// Name labels the upstream in metrics and logs. Default "default".
 	Name string `yaml:"name"`

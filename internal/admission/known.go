@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// CookieConfig configures known-client cookies.
+// CookieConfig configures known-client cookies. Key is required; other zero
+// fields take the documented defaults.
 type CookieConfig struct {
 	// Name is the cookie name. Default "levee_known".
 	Name string `yaml:"name"`
@@ -161,7 +162,8 @@ func (c *Cookies) IssuedAt(now time.Time, addr netip.Addr, cookie []byte) (time.
 	return time.Time{}, false
 }
 
-// HistoryConfig configures a History.
+// HistoryConfig configures a History. Zero fields take the documented
+// defaults; the zero value is the default configuration.
 type HistoryConfig struct {
 	// Entries is the table capacity in addresses (IPv4 addresses, IPv6
 	// /64s), rounded up to a multiple of 8. Default 65536 (about 1.5 MiB).

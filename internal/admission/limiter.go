@@ -10,7 +10,7 @@ import (
 )
 
 // LimiterConfig configures a Limiter. Zero fields take the documented
-// defaults.
+// defaults; the zero value is the default configuration.
 type LimiterConfig struct {
 	// Name labels the upstream in metrics. Default "default".
 	Name string `yaml:"name"`

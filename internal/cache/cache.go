@@ -26,7 +26,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Config configures a Cache. Zero fields take the documented defaults.
+// Config configures a Cache. Zero fields take the documented defaults; the
+// zero value is the default configuration.
 type Config struct {
 	// Name labels the cache in metrics. Default "default".
 	Name string `yaml:"name"`
@@ -145,7 +146,7 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// State is the outcome of a lookup.
+// State is the outcome of a lookup; the zero value is Miss.
 type State uint8
 
 const (
@@ -514,7 +515,7 @@ func (sh *shard) remove(e *Entry) {
 	}
 }
 
-// Stats is a snapshot of the cache's counters.
+// Stats is a snapshot of the cache's counters (a plain value).
 type Stats struct {
 	Entries                                                   int
 	Bytes                                                     int64

@@ -13,7 +13,10 @@ type HeaderPeeker interface {
 }
 
 // Request is what the cache needs to know about a request. The slices are
-// only read during the call that receives the Request.
+// only read during the call that receives the Request. The zero value is a
+// request without method, which bypasses the cache. A Request must not be
+// shared between goroutines while in use (its HeaderPeeker may not be safe
+// for concurrent use).
 type Request struct {
 	Method []byte // "GET" or "HEAD"; other methods bypass the cache
 	Host   []byte // lower-case host, without default port

@@ -8,13 +8,15 @@ import (
 	"time"
 )
 
-// Field is one response header line.
+// Field is one response header line (a plain value).
 type Field struct {
 	Name, Value []byte
 }
 
 // Response is an origin response offered to the cache. The cache copies what
-// it keeps; the caller may reuse the slices after Store returns.
+// it keeps; the caller may reuse the slices after Store returns. The zero
+// value is an empty response with status 0, which is never stored. Not safe
+// for concurrent modification.
 type Response struct {
 	Status int
 	Header []Field
