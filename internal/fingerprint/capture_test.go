@@ -29,7 +29,7 @@ import (
 
 // observation is what the capture server saw of one request.
 type observation struct {
-	client, proto           string
+	client, proto            string
 	ja4, ja4h, order, akamai string
 }
 
