@@ -476,6 +476,7 @@ func (s *Shield) Start() error {
 func (s *Shield) housekeeping() {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
+	var lastPrune time.Time
 	for {
 		select {
 		case <-s.stop:
@@ -483,6 +484,12 @@ func (s *Shield) housekeeping() {
 		case now := <-t.C:
 			s.guard.Sweep(now)
 			s.pruneRuntimeRules(now)
+			if now.Sub(lastPrune) > time.Minute {
+				lastPrune = now
+				if _, err := s.store.PruneExpired(context.Background(), now); err != nil {
+					s.log.Error("could not prune expired bans and rules from the store", "err", err)
+				}
+			}
 		}
 	}
 }
