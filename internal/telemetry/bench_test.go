@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"sync/atomic"
@@ -36,13 +37,44 @@ func benchEvents(n int) []Event {
 	return evs
 }
 
-// BenchmarkRecord is the per-request cost on the data plane.
+// typicalEvents draws sources (100k addresses in 2k /24s) and paths (2000)
+// from Zipf distributions, like real traffic where a minority of clients
+// and pages make most requests.
+func typicalEvents(n int) []Event {
+	evs := benchEvents(n)
+	r := rand.New(rand.NewPCG(9, 10))
+	src := rand.NewZipf(r, 1.1, 1, 100000-1)
+	pth := rand.NewZipf(r, 1.1, 1, 2000-1)
+	paths := make([][]byte, 2000)
+	for i := range paths {
+		paths[i] = fmt.Appendf(nil, "/articles/%d/%d", i%40, i)
+	}
+	for i := range evs {
+		s := src.Uint64()
+		evs[i].Client = netip.AddrFrom4([4]byte{100, 64 + byte(s/50/256), byte(s / 50), byte(s%50 + 1)})
+		evs[i].Path = paths[pth.Uint64()]
+	}
+	return evs
+}
+
+// BenchmarkRecord is the per-request cost on the data plane with typical
+// (Zipf) traffic.
 func BenchmarkRecord(b *testing.B) {
+	benchRecordParallel(b, typicalEvents(1<<14))
+}
+
+// BenchmarkRecordFlood is the worst case: 10k sources in 10k distinct /24s
+// and 200 paths, all uniformly drawn, so the source, prefix and path top-k
+// lists miss on most requests.
+func BenchmarkRecordFlood(b *testing.B) {
+	benchRecordParallel(b, benchEvents(1<<14))
+}
+
+func benchRecordParallel(b *testing.B, evs []Event) {
 	r, err := New(Config{}, Deps{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	evs := benchEvents(1 << 14)
 	var seq atomic.Uint64
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -111,5 +143,31 @@ func BenchmarkSpaceSavingHit(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		s.add(mix(uint64(i&63)), sample)
+	}
+}
+
+// BenchmarkRecordShards is Record from GOMAXPROCS goroutines with fewer
+// or more shards (a smaller working set against less contention).
+func BenchmarkRecordShards(b *testing.B) {
+	for _, shards := range []int{1, 2, 4, 8, 16} {
+		b.Run(fmt.Sprint(shards), func(b *testing.B) {
+			r, err := New(Config{Shards: shards}, Deps{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs := benchEvents(1 << 14)
+			var seq atomic.Uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(seq.Add(1) * 7919)
+				for pb.Next() {
+					r.Record(&evs[i&(len(evs)-1)])
+					i++
+				}
+			})
+			reportCPU(b, cpu)
+		})
 	}
 }

@@ -26,7 +26,7 @@ type ssSlot struct {
 }
 
 // spaceSaving is the Space-Saving top-k algorithm (Metwally, Agrawal, El
-// Abbadi 2005) with a binary min-heap over the k monitored entries and a
+// Abbadi 2005) with a 4-ary min-heap over the k monitored entries and a
 // linear-probing index from key to entry. Every update is O(log k) and does
 // not allocate. Not safe for concurrent use.
 type spaceSaving struct {
@@ -158,9 +158,11 @@ func (s *spaceSaving) swap(a, b int) {
 	s.pos[s.heap[b]] = int32(b)
 }
 
+// The heap is 4-ary: the four children of i are 4i+1..4i+4, next to each
+// other in hc (one cache line), which halves the depth of a sift.
 func (s *spaceSaving) up(i int) {
 	for i > 0 {
-		p := (i - 1) / 2
+		p := (i - 1) / 4
 		if !s.less(i, p) {
 			return
 		}
@@ -172,15 +174,19 @@ func (s *spaceSaving) up(i int) {
 func (s *spaceSaving) down(i int) {
 	n := s.n
 	for {
-		l := 2*i + 1
-		if l >= n {
+		c := 4*i + 1
+		if c >= n {
 			return
 		}
-		m := l
-		if r := l + 1; r < n && s.less(r, l) {
-			m = r
+		m := c
+		mc := s.hc[c]
+		end := min(c+4, n)
+		for j := c + 1; j < end; j++ {
+			if s.hc[j] < mc {
+				m, mc = j, s.hc[j]
+			}
 		}
-		if !s.less(m, i) {
+		if mc >= s.hc[i] {
 			return
 		}
 		s.swap(i, m)

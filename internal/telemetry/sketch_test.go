@@ -33,7 +33,7 @@ func checkIndex(t *testing.T, s *spaceSaving) {
 		if s.pos[s.heap[i]] != int32(i) {
 			t.Fatalf("pos[heap[%d]] = %d", i, s.pos[s.heap[i]])
 		}
-		if i > 0 && s.less(i, (i-1)/2) {
+		if i > 0 && s.less(i, (i-1)/4) {
 			t.Fatalf("heap order broken at %d", i)
 		}
 	}
