@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -97,16 +98,24 @@ func (o *origin) effectiveCapacity(from, to time.Time) float64 {
 }
 
 // proxy is the system under test: classify, Acquire, forward, Done.
+// Clients with a valid known-client cookie are Verified; X-Test-Suspect
+// stands in for the decision engine's suspect verdict.
 type proxy struct {
-	gate   *Gate
-	target string
-	client *http.Client
+	gate    *Gate
+	cookies *Cookies
+	target  string
+	client  *http.Client
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	class := Normal
-	if c, err := strconv.Atoi(r.Header.Get("X-Test-Class")); err == nil {
-		class = Class(c)
+	if r.Header.Get("X-Test-Suspect") != "" {
+		class = Suspect
+	}
+	if c, err := r.Cookie(p.cookies.Name()); err == nil {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && p.cookies.Verify(time.Now(), ap.Addr(), []byte(c.Value)) {
+			class = Verified
+		}
 	}
 	arrived := time.Now()
 	tk, err := p.gate.Acquire(r.Context(), arrived, class)
@@ -158,7 +167,11 @@ type sample struct {
 // offer sends rate requests per second for d, open loop (arrivals do not
 // wait for answers), a fraction verifiedShare of them as Verified and the
 // rest alternating Normal and Suspect. It returns when every request ended.
-func offer(t *testing.T, client *http.Client, url string, rate float64, d time.Duration, verifiedRate float64) []sample {
+//
+// Verified clients send the known-client cookie token; a quarter of the
+// Normal ones send a forged one (the token with its MAC altered), which must
+// not give them priority.
+func offer(t *testing.T, client *http.Client, url string, rate float64, d time.Duration, verifiedRate float64, token string) []sample {
 	t.Helper()
 	n := int(rate * d.Seconds())
 	out := make([]sample, n)
@@ -182,7 +195,16 @@ func offer(t *testing.T, client *http.Client, url string, rate float64, d time.D
 			defer wg.Done()
 			s := sample{class: class, start: time.Now()}
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
-			req.Header.Set("X-Test-Class", strconv.Itoa(int(class)))
+			switch {
+			case class == Verified:
+				req.AddCookie(&http.Cookie{Name: "levee_known", Value: token})
+			case class == Suspect:
+				req.Header.Set("X-Test-Suspect", "1")
+			case i%4 == 0 && token != "":
+				forged := []byte(token)
+				forged[len(forged)-3] ^= 1
+				req.AddCookie(&http.Cookie{Name: "levee_known", Value: string(forged)})
+			}
 			req.Header.Set("Accept", "application/json")
 			resp, err := client.Do(req)
 			if err == nil {
@@ -201,6 +223,16 @@ func offer(t *testing.T, client *http.Client, url string, rate float64, d time.D
 	}
 	wg.Wait()
 	return out
+}
+
+func countClass(s []sample, c Class) int {
+	n := 0
+	for _, x := range s {
+		if x.class == c {
+			n++
+		}
+	}
+	return n
 }
 
 type levelResult struct {
@@ -342,7 +374,13 @@ func TestEndToEndOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := newTestClient(5 * time.Second)
-	p := &proxy{gate: gate, target: o.url, client: up}
+	cookies, err := NewCookies(CookieConfig{Key: []byte("e2e-test-key-0123456789abcdefghij")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Issued in normal times, an hour before the flood.
+	token := cookies.Issue(time.Now().Add(-time.Hour), netip.MustParseAddr("127.0.0.1"))
+	p := &proxy{gate: gate, cookies: cookies, target: o.url, client: up}
 	url := startServer(t, p)
 	client := newTestClient(2 * time.Second)
 	defer client.CloseIdleConnections()
@@ -355,9 +393,12 @@ func TestEndToEndOverload(t *testing.T) {
 	// Unloaded: a quarter of capacity. Measured again if the machine
 	// stalled the process meanwhile: the bound below is relative to it.
 	var base levelResult
+	sentVerified := 0
 	for attempt := 0; attempt < 2; attempt++ {
 		stalls.take()
-		base = summarize("0.25x (unloaded)", 0.25*e2eCap, offer(t, client, url, 0.25*e2eCap, 2*time.Second, verifiedRate/4), 500*time.Millisecond)
+		smp := offer(t, client, url, 0.25*e2eCap, 2*time.Second, verifiedRate/4, token)
+		sentVerified += countClass(smp, Verified)
+		base = summarize("0.25x (unloaded)", 0.25*e2eCap, smp, 500*time.Millisecond)
 		base.capacity = o.effectiveCapacity(base.from, base.to)
 		if base.stall = stalls.take(); base.stall <= maxStall {
 			break
@@ -402,7 +443,9 @@ func TestEndToEndOverload(t *testing.T) {
 		rate := x * e2eCap
 		for attempt := 0; ; attempt++ {
 			stalls.take()
-			r := summarize(fmt.Sprintf("%gx", x), rate, offer(t, client, url, rate, 5*time.Second, verifiedRate), time.Second)
+			smp := offer(t, client, url, rate, 5*time.Second, verifiedRate, token)
+			sentVerified += countClass(smp, Verified)
+			r := summarize(fmt.Sprintf("%gx", x), rate, smp, time.Second)
 			r.capacity = o.effectiveCapacity(r.from, r.to)
 			r.stall = stalls.take()
 			rows = append(rows, r)
@@ -427,7 +470,7 @@ func TestEndToEndOverload(t *testing.T) {
 	// up after 1s (logged, not asserted: it is not this package's property).
 	bo := newOrigin(t)
 	bc := newTestClient(time.Second)
-	unprotected := summarize("4x, no gate", 4*e2eCap, offer(t, bc, bo.url, 4*e2eCap, 4*time.Second, 0.2*e2eCap), time.Second)
+	unprotected := summarize("4x, no gate", 4*e2eCap, offer(t, bc, bo.url, 4*e2eCap, 4*time.Second, 0.2*e2eCap, token), time.Second)
 	unprotected.capacity = bo.effectiveCapacity(unprotected.from, unprotected.to)
 	unprotected.stall = stalls.take()
 	bc.CloseIdleConnections()
@@ -451,6 +494,13 @@ func TestEndToEndOverload(t *testing.T) {
 	}
 	if st.InFlight != 0 {
 		t.Errorf("%d slots still held after the test", st.InFlight)
+	}
+	// The gate saw exactly the cookie holders as Verified: forged cookies
+	// gave nobody priority.
+	gateVerified := st.AdmittedNow[Verified] + st.AdmittedQueued[Verified] + st.ShedFull[Verified] +
+		st.ShedDelay[Verified] + st.ShedTimeout[Verified] + st.ShedCanceled[Verified]
+	if gateVerified != uint64(sentVerified) {
+		t.Errorf("gate classified %d requests as verified, %d carried a valid cookie", gateVerified, sentVerified)
 	}
 	if len(stalled) > 0 && !t.Failed() {
 		t.Skipf("the machine stalled this process for more than %v in two attempts of a level; latency and goodput bounds not measurable: %v", maxStall, stalled)
