@@ -28,7 +28,8 @@ func init() {
 // analyzeReport is report.json.
 type analyzeReport struct {
 	Files     []string             `json:"files"`
-	Bytes     int64                `json:"bytes"`
+	Bytes     int64                `json:"bytes"`     // on disk
+	LogBytes  int64                `json:"log_bytes"` // decompressed
 	Lines     int64                `json:"lines"`
 	Malformed int64                `json:"malformed"`
 	Seconds   float64              `json:"elapsed_seconds"`
@@ -103,7 +104,8 @@ func runAnalyze(args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
 	var done int64
 	for _, p := range pos {
-		lines, malformed, n, err := analyzeFile(an, p, func(read int64) { bar.update(done+read, len(an.Incidents())) })
+		lines, malformed, n, logBytes, err := analyzeFile(an, p, func(read int64) { bar.update(done+read, len(an.Incidents())) })
+		rep.LogBytes += logBytes
 		rep.Lines += lines
 		rep.Malformed += malformed
 		done += n
@@ -117,7 +119,7 @@ func runAnalyze(args []string, stdout, stderr io.Writer) error {
 	rep.Stats, rep.Incidents = st, incs
 	rep.Seconds = time.Since(start).Seconds()
 	if rep.Seconds > 0 {
-		rep.MBps = float64(total) / 1e6 / rep.Seconds
+		rep.MBps = float64(rep.LogBytes) / 1e6 / rep.Seconds
 	}
 	if rep.Incidents == nil {
 		rep.Incidents = []*incident.Incident{}
@@ -155,16 +157,16 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func analyzeFile(an *accesslog.Analyzer, path string, progress func(int64)) (lines, malformed, size int64, err error) {
+func analyzeFile(an *accesslog.Analyzer, path string, progress func(int64)) (lines, malformed, size, logBytes int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	defer f.Close()
 	cr := &countingReader{r: f}
 	rd, err := accesslog.NewReader(cr)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	for i := 0; ; i++ {
 		e, err := rd.Next()
@@ -172,14 +174,14 @@ func analyzeFile(an *accesslog.Analyzer, path string, progress func(int64)) (lin
 			break
 		}
 		if err != nil {
-			return rd.Lines(), rd.Malformed(), cr.n, err
+			return rd.Lines(), rd.Malformed(), cr.n, rd.Bytes(), err
 		}
 		an.Feed(e)
 		if i&0x3fff == 0 {
 			progress(cr.n)
 		}
 	}
-	return rd.Lines(), rd.Malformed(), cr.n, nil
+	return rd.Lines(), rd.Malformed(), cr.n, rd.Bytes(), nil
 }
 
 // progressBar draws "[=====>    ]  45%  120 MB/s  2 attacks" on a terminal,
@@ -231,8 +233,8 @@ func (b *progressBar) clear() {
 }
 
 func printAnalyzeReport(w io.Writer, rep *analyzeReport) {
-	fmt.Fprintf(w, "Read %d lines (%d malformed) from %d file(s), %.1f MB in %.1f s (%.1f MB/s)\n",
-		rep.Lines, rep.Malformed, len(rep.Files), float64(rep.Bytes)/1e6, rep.Seconds, rep.MBps)
+	fmt.Fprintf(w, "Read %d lines (%d malformed) from %d file(s): %.1f MB of log (%.1f MB on disk) in %.1f s (%.1f MB/s)\n",
+		rep.Lines, rep.Malformed, len(rep.Files), float64(rep.LogBytes)/1e6, float64(rep.Bytes)/1e6, rep.Seconds, rep.MBps)
 	if !rep.Stats.First.IsZero() {
 		fmt.Fprintf(w, "Log time %s - %s", rep.Stats.First.UTC().Format(time.RFC3339), rep.Stats.Last.UTC().Format(time.RFC3339))
 		if rep.Stats.OutOfOrder > 0 || rep.Stats.Gaps > 0 {

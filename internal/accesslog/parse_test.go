@@ -182,16 +182,20 @@ func TestReader(t *testing.T) {
 		want      string
 		lines     int64
 		malformed int64
+		bytes     int64
 	}{
-		{"plain", strings.NewReader(sample), "[/ /x /y]", 5, 1},
-		{"gzip", &gz, "[/ /x /y]", 5, 1},
-		{"long line skipped", strings.NewReader(long), "[/ /x /y /after]", 7, 2},
-		{"empty", strings.NewReader(""), "[]", 0, 0},
+		{"plain", strings.NewReader(sample), "[/ /x /y]", 5, 1, int64(len(sample))},
+		{"gzip", &gz, "[/ /x /y]", 5, 1, int64(len(sample))},
+		{"long line skipped", strings.NewReader(long), "[/ /x /y /after]", 7, 2, int64(len(long))},
+		{"empty", strings.NewReader(""), "[]", 0, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			paths, rd := readAll(t, tc.r)
 			if got := "[" + strings.Join(paths, " ") + "]"; got != tc.want {
 				t.Errorf("paths %s, want %s", got, tc.want)
+			}
+			if rd.Bytes() != tc.bytes {
+				t.Errorf("bytes %d, want %d", rd.Bytes(), tc.bytes)
 			}
 			if rd.Lines() != tc.lines || rd.Malformed() != tc.malformed {
 				t.Errorf("lines %d malformed %d, want %d %d", rd.Lines(), rd.Malformed(), tc.lines, tc.malformed)

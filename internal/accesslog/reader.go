@@ -21,6 +21,7 @@ type Reader struct {
 	scratch   []byte
 	lines     int64
 	malformed int64
+	bytes     int64
 }
 
 // NewReader reads r, decompressing it when it starts with the gzip magic
@@ -47,10 +48,12 @@ func NewReader(r io.Reader) (*Reader, error) {
 func (r *Reader) Next() (*Entry, error) {
 	for {
 		line, err := r.br.ReadSlice('\n')
+		r.bytes += int64(len(line))
 		if errors.Is(err, bufio.ErrBufferFull) {
 			// Too long: skip the rest of the line.
 			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = r.br.ReadSlice('\n')
+				line, err = r.br.ReadSlice('\n')
+				r.bytes += int64(len(line))
 			}
 			r.lines++
 			r.malformed++
@@ -83,6 +86,9 @@ func (r *Reader) Next() (*Entry, error) {
 		}
 	}
 }
+
+// Bytes is the number of (decompressed) bytes read so far.
+func (r *Reader) Bytes() int64 { return r.bytes }
 
 // Lines is the number of lines read so far; Malformed how many of them were
 // skipped as unparseable.
