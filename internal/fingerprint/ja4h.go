@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"sync"
 )
 
 // Header is one header field as received.
@@ -121,42 +122,12 @@ const maxCookies = 64
 // digits of SHA-256; "000000000000" when there is nothing to hash. Only the
 // first 64 cookies count.
 func JA4H(method, proto []byte, headers iter.Seq2[[]byte, []byte]) string {
-	var (
-		names     = make([]byte, 0, 512)
-		cookies   [maxCookies][]byte
-		nCookies  int
-		count     int
-		hasCookie bool
-		hasRef    bool
-		lang      []byte
-	)
+	st := getState()
+	defer putState(st)
 	for k, v := range headers {
-		switch {
-		case len(k) > 0 && k[0] == ':':
-			continue
-		case eqFold(k, "cookie"):
-			hasCookie = true
-			for part := range bytes.SplitSeq(v, []byte(";")) {
-				part = bytes.TrimSpace(part)
-				if len(part) > 0 && nCookies < maxCookies {
-					cookies[nCookies] = part
-					nCookies++
-				}
-			}
-			continue
-		case eqFold(k, "referer"):
-			hasRef = true
-			continue
-		case eqFold(k, "accept-language") && lang == nil:
-			lang = v
-		}
-		if count > 0 {
-			names = append(names, ',')
-		}
-		names = append(names, k...)
-		count++
+		st.field(k, v)
 	}
-	out := make([]byte, 0, 51)
+	out := st.out[:0]
 	for i := range 2 {
 		c := byte('0')
 		if i < len(method) {
@@ -165,15 +136,15 @@ func JA4H(method, proto []byte, headers iter.Seq2[[]byte, []byte]) string {
 		out = append(out, c)
 	}
 	out = append(out, httpVersion(proto)...)
-	out = append(out, yesNo(hasCookie, 'c'), yesNo(hasRef, 'r'))
-	out = appendCount(out, count)
-	out = appendLang(out, lang)
+	out = append(out, yesNo(st.hasCookie, 'c'), yesNo(st.hasRef, 'r'))
+	out = appendCount(out, st.count)
+	out = appendLang(out, st.lang)
 	out = append(out, '_')
-	out = appendHash12(out, names)
+	out = appendHash12(out, st.names)
 
-	cs := cookies[:nCookies]
+	cs := st.cookies[:st.nCookies]
 	slices.SortFunc(cs, func(a, b []byte) int { return bytes.Compare(cookieName(a), cookieName(b)) })
-	buf := names[:0]
+	buf := st.names[:0]
 	for i, c := range cs {
 		if i > 0 {
 			buf = append(buf, ',')
@@ -192,7 +163,77 @@ func JA4H(method, proto []byte, headers iter.Seq2[[]byte, []byte]) string {
 	}
 	out = append(out, '_')
 	out = appendHash12(out, buf)
+	st.names = buf
 	return string(out)
+}
+
+// ja4hState is the scratch space of one JA4H computation, pooled so that
+// the iterator's loop body captures a single pointer.
+type ja4hState struct {
+	names     []byte
+	cookies   [maxCookies][]byte
+	nCookies  int
+	count     int
+	hasCookie bool
+	hasRef    bool
+	lang      []byte
+	out       [64]byte
+}
+
+var ja4hPool = sync.Pool{New: func() any { return &ja4hState{names: make([]byte, 0, 512)} }}
+
+func getState() *ja4hState {
+	st := ja4hPool.Get().(*ja4hState)
+	st.reset()
+	return st
+}
+
+// putState drops the references into the request's bytes (and an
+// oversized buffer) before pooling.
+func putState(st *ja4hState) {
+	st.reset()
+	if cap(st.names) > 8<<10 {
+		st.names = make([]byte, 0, 512)
+	}
+	ja4hPool.Put(st)
+}
+
+func (st *ja4hState) reset() {
+	clear(st.cookies[:st.nCookies])
+	*st = ja4hState{names: st.names[:0]}
+}
+
+func (st *ja4hState) field(k, v []byte) {
+	switch {
+	case len(k) > 0 && k[0] == ':':
+		return
+	case eqFold(k, "cookie"):
+		st.hasCookie = true
+		for len(v) > 0 {
+			part := v
+			if i := bytes.IndexByte(v, ';'); i >= 0 {
+				part, v = v[:i], v[i+1:]
+			} else {
+				v = nil
+			}
+			part = bytes.TrimSpace(part)
+			if len(part) > 0 && st.nCookies < maxCookies {
+				st.cookies[st.nCookies] = part
+				st.nCookies++
+			}
+		}
+		return
+	case eqFold(k, "referer"):
+		st.hasRef = true
+		return
+	case eqFold(k, "accept-language") && st.lang == nil:
+		st.lang = v
+	}
+	if st.count > 0 {
+		st.names = append(st.names, ',')
+	}
+	st.names = append(st.names, k...)
+	st.count++
 }
 
 func cookieName(c []byte) []byte {
@@ -238,17 +279,16 @@ func appendLang(dst, v []byte) []byte {
 // "User-Agent") even when they copy a browser's User-Agent. Pseudo-headers
 // are skipped.
 func HeaderOrder(headers iter.Seq2[[]byte, []byte]) string {
-	var stack [512]byte
-	names := stack[:0]
+	st := getState()
+	defer putState(st)
 	for k := range headers {
 		if len(k) > 0 && k[0] == ':' {
 			continue
 		}
-		if len(names) > 0 {
-			names = append(names, ',')
+		if len(st.names) > 0 {
+			st.names = append(st.names, ',')
 		}
-		names = append(names, k...)
+		st.names = append(st.names, k...)
 	}
-	var out [12]byte
-	return string(appendHash12(out[:0], names))
+	return string(appendHash12(st.out[:0], st.names))
 }
