@@ -23,3 +23,35 @@ func (d Deps) logger() *slog.Logger {
 	}
 	return d.Logger
 }
+
+// registration remembers what a constructor registered so that Unregister
+// can take it back (configuration reload builds new instances with the same
+// metric names). The zero value has nothing registered.
+type registration struct {
+	reg prometheus.Registerer
+	cs  []prometheus.Collector
+}
+
+// register registers cs with reg (nil: nothing), all or none.
+func (r *registration) register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	r.reg, r.cs = reg, cs
+	return nil
+}
+
+func (r *registration) unregister() {
+	for _, c := range r.cs {
+		r.reg.Unregister(c)
+	}
+	r.cs = nil
+}

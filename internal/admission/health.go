@@ -99,7 +99,12 @@ type Outlier struct {
 
 	ejErrors, ejLatency, ejSkipped prometheus.Counter
 	set                            *OutlierSet // nil if alone
+	regs                           registration
 }
+
+// Unregister removes the Outlier's metrics from the Registerer it was built
+// with (before building its replacement on reload).
+func (o *Outlier) Unregister() { o.regs.unregister() }
 
 // NewOutlier returns an Outlier with the target available.
 func NewOutlier(cfg OutlierConfig, deps Deps) (*Outlier, error) {
@@ -123,10 +128,8 @@ func NewOutlier(cfg OutlierConfig, deps Deps) (*Outlier, error) {
 				}
 				return 1
 			})
-		for _, c := range []prometheus.Collector{ej, ejected, o.ejSkipped} {
-			if err := deps.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("admission: outlier %s: %w", cfg.Name, err)
-			}
+		if err := o.regs.register(deps.Registerer, ej, ejected, o.ejSkipped); err != nil {
+			return nil, fmt.Errorf("admission: outlier %s: metrics: %w", cfg.Name, err)
 		}
 	}
 	return o, nil
@@ -323,7 +326,12 @@ type Breaker struct {
 	successes int // half-open
 
 	trips, rejected prometheus.Counter
+	regs            registration
 }
+
+// Unregister removes the Breaker's metrics from the Registerer it was built
+// with (before building its replacement on reload).
+func (b *Breaker) Unregister() { b.regs.unregister() }
 
 // NewBreaker returns a closed Breaker.
 func NewBreaker(cfg BreakerConfig, deps Deps) (*Breaker, error) {
@@ -341,10 +349,8 @@ func NewBreaker(cfg BreakerConfig, deps Deps) (*Breaker, error) {
 		st := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_admission_breaker_state",
 			Help: "Circuit breaker state: 0 closed, 1 open, 2 half-open.", ConstLabels: cl},
 			func() float64 { return float64(b.State()) })
-		for _, c := range []prometheus.Collector{b.trips, b.rejected, st} {
-			if err := deps.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("admission: breaker %s: %w", cfg.Name, err)
-			}
+		if err := b.regs.register(deps.Registerer, b.trips, b.rejected, st); err != nil {
+			return nil, fmt.Errorf("admission: breaker %s: metrics: %w", cfg.Name, err)
 		}
 	}
 	return b, nil
@@ -476,6 +482,13 @@ func (s *OutlierSet) Ejected(now time.Time) int {
 		}
 	}
 	return n
+}
+
+// Unregister removes every target's metrics.
+func (s *OutlierSet) Unregister() {
+	for _, o := range s.targets {
+		o.Unregister()
+	}
 }
 
 // mayEject reports whether o may be ejected now. On true, s.mu stays locked

@@ -9,6 +9,7 @@ import (
 type limiterMetrics struct {
 	probes prometheus.Counter
 	minRTT prometheus.Gauge
+	regs   registration
 }
 
 func newLimiterMetrics(name string, l *Limiter, reg prometheus.Registerer) (*limiterMetrics, error) {
@@ -25,10 +26,8 @@ func newLimiterMetrics(name string, l *Limiter, reg prometheus.Registerer) (*lim
 	limit := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_admission_limit_requests",
 		Help: "Adaptive concurrency limit: requests allowed in flight to the upstream.", ConstLabels: cl},
 		func() float64 { return float64(l.Limit()) })
-	for _, c := range []prometheus.Collector{m.probes, m.minRTT, limit} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := m.regs.register(reg, m.probes, m.minRTT, limit); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -37,6 +36,7 @@ func newLimiterMetrics(name string, l *Limiter, reg prometheus.Registerer) (*lim
 // allocation-free); everything else is read from the Gate at scrape time.
 type gateMetrics struct {
 	wait prometheus.Histogram
+	regs registration
 }
 
 type gateCollector struct {
@@ -62,10 +62,8 @@ func newGateMetrics(g *Gate, reg prometheus.Registerer) (*gateMetrics, error) {
 		admitted: prometheus.NewDesc("levee_admission_admitted_total", "Requests admitted, by class and whether they waited.", []string{"class", "path"}, cl),
 		shd:      prometheus.NewDesc("levee_admission_shed_total", "Requests refused by the gate, by class and reason.", []string{"class", "reason"}, cl),
 	}
-	for _, x := range []prometheus.Collector{m.wait, c} {
-		if err := reg.Register(x); err != nil {
-			return nil, err
-		}
+	if err := m.regs.register(reg, m.wait, c); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -93,3 +91,12 @@ func (c *gateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.shd, prometheus.CounterValue, float64(s.ShedCanceled[k]), cls, "canceled")
 	}
 }
+
+// Unregister removes the Limiter's metrics from the Registerer it was built
+// with (before building its replacement on reload).
+func (l *Limiter) Unregister() { l.m.regs.unregister() }
+
+// Unregister removes the Gate's metrics from the Registerer it was built
+// with (before building its replacement on reload). Tickets already issued
+// stay valid.
+func (g *Gate) Unregister() { g.m.regs.unregister() }

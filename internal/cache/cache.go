@@ -237,6 +237,8 @@ type Cache struct {
 	scratch       sync.Pool
 	staleServed   atomic.Uint64
 	bypassN       atomic.Uint64
+	reg           prometheus.Registerer
+	coll          prometheus.Collector
 }
 
 type scratch struct {
@@ -269,11 +271,22 @@ func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
 	}
 	c.scratch.New = func() any { return &scratch{buf: make([]byte, 0, 512), parts: make([][]byte, 0, 16)} }
 	if reg != nil {
-		if err := reg.Register(newCollector(c)); err != nil {
+		coll := newCollector(c)
+		if err := reg.Register(coll); err != nil {
 			return nil, fmt.Errorf("cache %s: metrics: %w", cfg.Name, err)
 		}
+		c.reg, c.coll = reg, coll
 	}
 	return c, nil
+}
+
+// Unregister removes the cache's metrics from the Registerer it was built
+// with (before building its replacement on reload).
+func (c *Cache) Unregister() {
+	if c.reg != nil {
+		c.reg.Unregister(c.coll)
+		c.reg = nil
+	}
 }
 
 // bypass reports whether r must not use the cache, and whether it carries

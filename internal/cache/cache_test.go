@@ -392,6 +392,13 @@ levee_cache_stale_served_total{cache="m"} 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "levee_cache_lookups_total", "levee_cache_stale_served_total"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := New(Config{Name: "m"}, reg); err == nil {
+		t.Fatal("duplicate registration accepted")
+	}
+	c.Unregister()
+	if _, err := New(Config{Name: "m"}, reg); err != nil {
+		t.Fatalf("rebuild after Unregister: %v", err)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {
