@@ -81,7 +81,16 @@ func (c *Collector) Overview(ctx context.Context, now time.Time, rng status.Rang
 	if err != nil {
 		return o, err
 	}
+	live := map[string]*outage.Incident{}
+	for _, st := range sts {
+		if st.Incident != nil {
+			live[st.Incident.ID] = st.Incident
+		}
+	}
 	for _, inc := range recent {
+		if l := live[inc.ID]; l != nil {
+			inc = *l // the same snapshot as the target cards, not a later one
+		}
 		o.Incidents = append(o.Incidents, status.IncidentRow{Incident: inc, Rank: c.rank(ctx, inc, now)})
 	}
 	return o, nil
