@@ -339,6 +339,45 @@ func (c *Cache) get(now time.Time, r *Request, count bool) (*Entry, State) {
 		c.bypassN.Add(1)
 		return nil, Bypass
 	}
+	e, st := c.find(now, r, count && !isHEAD(r))
+	if st == Miss && isHEAD(r) {
+		// A HEAD request can be answered from the GET entry (without its
+		// body: HTTP servers send none for HEAD).
+		g := *r
+		g.Method = methodGET
+		if ge, gst := c.find(now, &g, false); gst != Miss {
+			e, st = ge, gst
+		}
+		if count {
+			c.count(now, r, st)
+		}
+	}
+	return e, st
+}
+
+var methodGET = []byte("GET")
+
+func isHEAD(r *Request) bool { return bytes.Equal(r.Method, []byte("HEAD")) }
+
+// count adds one lookup result to the counters of r's shard.
+func (c *Cache) count(now time.Time, r *Request, st State) {
+	s := c.scratch.Get().(*scratch)
+	_, sh := c.primary(r, s)
+	c.scratch.Put(s)
+	sh.mu.Lock()
+	switch st {
+	case Hit:
+		sh.st.hits++
+	case Stale:
+		sh.st.stale++
+	default:
+		sh.st.misses++
+	}
+	sh.mu.Unlock()
+}
+
+// find looks r up; count adds the result to the counters.
+func (c *Cache) find(now time.Time, r *Request, count bool) (*Entry, State) {
 	s := c.scratch.Get().(*scratch)
 	ph, sh := c.primary(r, s)
 	sh.mu.Lock()

@@ -210,9 +210,12 @@ func TestKeysShareAndSplit(t *testing.T) {
 	if _, st := c.Get(t0, other); st != Miss {
 		t.Error("host not in key")
 	}
-	head := req("/p?a=1&b=2")
+	// A HEAD response is no answer to a GET (the other way round is fine,
+	// see TestHEADFromGETEntry).
+	head := req("/hd")
 	head.Method = []byte("HEAD")
-	if _, st := c.Get(t0, head); st != Miss {
+	c.Store(t0, head, resp(200, "", "Cache-Control: max-age=60"))
+	if _, st := c.Get(t0, req("/hd")); st != Miss {
 		t.Error("method not in key")
 	}
 }
@@ -542,4 +545,26 @@ func FuzzAcceptEncoding(f *testing.F) {
 			t.Fatalf("%q: %q reversed %q", v, set, got)
 		}
 	})
+}
+
+func TestHEADFromGETEntry(t *testing.T) {
+	c := newCache(t, Config{})
+	c.Store(t0, req("/h?b=1&a=2"), resp(200, "body", "Cache-Control: max-age=60", "Content-Type: text/plain"))
+	head := req("/h?a=2&b=1")
+	head.Method = []byte("HEAD")
+	e, st := c.Get(t0, head)
+	if st != Hit || e.Get("Content-Type") == nil {
+		t.Fatalf("HEAD: %v", st)
+	}
+	if _, st := c.Get(t0.Add(90*time.Second), head); st != Stale {
+		t.Fatalf("HEAD later: %v, want stale", st)
+	}
+	other := req("/other")
+	other.Method = []byte("HEAD")
+	if _, st := c.Get(t0, other); st != Miss {
+		t.Fatalf("HEAD other: %v", st)
+	}
+	if s := c.Stats(); s.Hits != 1 || s.Stale != 1 || s.Misses != 1 {
+		t.Fatalf("stats %+v", s)
+	}
 }
