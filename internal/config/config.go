@@ -15,6 +15,8 @@ package config
 import (
 	"net/netip"
 	"time"
+
+	"github.com/levee-dev/levee/internal/challenge"
 )
 
 // Config is the root of a shield's configuration (levee serve).
@@ -57,6 +59,12 @@ type Config struct {
 	// Detection configures attack detection and automatic mitigation, on by
 	// default.
 	Detection Detection `yaml:"detection"`
+
+	// Challenge configures the browser challenges (proof of work, no-JS
+	// path, clearance cookies); see internal/challenge/README.md. With no
+	// keys configured, a key is generated into <data_dir>/challenge.key
+	// (single node; configure shared keys for several nodes).
+	Challenge challenge.Config `yaml:"challenge"`
 }
 
 // Detection configures the detector. Zero values take the detector's

@@ -103,7 +103,8 @@ type Deps struct {
 // Engine makes decisions. It is safe for concurrent use; create it with New
 // and update it with Apply.
 type Engine struct {
-	snap    atomic.Pointer[snapshot]
+	snap       atomic.Pointer[snapshot]
+	challenges atomic.Bool // a challenge service answers the Challenge verdict
 	mode    atomic.Pointer[modeHolder]
 	runtime atomic.Pointer[runtimeSet]
 	modeMu  sync.Mutex
@@ -401,8 +402,23 @@ func (e *Engine) Decide(now int64, r *Request) Decision {
 			return d
 		}
 	}
+	// Under attack, unverified clients are challenged when challenges are
+	// available (otherwise the mode only tightens the limits).
+	if !r.Verified && e.challenges.Load() && e.modeNow(now) == UnderAttack {
+		return Decision{Verdict: Challenge, By: "mode"}
+	}
 	return e.checkLimits(now, s, r)
 }
+
+// SetChallengesAvailable tells the engine that a challenge service answers
+// the Challenge verdict: rules with action challenge challenge instead of
+// falling back to challenge_fallback, and under-attack mode challenges
+// every unverified client.
+func (e *Engine) SetChallengesAvailable(v bool) { e.challenges.Store(v) }
+
+// verifiedFactor multiplies the rate limits of clients that passed a
+// challenge: a solved challenge buys a person headroom, not a botnet.
+const verifiedFactor = 4
 
 // applyRule evaluates one rule; final reports whether it decided.
 func (e *Engine) applyRule(now int64, s *snapshot, ru *rule, r *Request) (Decision, bool) {
@@ -428,10 +444,11 @@ func (e *Engine) applyRule(now int64, s *snapshot, ru *rule, r *Request) (Decisi
 			return Decision{}, false
 		}
 		v := ru.v
-		if v == Challenge && !r.Verified {
-			v = s.challenge
-		} else if v == Challenge {
+		if v == Challenge && r.Verified {
 			return Decision{}, false
+		}
+		if v == Challenge && !e.challenges.Load() {
+			v = s.challenge
 		}
 		return Decision{Verdict: v, By: ru.name}, true
 	}
@@ -457,6 +474,11 @@ func (e *Engine) checkLimits(now int64, s *snapshot, r *Request) Decision {
 	checks := buf[:0]
 	mode := e.modeNow(now)
 	for _, ls := range s.limits {
+		lim := scaled(ls.lim, mode)
+		if r.Verified {
+			lim.Rate *= verifiedFactor
+			lim.Burst *= verifiedFactor
+		}
 		if ls.m != nil && !ls.m.match(r) {
 			continue
 		}
@@ -472,7 +494,7 @@ func (e *Engine) checkLimits(now int64, s *snapshot, r *Request) Decision {
 			checks = checks[:0]
 		}
 		which[len(checks)] = ls
-		checks = append(checks, limit.Check{Key: k, Limit: scaled(ls.lim, mode)})
+		checks = append(checks, limit.Check{Key: k, Limit: lim})
 	}
 	if len(checks) == 0 {
 		return Decision{}

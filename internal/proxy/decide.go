@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/decide"
 	"github.com/levee-dev/levee/internal/telemetry"
@@ -23,10 +24,11 @@ type Decider interface {
 // reqState is the per-request scratch space: the decision engine's view of
 // the request and its telemetry event, pooled.
 type reqState struct {
-	dr      decide.Request
-	ev      telemetry.Event
-	filled  bool // ev holds this request's attributes
-	allowed bool // the client is on the allow list (admission class Verified)
+	dr       decide.Request
+	ev       telemetry.Event
+	filled   bool // ev holds this request's attributes
+	allowed  bool // the client is on the allow list (admission class Verified)
+	verified bool // the client holds a valid clearance (passed a challenge)
 }
 
 var reqPool = sync.Pool{New: func() any { return new(reqState) }}
@@ -96,16 +98,38 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 		rs.filled = true
 		rs.dr.Event = &rs.ev
 	}
+	now := time.Unix(0, coarsetime.UnixNano())
+	if st.Challenge != nil {
+		_, rs.dr.Verified = st.Challenge.FastClearance(ctx, now, client, challenge.Binding{})
+		rs.verified = rs.dr.Verified
+	}
 	d := st.Decider.Decide(coarsetime.UnixNano(), &rs.dr)
 	rs.dr = decide.Request{}
-	rs.allowed = d.By == "allow"
+	rs.allowed = d.By == "allow" || rs.verified
 	switch d.Verdict {
 	case decide.Pass:
 		return vPass
 	case decide.Block:
 		p.reject(ctx, site.m, vBlock, pageForbidden)
 		return vBlock
-	case decide.Limit, decide.Challenge:
+	case decide.Challenge:
+		if st.Challenge != nil && !st.Challenge.FastExempt(ctx, client) {
+			mode := "normal"
+			if st.ModeName != nil {
+				mode = st.ModeName(now)
+			}
+			st.Challenge.FastChallenge(ctx, now, client, challenge.Binding{}, st.Challenge.Difficulty(mode, 0))
+			site.m.count(vChallenge, ctx.Response.StatusCode())
+			return vChallenge
+		}
+		if st.Challenge != nil {
+			return vPass // exempt (health checks, allowlisted integrations)
+		}
+		writePage(ctx, pageTooMany)
+		ctx.Response.Header.Set("Retry-After", retryAfter(d.RetryAfter))
+		site.m.count(vLimit, 429)
+		return vLimit
+	case decide.Limit:
 		writePage(ctx, pageTooMany)
 		ctx.Response.Header.Set("Retry-After", retryAfter(d.RetryAfter))
 		site.m.count(vLimit, 429)

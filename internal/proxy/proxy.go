@@ -25,6 +25,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/levee-dev/levee/internal/admission"
+	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/upstream"
@@ -63,6 +64,11 @@ type State struct {
 	// NormalMode reports whether the shield is in normal mode (no attack);
 	// clients are learned as known only then. Nil: always.
 	NormalMode func(now time.Time) bool
+	// Challenge serves and verifies browser challenges; nil: the engine
+	// falls back to limit/block for the challenge verdict.
+	Challenge *challenge.Service
+	// ModeName names the current mode for the challenge difficulty table.
+	ModeName func(now time.Time) string
 }
 
 // Proxy serves requests. It is safe for concurrent use; create it with New
@@ -131,7 +137,7 @@ func PeerAddr(c net.Conn) netip.Addr {
 func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	rs := reqPool.Get().(*reqState)
-	rs.allowed = false
+	rs.allowed, rs.verified = false, false
 	site, client, v := p.serveH1(ctx, start, rs)
 	if site != nil && site.Rec != nil {
 		if !rs.filled {
@@ -191,6 +197,12 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	if cfg.ClientIP != nil && cfg.ClientIP.Trusted(peer) {
 		trusted = true
 		client = cfg.ClientIP.Resolve(peer, req.Header.Peek("X-Forwarded-For"), req.Header.Peek("Forwarded"))
+	}
+	if st.Challenge != nil && challenge.IsEndpoint(req.URI().Path()) {
+		// /.levee/... : challenge answers, answered by the shield itself.
+		st.Challenge.FastEndpoint(ctx, start, client, challenge.Binding{})
+		site.m.count(vChallenge, ctx.Response.StatusCode())
+		return site, client, vChallenge
 	}
 	if v := p.decideH1(ctx, st, site, client, rs); v != vPass {
 		return site, client, v

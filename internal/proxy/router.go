@@ -26,7 +26,7 @@ type Site struct {
 	// History remembers clients seen in normal times (known clients get
 	// priority at the gate); nil: none.
 	History *admission.History
-	m   *siteMetrics
+	m       *siteMetrics
 }
 
 // Router maps a Host header to a Site: exact names first, then wildcards

@@ -3,6 +3,7 @@ package shield
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/decide"
 )
 
 // TestOneHeavySourceLimitedOthersServed: one address over its limit gets 429
@@ -222,8 +224,13 @@ rules:
 	if fmt.Sprint(codes) != "[200 200 429 429]" {
 		t.Errorf("rate_limit rule: %v", codes)
 	}
-	if code, _ := do("/chal", "Mozilla"); code != 429 {
-		t.Errorf("challenge fallback: %d", code)
+	// The challenge verdict serves the challenge page, not the origin.
+	hitsBefore := o.hits.Load()
+	c, _ := net.Dial("tcp", addrOf(s, 0))
+	resp, body, err := get(c, "/chal", "User-Agent: Mozilla", "Accept: text/html")
+	c.Close()
+	if err != nil || o.hits.Load() != hitsBefore || !strings.Contains(body, "/.levee/") || resp.Header.Get("Cache-Control") == "" {
+		t.Errorf("challenge: %v, origin hits %d -> %d, status %v, body %.200q", err, hitsBefore, o.hits.Load(), resp.StatusCode, body)
 	}
 	hits := map[string]uint64{}
 	for _, r := range s.engine.Rules() {
@@ -327,5 +334,49 @@ rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 	}
 	if t.Failed() {
 		t.Log(out)
+	}
+}
+
+func TestUnderAttackModeChallengesUnverifiedClients(t *testing.T) {
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+allow: [127.0.13.9]
+challenge: {allow: {paths: [/health]}}
+`, o.addr))
+	fetch := func(src, path, accept string) (*http.Response, string) {
+		c, err := dialFrom(t, src, addrOf(s, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		resp, body, err := get(c, path, "Accept: "+accept)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	if resp, _ := fetch("127.0.13.1", "/", "text/html"); resp.StatusCode != 200 {
+		t.Fatalf("normal mode: %d", resp.StatusCode)
+	}
+	s.engine.SetMode(decide.ModeState{Mode: decide.UnderAttack, Until: time.Now().Add(time.Minute)})
+	hits := o.hits.Load()
+	resp, body := fetch("127.0.13.1", "/", "text/html")
+	if resp.StatusCode == 200 || !strings.Contains(body, "/.levee/") || o.hits.Load() != hits {
+		t.Fatalf("under attack, unverified browser: %d, origin reached %v", resp.StatusCode, o.hits.Load() != hits)
+	}
+	if !strings.Contains(resp.Header.Get("Cache-Control"), "no-store") {
+		t.Errorf("challenge page cacheable: %q", resp.Header.Get("Cache-Control"))
+	}
+	resp, body = fetch("127.0.13.1", "/", "application/json")
+	if !strings.HasPrefix(strings.TrimSpace(body), "{") || resp.StatusCode < 400 {
+		t.Errorf("API client under attack: %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := fetch("127.0.13.9", "/", "text/html"); resp.StatusCode != 200 {
+		t.Errorf("allowlisted client challenged: %d", resp.StatusCode)
+	}
+	if resp, _ := fetch("127.0.13.1", "/health", "text/html"); resp.StatusCode != 200 {
+		t.Errorf("exempt path challenged: %d", resp.StatusCode)
 	}
 }

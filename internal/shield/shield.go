@@ -24,6 +24,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/levee-dev/levee/internal/admission"
+	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/decide"
@@ -77,6 +78,7 @@ type Shield struct {
 	bgCancel   context.CancelFunc
 	alog       *proxy.AccessLog
 	det        *detection
+	chal       *challenge.Service
 	gates      map[string]*admission.Gate // by site name, kept across reloads
 	history    *admission.History
 	reloads    atomic.Int64
@@ -120,6 +122,10 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	s.proxy = proxy.New(pm, s.log)
 	s.h1 = s.newH1Server(cfg)
 	if err := s.openPolicy(context.Background(), cfg); err != nil {
+		return nil, err
+	}
+	if err := s.openChallenge(cfg); err != nil {
+		s.store.Close()
 		return nil, err
 	}
 	if s.history, err = admission.NewHistory(admission.HistoryConfig{}); err != nil {
@@ -352,7 +358,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		ClientIP:          cip,
 		TarpitDelay:       cfg.TarpitDelay,
 		MaxTarpits:        cfg.MaxTarpits,
-	}, Decider: s.engine, NormalMode: func(now time.Time) bool { return s.engine.ModeAt(now).Mode == decide.Normal }})
+	}, Decider: s.engine, Challenge: s.chal, ModeName: s.modeName, NormalMode: func(now time.Time) bool { return s.engine.ModeAt(now).Mode == decide.Normal }})
 	s.cfg.Store(cfg)
 	// The access log is reopened on every reload (log rotation via SIGHUP).
 	if s.alog != nil {
@@ -374,6 +380,17 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		}()
 	}
 	return nil
+}
+
+// modeName is the current mode as the challenge difficulty table names it.
+func (s *Shield) modeName(now time.Time) string {
+	switch s.engine.ModeAt(now).Mode {
+	case decide.UnderAttack:
+		return "under_attack"
+	case decide.Elevated:
+		return "elevated"
+	}
+	return "normal"
 }
 
 // gate returns the site's admission gate, created on first use and kept

@@ -1,0 +1,62 @@
+package shield
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/levee-dev/levee/internal/challenge"
+	"github.com/levee-dev/levee/internal/config"
+)
+
+// openChallenge creates the challenge service. With no keys configured it
+// uses <data_dir>/challenge.key, generating it on first start, so a
+// zero-config shield challenges out of the box.
+func (s *Shield) openChallenge(cfg *config.Config) error {
+	cc := cfg.Challenge
+	if len(cc.Keys) == 0 {
+		path := filepath.Join(cfg.DataDir, "challenge.key")
+		if err := ensureKeyFile(path); err != nil {
+			return fmt.Errorf("challenge: %w", err)
+		}
+		cc.Keys = []challenge.Key{{ID: 1, SecretFile: path}}
+	}
+	svc, err := challenge.New(cc, challenge.Deps{Registerer: s.reg, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("challenge: %w", err)
+	}
+	s.chal = svc
+	s.engine.SetChallengesAvailable(true)
+	return nil
+}
+
+// ensureKeyFile writes a random 32-byte base64 key with mode 0600 if path
+// does not exist.
+func ensureKeyFile(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(base64.StdEncoding.EncodeToString(raw[:]) + "\n")
+	return err
+}
