@@ -568,3 +568,35 @@ func TestHEADFromGETEntry(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+func TestFetchBypassNotCoalesced(t *testing.T) {
+	c := newCache(t, Config{})
+	release := make(chan struct{})
+	var calls atomic.Int32
+	slow := func() (*Response, error) {
+		calls.Add(1)
+		<-release
+		return resp(200, "public", "Cache-Control: max-age=60"), nil
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Fetch(context.Background(), t0, req("/b"), slow)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for calls.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	// An authorized request for the same URL does not wait for it.
+	e, st, err := c.Fetch(context.Background(), t0, req("/b", "Authorization: Basic eA=="), func() (*Response, error) {
+		return resp(200, "mine", "Cache-Control: max-age=60"), nil
+	})
+	if err != nil || st != Bypass || string(e.Body) != "mine" {
+		t.Fatalf("%v %v %v", e, st, err)
+	}
+	close(release)
+	<-done
+	if e, st := c.Get(t0, req("/b")); st != Hit || string(e.Body) != "public" {
+		t.Fatalf("%v", st)
+	}
+}

@@ -17,8 +17,17 @@ type flight struct {
 // not stored (uncacheable, error, or a different Vary variant) fetches
 // itself. The fetcher's own response is returned as an Entry (State Miss)
 // whether or not it was stored. Call Fetch after Get returned Miss or Stale;
-// with Bypass, call the origin directly.
+// for a request that bypasses the cache Fetch just calls fetch (State
+// Bypass).
 func (c *Cache) Fetch(ctx context.Context, now time.Time, r *Request, fetch func() (*Response, error)) (*Entry, State, error) {
+	if c.bypass(r) {
+		// Never coalesced with (or stored for) other clients.
+		resp, err := fetch()
+		if err != nil {
+			return nil, Bypass, err
+		}
+		return c.entryFor(now, r, resp), Bypass, nil
+	}
 	s := c.scratch.Get().(*scratch)
 	ph, sh := c.primary(r, s)
 	c.scratch.Put(s)
