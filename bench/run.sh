@@ -12,6 +12,9 @@
 #
 # Environment: ROUNDS (5), DURATION (5, seconds per wrk run), CONNS (64),
 # REJECT_ROUNDS (3), FLOOD_SECONDS (2), FLOOD_CONNS (64), LEGIT_SECONDS (2),
+# LEVEE_DETECTION (detect-only: telemetry and detection run, automatic
+# mitigation off, so the detector cannot rate-limit the benchmark's own
+# single-source client; "on" as shipped; "off" to measure their cost),
 # BENCH_NICE=1 (run every process under test and the load generators with
 # nice -n -10), BENCH_NO_BUILD=1 (use bench/out/levee as built before, e.g.
 # while another package of the tree does not compile), BENCH_KEEP=1 (keep the temp dir with configs and logs),
@@ -36,6 +39,12 @@ REJECT_ROUNDS=${REJECT_ROUNDS:-3}
 FLOOD_SECONDS=${FLOOD_SECONDS:-2}
 FLOOD_CONNS=${FLOOD_CONNS:-64}
 LEGIT_SECONDS=${LEGIT_SECONDS:-2}
+LEVEE_DETECTION=${LEVEE_DETECTION:-detect-only}
+case $LEVEE_DETECTION in on | detect-only | off) ;; *)
+	echo "LEVEE_DETECTION must be on, detect-only or off, got '$LEVEE_DETECTION'" >&2
+	exit 2
+	;;
+esac
 for v in ROUNDS DURATION CONNS REJECT_ROUNDS FLOOD_SECONDS FLOOD_CONNS LEGIT_SECONDS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
@@ -230,6 +239,35 @@ levee_policy_supported() {
 	[[ $LEVEE_POLICY == yes ]]
 }
 
+# levee_detection_supported: does this levee build have the detection: key?
+LEVEE_DETECT_KEY=""
+levee_detection_supported() {
+	if [[ -z $LEVEE_DETECT_KEY ]]; then
+		local f=$TMP/detect-probe.yaml
+		printf 'sites:\n  - upstreams: [{url: "http://127.0.0.1:1"}]\ndata_dir: %s\ndetection:\n  disable_mitigation: true\n' "$TMP/probe-data" >"$f"
+		if "$BENCH_OUT/levee" config check "$f" >/dev/null 2>&1; then LEVEE_DETECT_KEY=yes; else LEVEE_DETECT_KEY=no; fi
+	fi
+	[[ $LEVEE_DETECT_KEY == yes ]]
+}
+
+# levee_detection_yaml: the detection: section for LEVEE_DETECTION.
+levee_detection_yaml() {
+	levee_detection_supported || return 0
+	case $LEVEE_DETECTION in
+	detect-only) printf 'detection:\n  disable_mitigation: true\n' ;;
+	off) printf 'detection:\n  disable: true\n' ;;
+	esac
+}
+
+levee_detection_note() {
+	if ! levee_detection_supported; then echo "this build has no detection: key"; return; fi
+	case $LEVEE_DETECTION in
+	detect-only) echo "telemetry and detection on, automatic mitigation off (LEVEE_DETECTION=detect-only)" ;;
+	on) echo "telemetry, detection and automatic mitigation on (LEVEE_DETECTION=on)" ;;
+	off) echo "telemetry and detection off (LEVEE_DETECTION=off)" ;;
+	esac
+}
+
 # write_levee NAME PORT ADMIN_PORT ORIGIN_PORT MODE (plain|overlimit|banned)
 write_levee() {
 	local name=$1 port=$2 admin=$3 origin=$4 mode=$5 dir=$TMP/$1
@@ -281,6 +319,7 @@ guard:
 log:
   level: warn
 $policy
+$(levee_detection_yaml)
 EOF
 	"$BENCH_OUT/levee" config check "$dir/levee.yaml" >/dev/null || die "levee config $dir/levee.yaml does not validate"
 	echo "$dir"
@@ -408,6 +447,7 @@ throughput() {
 	else
 		echo "levee protections: guard (per-address 1024 conns, 1000 new/s burst 2000); this build has no block:/limits: keys"
 	fi
+	echo "levee detection: $(levee_detection_note)"
 	stop_proxies
 	throughput_summary "$out"
 }
@@ -530,6 +570,7 @@ reject() {
 	echo
 	echo "== reject path: $REJECT_ROUNDS rounds; per server and round: ${FLOOD_SECONDS}s flood alone, ${LEGIT_SECONDS}s normal client alone, ${LEGIT_SECONDS}s normal client during a flood"
 	machine_note
+	echo "levee detection: $(levee_detection_note)"
 	[[ ${BENCH_NICE:-0} == 1 ]] && echo "BENCH_NICE=1: processes under test, wrk and connflood run under nice -n -10"
 	if levee_policy_supported; then
 		echo "over-limit: levee guard max_connections_per_ip 2, new_connections_per_ip 1 burst 2, limits 1 req/s per address (127.0.0.1 allowed); nginx limit_conn 2, limit_req 1r/s (127.0.0.1 exempt); haproxy reject if conn_cur > 2 or conn_rate(1s) > 2"
@@ -588,6 +629,7 @@ syscalls() {
 # ---------------------------------------------------------------- main
 
 levee_policy_supported || true # decide once, outside any subshell
+levee_detection_supported || true
 if [[ -n ${BENCH_PROFILE:-} ]]; then
 	mkdir -p "$BENCH_PROFILE"
 	BENCH_PROFILE=$(cd "$BENCH_PROFILE" && pwd)
