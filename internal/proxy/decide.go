@@ -222,6 +222,9 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		UserAgent: []byte(r.UserAgent()),
 		Headers:   httpHeaders{r},
 	}
+	if st.Challenge != nil {
+		_, dr.Verified = st.Challenge.HTTPClearance(r, now, client, challenge.Binding{})
+	}
 	if site.Rec != nil {
 		rs.ev = telemetry.Event{Client: client, Path: dr.Path, UserAgent: dr.UserAgent}
 		if dr.Query != nil {
@@ -252,7 +255,22 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		return true
 	case decide.Block:
 		p.writePageHTTP(w, r, site.m, vBlock, pageForbidden)
-	case decide.Limit, decide.Challenge:
+	case decide.Challenge:
+		if st.Challenge != nil && st.Challenge.HTTPExempt(r, client) {
+			return true
+		}
+		if st.Challenge != nil {
+			mode := "normal"
+			if st.ModeName != nil {
+				mode = st.ModeName(now)
+			}
+			st.Challenge.ServeChallenge(w, r, now, client, challenge.Binding{}, st.Challenge.Difficulty(mode, 0))
+			site.m.count(vChallenge, 403)
+			return false
+		}
+		w.Header().Set("Retry-After", retryAfter(d.RetryAfter))
+		p.writePageHTTP(w, r, site.m, vLimit, pageTooMany)
+	case decide.Limit:
 		w.Header().Set("Retry-After", retryAfter(d.RetryAfter))
 		p.writePageHTTP(w, r, site.m, vLimit, pageTooMany)
 	case decide.Drop, decide.Tarpit:

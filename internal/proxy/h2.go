@@ -9,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/telemetry"
 )
 
@@ -58,6 +59,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	client := peer
 	if trusted {
 		client = cfg.ClientIP.Resolve(peer, []byte(r.Header.Get("X-Forwarded-For")), []byte(r.Header.Get("Forwarded")))
+	}
+	if st.Challenge != nil && challenge.IsEndpoint([]byte(r.URL.Path)) {
+		st.Challenge.ServeEndpoint(w, r, start, client, challenge.Binding{})
+		site.m.count(vChallenge, 200)
+		return
 	}
 	if !p.decideH2(w, r, st, site, client, start) {
 		return

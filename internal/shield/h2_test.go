@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/levee-dev/levee/internal/decide"
 )
 
 // TestRapidResetGetsGoAwayNormalClientServed: through the real shield, a
@@ -117,4 +119,28 @@ guard: {http2: {max_resets_per_window: 100}}
 		t.Fatalf("normal HTTP/2 client: %v", err)
 	}
 	t.Logf("rapid reset: GOAWAY(ENHANCE_YOUR_CALM) after %d streams written by the client; normal client: 200/200 ok", sent)
+}
+
+func TestHTTP2UnderAttackServesChallenge(t *testing.T) {
+	o := startOrigin(t)
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "h2c.test")
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0", tls: {certificates: [{cert: %s, key: %s}]}}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+`, crt, key, o.addr))
+	s.engine.SetMode(decide.ModeState{Mode: decide.UnderAttack, Until: time.Now().Add(time.Minute)})
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: "h2c.test", InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "https://"+addrOf(s, 0)+"/", nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode == 200 || !bytes.Contains(body, []byte("/.levee/")) || o.hits.Load() != 0 {
+		t.Fatalf("h2 under attack: proto %d status %d origin hits %d body %.120q", resp.ProtoMajor, resp.StatusCode, o.hits.Load(), body)
+	}
 }
