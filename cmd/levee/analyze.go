@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/levee-dev/levee/internal/accesslog"
@@ -248,51 +247,10 @@ func printAnalyzeReport(w io.Writer, rep *analyzeReport) {
 	}
 	fmt.Fprintf(w, "\n%d attack(s):\n", len(rep.Incidents))
 	for i, inc := range rep.Incidents {
-		end := "end of log (still in progress)"
-		if !inc.End.IsZero() {
-			end = inc.End.UTC().Format("15:04:05")
+		fmt.Fprintf(w, "\n#%d  ", i+1)
+		if err := incident.WriteReport(w, inc); err != nil {
+			fmt.Fprintf(w, "(%v)\n", err)
 		}
-		fmt.Fprintf(w, "\n#%d  %s  %s -> %s (%s)  %s\n", i+1, inc.ID, inc.Start.UTC().Format("2006-01-02 15:04:05"), end,
-			time.Duration(inc.DurationSeconds*float64(time.Second)).Round(time.Second), strings.Join(inc.Kinds, ", "))
-		fmt.Fprintf(w, "    peak %.0f req/s (baseline %.0f), %d distinct sources/s; %d requests, %.1f%% mitigated in the log; max mode %s\n",
-			inc.PeakRequests, inc.BaselineRequests, inc.PeakSources, inc.Requests, 100*float64(inc.Mitigated)/float64(max(inc.Requests, 1)), inc.MaxMode)
-		if len(inc.Rules) > 0 {
-			fmt.Fprintln(w, "    signatures:")
-			for _, r := range inc.Rules {
-				fmt.Fprintf(w, "      %s\n", r.String())
-				fmt.Fprintf(w, "        %s\n", r.Explanation.Text)
-			}
-		} else {
-			fmt.Fprintln(w, "    signatures: none (the attack traffic looks like normal traffic)")
-		}
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		top := func(name string, cs []incident.Count, n int) {
-			var parts []string
-			for j, c := range cs {
-				if j == n {
-					break
-				}
-				parts = append(parts, fmt.Sprintf("%s (%.1f%%)", c.Value, 100*c.Share))
-			}
-			if len(parts) > 0 {
-				fmt.Fprintf(tw, "    %s\t%s\n", name, strings.Join(parts, ", "))
-			}
-		}
-		var attackers []incident.Count
-		for _, s := range inc.Sources {
-			if s.Attack {
-				attackers = append(attackers, s)
-			}
-		}
-		top("top sources:", attackers, 5)
-		top("prefixes:", inc.Prefixes, 5)
-		top("ASNs:", inc.ASNs, 3)
-		top("countries:", inc.Countries, 3)
-		top("user agents:", inc.UserAgents, 3)
-		top("paths:", inc.Paths, 3)
-		tw.Flush()
-		bl := incident.Blocklist(inc, incident.BlocklistOptions{})
-		fmt.Fprintf(w, "    %d attack sources, blocklist of %d prefixes\n", len(attackers), len(bl))
 	}
 }
 

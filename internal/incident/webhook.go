@@ -145,16 +145,11 @@ func NewNotifier(cfg WebhookConfig, deps NotifierDeps) (*Notifier, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	n.sent = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name:        "levee_incident_webhooks_total",
-		Help:        "Webhook notifications by final result (ok, failed).",
-		ConstLabels: prometheus.Labels{"host": u.Host},
-	}, []string{"result"})
-	if deps.Registerer != nil {
-		if err := deps.Registerer.Register(n.sent); err != nil {
-			return nil, fmt.Errorf("incident: register webhook metrics: %w", err)
-		}
+	sent, err := newWebhookMetrics(deps.Registerer, u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("incident: register webhook metrics: %w", err)
 	}
+	n.sent = sent
 	return n, nil
 }
 
