@@ -25,6 +25,16 @@ func (s *Shield) openChallenge(cfg *config.Config) error {
 		}
 		cc.Keys = []challenge.Key{{ID: 1, SecretFile: path}}
 	}
+	tls := false
+	for _, l := range cfg.Listen {
+		tls = tls || l.TLS.Enabled()
+	}
+	if !tls {
+		// Browsers drop Secure cookies on plain HTTP: without any TLS
+		// listener the clearance cookie must go without the attribute or
+		// every cleared visitor would be challenged again.
+		cc.InsecureCookie = true
+	}
 	svc, err := challenge.New(cc, challenge.Deps{Registerer: s.reg, Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("challenge: %w", err)
