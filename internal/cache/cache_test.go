@@ -322,6 +322,9 @@ func TestFetchCoalesces(t *testing.T) {
 	for c.Stats().Coalesced != n-1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	if !c.Fetching(req("/slow?cb=1")) || c.Fetching(req("/other")) {
+		t.Fatal("Fetching wrong during the fetch")
+	}
 	close(release)
 	wg.Wait()
 	close(states)
@@ -331,6 +334,9 @@ func TestFetchCoalesces(t *testing.T) {
 	}
 	if calls.Load() != 1 || count[Miss] != 1 || count[Coalesced] != n-1 {
 		t.Fatalf("origin calls %d, states %v", calls.Load(), count)
+	}
+	if c.Fetching(req("/slow?cb=1")) {
+		t.Fatal("Fetching after the fetch ended")
 	}
 }
 

@@ -93,3 +93,19 @@ func (c *Cache) entryFor(now time.Time, r *Request, resp *Response) *Entry {
 	}
 	return e
 }
+
+// Fetching reports whether an origin fetch for r's URL is in progress. A
+// caller holding a Stale entry can then serve it at once instead of waiting
+// for that fetch (stale-while-revalidate under load).
+func (c *Cache) Fetching(r *Request) bool {
+	if c.bypass(r) {
+		return false
+	}
+	s := c.scratch.Get().(*scratch)
+	ph, sh := c.primary(r, s)
+	c.scratch.Put(s)
+	sh.mu.Lock()
+	f := sh.flights[ph]
+	sh.mu.Unlock()
+	return f != nil
+}
