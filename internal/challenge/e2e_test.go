@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -30,6 +31,7 @@ type e2eSite struct {
 	url    string
 	svc    *Service
 	origin atomic.Int64
+	nonce  atomic.Int64 // last proof-of-work answer: about the number of hashes tried
 }
 
 func startSite(t *testing.T, delay time.Duration) *e2eSite {
@@ -64,7 +66,15 @@ func startSite(t *testing.T, delay time.Duration) *e2eSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: gate, ReadHeaderTimeout: 5 * time.Second}
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == PathVerify && r.Method == http.MethodPost && r.ParseForm() == nil {
+			if n, err := strconv.ParseInt(r.PostForm.Get("n"), 10, 64); err == nil {
+				site.nonce.Store(n)
+			}
+		}
+		gate.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: record, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	site.url = "http://" + ln.Addr().String()
@@ -269,6 +279,7 @@ func TestBrowserSolveTimes(t *testing.T) {
 	}
 	for _, ds := range strings.Split(spec, ",") {
 		var times []time.Duration
+		var hashes []int64
 		for i := range runs {
 			start := time.Now()
 			err := chromedp.Do(ctx,
@@ -280,11 +291,18 @@ func TestBrowserSolveTimes(t *testing.T) {
 				t.Fatal(err)
 			}
 			times = append(times, time.Since(start))
+			hashes = append(hashes, site.nonce.Load()+1)
 		}
-		var sum time.Duration
-		for _, d := range times {
-			sum += d
+		var sumT time.Duration
+		var sumH int64
+		for i := range times {
+			sumT += times[i]
+			sumH += hashes[i]
 		}
-		t.Logf("difficulty %s bits: mean %v over %d runs %v", ds, (sum / time.Duration(len(times))).Round(time.Millisecond), runs, times)
+		sorted := slices.Clone(times)
+		slices.Sort(sorted)
+		t.Logf("difficulty %s bits, %d runs: navigation to origin median %v, min %v, max %v, mean %v; hashes tried mean %d; hashes per second of wall time %.0f",
+			ds, runs, sorted[len(sorted)/2].Round(time.Millisecond), sorted[0].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond),
+			(sumT / time.Duration(runs)).Round(time.Millisecond), sumH/int64(runs), float64(sumH)/sumT.Seconds())
 	}
 }

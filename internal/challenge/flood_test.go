@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,11 +73,17 @@ func TestFloodChallengePage(t *testing.T) {
 	url := "http://" + ln.Addr().String() + "/article/42"
 
 	if wrk, err := exec.LookPath("wrk"); err == nil && os.Getenv("LEVEE_FLOOD_GO") == "" {
+		cpu := processCPU()
 		out, err := exec.Command(wrk, "-t1", "-c64", "-d"+strconv.Itoa(secs)+"s", "--latency", url).CombinedOutput()
 		if err != nil {
 			t.Fatalf("wrk: %v\n%s", err, out)
 		}
+		cpu = processCPU() - cpu
 		t.Logf("wrk -t1 -c64 -d%ds against the challenge page:\n%s", secs, out)
+		if m := regexp.MustCompile(`(\d+) requests in`).FindSubmatch(out); m != nil {
+			n, _ := strconv.Atoi(string(m[1]))
+			t.Logf("server CPU (this process, wrk is another): %v for %d pages = %.1f µs per page", cpu.Round(time.Millisecond), n, float64(cpu.Microseconds())/float64(n))
+		}
 		if !strings.Contains(string(out), "Non-2xx or 3xx responses") {
 			t.Error("wrk saw no 403 challenge responses")
 		}
