@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestBinaryMonitorAndAgent(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "levee")
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/levee-dev/levee/cmd/levee").CombinedOutput(); err != nil {
 		t.Skipf("cmd/levee does not build right now (another package?): %v\n%s", err, out)
@@ -58,7 +59,7 @@ targets:
 `, addr, origin.URL+"/")
 	os.WriteFile(filepath.Join(dir, "monitor.yaml"), []byte(cfg), 0o600)
 
-	var monLog, agentLog strings.Builder
+	var monLog, agentLog lockedBuffer
 	mon := exec.CommandContext(ctx, bin, "monitor", "-c", filepath.Join(dir, "monitor.yaml"))
 	mon.Stdout, mon.Stderr = &monLog, &monLog
 	if err := mon.Start(); err != nil {
@@ -70,7 +71,7 @@ targets:
 	if err := ag.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stop := func(c *exec.Cmd, name string, log *strings.Builder) {
+	stop := func(c *exec.Cmd, name string, log *lockedBuffer) {
 		c.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
 		go func() { done <- c.Wait() }()
@@ -87,7 +88,7 @@ targets:
 	defer stop(mon, "monitor", &monLog)
 	defer stop(ag, "agent", &agentLog)
 
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(40 * time.Second)
 	for {
 		var st struct {
 			Targets []struct {
@@ -111,4 +112,23 @@ targets:
 	if strings.Contains(monLog.String(), "binary-test-token") || strings.Contains(agentLog.String(), "binary-test-token") {
 		t.Errorf("a token appeared in the logs")
 	}
+}
+
+// lockedBuffer collects a child process's output; safe to read while the
+// process writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
