@@ -128,17 +128,21 @@ func BenchmarkTick(b *testing.B) {
 // BenchmarkSpaceSavingMiss is the worst case of one top-k update: every
 // value is new and replaces the minimum.
 func BenchmarkSpaceSavingMiss(b *testing.B) {
-	s := newSpaceSaving(128)
-	sample := []byte("0123456789abcdef")
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		s.add(mix(uint64(i)), sample)
+	for _, rap := range []bool{false, true} {
+		b.Run(fmt.Sprintf("rap=%v", rap), func(b *testing.B) {
+			s := newSpaceSaving(128, rap)
+			sample := []byte("0123456789abcdef")
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				s.add(mix(uint64(i)), sample)
+			}
+		})
 	}
 }
 
 // BenchmarkSpaceSavingHit is one top-k update of a monitored value.
 func BenchmarkSpaceSavingHit(b *testing.B) {
-	s := newSpaceSaving(128)
+	s := newSpaceSaving(128, true)
 	sample := []byte("0123456789abcdef")
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

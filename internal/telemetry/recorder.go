@@ -30,6 +30,11 @@ type Config struct {
 	// filter holds at about 1 % false positives (about 1.25 bytes each, two
 	// generations). Default 1<<20.
 	SeenCapacity int `yaml:"seen_capacity"`
+	// ExactTopK turns off randomized admission in the top-k lists: every
+	// new value then replaces the current minimum (classic Space-Saving,
+	// counts never underestimate), which costs more during floods of
+	// distinct values. Default false.
+	ExactTopK bool `yaml:"exact_top_k"`
 	// SeenPeriod is how long a generation of the seen filter stays current:
 	// a source is "new" if it was not seen for between one and two periods.
 	// Default 6h.
@@ -108,7 +113,7 @@ func newBucket(cfg *Config) *bucket {
 		if a == AttrSource || a == AttrPrefix {
 			k = cfg.SourceTopK
 		}
-		b.top[a] = newSpaceSaving(k)
+		b.top[a] = newSpaceSaving(k, !cfg.ExactTopK)
 	}
 	return b
 }
@@ -193,7 +198,7 @@ func (r *Recorder) MemoryBytes() int {
 		if a == AttrSource || a == AttrPrefix {
 			k = r.cfg.SourceTopK
 		}
-		t := newSpaceSaving(k)
+		t := newSpaceSaving(k, false)
 		per += k*(sampleCap+16+12) + len(t.table)*16
 	}
 	return 2*len(r.shards)*per + r.seen.bytes()

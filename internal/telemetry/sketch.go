@@ -38,9 +38,11 @@ type spaceSaving struct {
 	table   []ssSlot
 	mask    uint64
 	n       int
+	rap     bool   // randomized admission of new values when full
+	rng     uint64 // xorshift64 state for rap
 }
 
-func newSpaceSaving(k int) spaceSaving {
+func newSpaceSaving(k int, rap bool) spaceSaving {
 	size := 1
 	for size < 2*k {
 		size <<= 1
@@ -53,6 +55,8 @@ func newSpaceSaving(k int) spaceSaving {
 		pos:     make([]int32, k),
 		table:   make([]ssSlot, size),
 		mask:    uint64(size - 1),
+		rap:     rap,
+		rng:     0x9e3779b97f4a7c15 ^ uint64(k),
 	}
 }
 
@@ -91,7 +95,19 @@ func (s *spaceSaving) add(key uint64, sample []byte) {
 		s.up(e)
 		return
 	}
-	// Replace the minimum.
+	// Full: a new value replaces the minimum. With randomized admission
+	// (RAP, Ben Basat et al. 2017) it does so only with probability
+	// 1/(min+1): a flood of distinct values then mostly costs a random
+	// draw instead of a replacement, while a frequent value is admitted
+	// after about min+1 occurrences and counted exactly from then on.
+	if s.rap {
+		s.rng ^= s.rng << 13
+		s.rng ^= s.rng >> 7
+		s.rng ^= s.rng << 17
+		if s.rng%(uint64(s.hc[0])+1) != 0 {
+			return
+		}
+	}
 	e = int(s.heap[0])
 	s.del(s.entries[e].key)
 	s.entries[e].err = s.hc[0]

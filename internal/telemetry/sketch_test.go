@@ -39,6 +39,8 @@ func checkIndex(t *testing.T, s *spaceSaving) {
 	}
 }
 
+// TestSpaceSavingGuarantees checks the classic (exact admission) variant's
+// deterministic guarantees.
 func TestSpaceSavingGuarantees(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -56,7 +58,7 @@ func TestSpaceSavingGuarantees(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(1, 2))
 			z := rand.NewZipf(r, tc.zipf, 1, uint64(tc.distinct-1))
-			s := newSpaceSaving(tc.k)
+			s := newSpaceSaving(tc.k, false)
 			truth := map[uint64]uint32{}
 			for i := 0; i < tc.n; i++ {
 				key := mix(z.Uint64() + 1)
@@ -84,6 +86,67 @@ func TestSpaceSavingGuarantees(t *testing.T) {
 				}
 				if !monitored[key] && c > s.minCount() {
 					t.Fatalf("unmonitored %x count %d above floor %d", key, c, s.minCount())
+				}
+			}
+		})
+	}
+}
+
+// TestSpaceSavingRAP checks randomized admission: counts never exceed the
+// truth plus their error bound, every heavy hitter (over 2n/k) is kept, and
+// the largest ones are counted within a few percent.
+func TestSpaceSavingRAP(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		k        int
+		distinct int
+		n        int
+		zipf     float64
+	}{
+		{"skewed", 32, 5000, 200000, 1.3},
+		{"flat", 16, 200, 50000, 1.01},
+		{"flood", 64, 1 << 30, 100000, 0}, // all distinct plus 4 heavy values
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(3, 4))
+			var z *rand.Zipf
+			if tc.zipf > 0 {
+				z = rand.NewZipf(r, tc.zipf, 1, uint64(tc.distinct-1))
+			}
+			s := newSpaceSaving(tc.k, true)
+			truth := map[uint64]uint32{}
+			for i := 0; i < tc.n; i++ {
+				var key uint64
+				switch {
+				case z != nil:
+					key = mix(z.Uint64() + 1)
+				case i%10 < 4:
+					key = mix(uint64(i%10) + 1) // 4 values with 10 % each
+				default:
+					key = mix(uint64(i) + 1000)
+				}
+				truth[key]++
+				s.add(key, nil)
+			}
+			checkIndex(t, &s)
+			got := map[uint64]uint32{}
+			for e := 0; e < s.n; e++ {
+				en := s.entries[e]
+				c := s.count(e)
+				got[en.key] = c
+				if c-en.err > truth[en.key] {
+					t.Fatalf("key %x: count %d err %d above true %d", en.key, c, en.err, truth[en.key])
+				}
+			}
+			for key, c := range truth {
+				if int(c) > 2*tc.n/tc.k {
+					g, ok := got[key]
+					if !ok {
+						t.Fatalf("heavy hitter %x (%d of %d) lost", key, c, tc.n)
+					}
+					if diff := math.Abs(float64(g) - float64(c)); diff > 0.05*float64(c)+float64(s.minCount()) {
+						t.Errorf("heavy hitter %x: counted %d, true %d", key, g, c)
+					}
 				}
 			}
 		})
