@@ -111,7 +111,7 @@ func uptime(r status.Range, hist []outage.Incident, first, now time.Time) status
 	if first.After(from) {
 		from = first
 	}
-	u := status.Uptime{Range: r.Name, Percent: 1}
+	u := status.Uptime{Range: r.Name, Ratio: 1}
 	if !now.After(from) {
 		return u
 	}
@@ -136,7 +136,7 @@ func uptime(r status.Range, hist []outage.Incident, first, now time.Time) status
 			down += e.Sub(s)
 		}
 	}
-	u.Percent = max(0, 1-float64(down)/float64(u.Covered))
+	u.Ratio = max(0, 1-float64(down)/float64(u.Covered))
 	return u
 }
 

@@ -63,7 +63,7 @@ func RangeByName(name string) Range {
 // whose peak state was down), over the part of the period with data.
 type Uptime struct {
 	Range   string  `json:"range"`
-	Percent float64 `json:"ratio"`
+	Ratio float64 `json:"ratio"`
 	// Covered is how much of the range had data.
 	Covered time.Duration `json:"covered_ns"`
 }

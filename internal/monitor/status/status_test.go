@@ -51,7 +51,7 @@ func TestRenderOverviewStates(t *testing.T) {
 	for _, tt := range tests {
 		o := Overview{Title: "T", Generated: now, Range: "24h"}
 		for i, s := range tt.states {
-			tg := Target{Name: string(rune('a' + i)), State: s, Uptime: []Uptime{{Range: "24h", Percent: 0.9995}}}
+			tg := Target{Name: string(rune('a' + i)), State: s, Uptime: []Uptime{{Range: "24h", Ratio: 0.9995}}}
 			if s == outage.Down {
 				tg.Incident = inc
 			}
