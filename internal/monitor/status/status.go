@@ -62,7 +62,7 @@ func RangeByName(name string) Range {
 // Uptime is the share of a period not spent in an outage (an incident
 // whose peak state was down), over the part of the period with data.
 type Uptime struct {
-	Range   string  `json:"range"`
+	Range string  `json:"range"`
 	Ratio float64 `json:"ratio"`
 	// Covered is how much of the range had data.
 	Covered time.Duration `json:"covered_ns"`
