@@ -120,10 +120,16 @@ func (c *Cookies) mac(i int, raw []byte, addr netip.Addr) *macState {
 
 // Issue returns a new cookie value for a client at addr.
 func (c *Cookies) Issue(now time.Time, addr netip.Addr) string {
+	var id [8]byte
+	rand.Read(id[:])
+	return c.issue(now, addr, id)
+}
+
+func (c *Cookies) issue(now time.Time, addr netip.Addr, id [8]byte) string {
 	var raw [tokenRaw]byte
 	raw[0] = tokenVersion
 	binary.BigEndian.PutUint64(raw[1:9], uint64(now.Unix()))
-	rand.Read(raw[9:17])
+	copy(raw[9:17], id[:])
 	m := c.mac(0, raw[:], addr)
 	copy(raw[17:], m.sum[:macLen])
 	c.macs[0].Put(m)
