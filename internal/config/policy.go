@@ -123,6 +123,9 @@ type Match struct {
 	Path      *StringMatch `yaml:"path"`
 	Query     *StringMatch `yaml:"query"`
 	UserAgent *StringMatch `yaml:"user_agent"`
+	// TLSFingerprint matches the connection's JA4 fingerprint, e.g.
+	// {exact: t13d1516h2_8daaf6152771_02713d6af862}.
+	TLSFingerprint *StringMatch `yaml:"tls_fingerprint"`
 	// Header and Cookie match a named header or cookie.
 	Header *NamedMatch `yaml:"header"`
 	Cookie *NamedMatch `yaml:"cookie"`
@@ -359,6 +362,7 @@ func (v *validator) match(path string, m *Match, depth int) {
 	v.stringMatch(path+".path", m.Path)
 	v.stringMatch(path+".query", m.Query)
 	v.stringMatch(path+".user_agent", m.UserAgent)
+	v.stringMatch(path+".tls_fingerprint", m.TLSFingerprint)
 	if m.Header != nil {
 		if m.Header.Name == "" {
 			v.add(path+".header.name", "header name is required")

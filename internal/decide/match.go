@@ -89,6 +89,7 @@ const (
 	fUA
 	fHeader
 	fCookie
+	fTLS
 )
 
 type matchString struct {
@@ -107,6 +108,8 @@ func (m *matchString) value(r *Request) []byte {
 		return r.Query
 	case fUA:
 		return r.UserAgent
+	case fTLS:
+		return []byte(r.TLSFingerprint)
 	case fHeader:
 		if r.Headers != nil {
 			return r.Headers.Peek(m.name)
@@ -178,7 +181,7 @@ func compileMatch(m *config.Match) (matcher, error) {
 		f    field
 		name string
 		m    *config.StringMatch
-	}{{fPath, "", m.Path}, {fQuery, "", m.Query}, {fUA, "", m.UserAgent}} {
+	}{{fPath, "", m.Path}, {fQuery, "", m.Query}, {fUA, "", m.UserAgent}, {fTLS, "", m.TLSFingerprint}} {
 		if sm.m != nil {
 			c, err := compileString(sm.f, sm.name, sm.m)
 			if err != nil {

@@ -1,10 +1,13 @@
 package guard
 
 import (
+	"crypto/sha256"
 	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/levee-dev/levee/internal/coarsetime"
 )
@@ -27,6 +30,30 @@ type Conn struct {
 	// blocks is cut off after between 3/4 and all of wto.
 	lastWD atomic.Int64
 	closed atomic.Bool
+	// fp is the connection's TLS fingerprint (JA4), set once after the
+	// handshake, before the connection is served.
+	fp     string
+	fpHash uint64
+	fpBind [16]byte
+}
+
+// SetFingerprint records the connection's TLS fingerprint (JA4) and its
+// 64-bit hash (telemetry.Hash-compatible xxHash64). Call it before the
+// connection is served; it is not synchronized with readers.
+func (c *Conn) SetFingerprint(ja4 string) {
+	c.fp = ja4
+	if ja4 != "" {
+		c.fpHash = xxhash.Sum64String(ja4)
+		sum := sha256.Sum256([]byte(ja4))
+		copy(c.fpBind[:], sum[:16])
+	}
+}
+
+// Fingerprint returns the TLS fingerprint, its 64-bit hash and its 16-byte
+// binding (the first 16 bytes of its SHA-256, as challenge.BindFingerprint
+// computes); zero values for plain connections.
+func (c *Conn) Fingerprint() (ja4 string, hash uint64, bind [16]byte) {
+	return c.fp, c.fpHash, c.fpBind
 }
 
 // NewConn wraps an admitted connection. addr must be the address passed to

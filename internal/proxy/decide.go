@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"strconv"
@@ -39,6 +40,22 @@ var telemetryVerdict = [numVerdicts]telemetry.Verdict{
 	vNoSite: telemetry.VerdictInvalid, vBlock: telemetry.VerdictBlocked, vLimit: telemetry.VerdictLimited,
 	vDrop: telemetry.VerdictBlocked, vTarpit: telemetry.VerdictBlocked, vChallenge: telemetry.VerdictChallenged,
 	vShed: telemetry.VerdictError,
+}
+
+// fingerprinted is implemented by guard.Conn.
+type fingerprinted interface {
+	Fingerprint() (ja4 string, hash uint64, bind [16]byte)
+}
+
+// connFingerprint returns the TLS fingerprint of a client connection.
+func connFingerprint(c net.Conn) (string, uint64, challenge.Binding) {
+	if tc, ok := c.(*tls.Conn); ok {
+		if f, ok := tc.NetConn().(fingerprinted); ok {
+			ja4, h, b := f.Fingerprint()
+			return ja4, h, challenge.Binding(b)
+		}
+	}
+	return "", 0, challenge.Binding{}
 }
 
 // fillEvent fills the request attributes of a telemetry event.
@@ -82,25 +99,28 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 	}
 	req := &ctx.Request
 	path, query := req.URI().Path(), req.URI().QueryString()
+	ja4, fpHash, bind := connFingerprint(ctx.Conn())
 	rs.dr = decide.Request{
-		Client:    client,
-		Site:      site.Name,
-		Host:      req.Header.Host(),
-		Method:    req.Header.Method(),
-		Path:      path,
-		Query:     query,
-		UserAgent: req.Header.UserAgent(),
-		Headers:   &req.Header,
+		TLSFingerprint: ja4,
+		Client:         client,
+		Site:           site.Name,
+		Host:           req.Header.Host(),
+		Method:         req.Header.Method(),
+		Path:           path,
+		Query:          query,
+		UserAgent:      req.Header.UserAgent(),
+		Headers:        &req.Header,
 	}
 	if site.Rec != nil {
 		fillEvent(&rs.ev, ctx, client, path, query)
+		rs.ev.Fingerprint = fpHash
 		site.Geo.Fill(&rs.ev)
 		rs.filled = true
 		rs.dr.Event = &rs.ev
 	}
 	now := time.Unix(0, coarsetime.UnixNano())
 	if st.Challenge != nil {
-		_, rs.dr.Verified = st.Challenge.FastClearance(ctx, now, client, challenge.Binding{})
+		_, rs.dr.Verified = st.Challenge.FastClearance(ctx, now, client, bind)
 		rs.verified = rs.dr.Verified
 	}
 	d := st.Decider.Decide(coarsetime.UnixNano(), &rs.dr)
@@ -118,7 +138,7 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 			if st.ModeName != nil {
 				mode = st.ModeName(now)
 			}
-			st.Challenge.FastChallenge(ctx, now, client, challenge.Binding{}, st.Challenge.Difficulty(mode, 0))
+			st.Challenge.FastChallenge(ctx, now, client, bind, st.Challenge.Difficulty(mode, 0))
 			site.m.count(vChallenge, ctx.Response.StatusCode())
 			return vChallenge
 		}
@@ -212,21 +232,23 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 	path := r.URL.Path
 	rs := reqPool.Get().(*reqState)
 	dr := &rs.dr
+	ja4, fpHash, bind := connFingerprint(connFrom(r))
 	*dr = decide.Request{
-		Client:    client,
-		Site:      site.Name,
-		Host:      []byte(r.Host),
-		Method:    []byte(r.Method),
-		Path:      []byte(path),
-		Query:     []byte(r.URL.RawQuery),
-		UserAgent: []byte(r.UserAgent()),
-		Headers:   httpHeaders{r},
+		TLSFingerprint: ja4,
+		Client:         client,
+		Site:           site.Name,
+		Host:           []byte(r.Host),
+		Method:         []byte(r.Method),
+		Path:           []byte(path),
+		Query:          []byte(r.URL.RawQuery),
+		UserAgent:      []byte(r.UserAgent()),
+		Headers:        httpHeaders{r},
 	}
 	if st.Challenge != nil {
-		_, dr.Verified = st.Challenge.HTTPClearance(r, now, client, challenge.Binding{})
+		_, dr.Verified = st.Challenge.HTTPClearance(r, now, client, bind)
 	}
 	if site.Rec != nil {
-		rs.ev = telemetry.Event{Client: client, Path: dr.Path, UserAgent: dr.UserAgent}
+		rs.ev = telemetry.Event{Client: client, Path: dr.Path, UserAgent: dr.UserAgent, Fingerprint: fpHash}
 		if dr.Query != nil {
 			rs.ev.QueryShape = telemetry.QueryShape(dr.Query)
 		}
@@ -264,7 +286,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 			if st.ModeName != nil {
 				mode = st.ModeName(now)
 			}
-			st.Challenge.ServeChallenge(w, r, now, client, challenge.Binding{}, st.Challenge.Difficulty(mode, 0))
+			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, 0))
 			site.m.count(vChallenge, 403)
 			return false
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -15,18 +16,30 @@ import (
 
 type peerKey struct{}
 
-// WithPeer returns a context carrying the TCP peer address of an HTTP/2
-// connection, for ServeHTTP.
-func WithPeer(ctx context.Context, peer netip.Addr) context.Context {
-	return context.WithValue(ctx, peerKey{}, peer)
+type connInfo struct {
+	peer netip.Addr
+	conn net.Conn
+}
+
+// WithPeer returns a context carrying the TCP peer address and the client
+// connection of an HTTP/2 connection, for ServeHTTP.
+func WithPeer(ctx context.Context, peer netip.Addr, conn net.Conn) context.Context {
+	return context.WithValue(ctx, peerKey{}, connInfo{peer, conn})
 }
 
 func peerFrom(r *http.Request) netip.Addr {
-	if a, ok := r.Context().Value(peerKey{}).(netip.Addr); ok {
-		return a
+	if ci, ok := r.Context().Value(peerKey{}).(connInfo); ok {
+		return ci.peer
 	}
 	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
 	return ap.Addr().Unmap()
+}
+
+func connFrom(r *http.Request) net.Conn {
+	if ci, ok := r.Context().Value(peerKey{}).(connInfo); ok {
+		return ci.conn
+	}
+	return nil
 }
 
 // hopByHop lists headers never forwarded in either direction.
@@ -61,7 +74,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		client = cfg.ClientIP.Resolve(peer, []byte(r.Header.Get("X-Forwarded-For")), []byte(r.Header.Get("Forwarded")))
 	}
 	if st.Challenge != nil && challenge.IsEndpoint([]byte(r.URL.Path)) {
-		st.Challenge.ServeEndpoint(w, r, start, client, challenge.Binding{})
+		_, _, bind := connFingerprint(connFrom(r))
+		st.Challenge.ServeEndpoint(w, r, start, client, bind)
 		site.m.count(vChallenge, 200)
 		return
 	}

@@ -200,7 +200,8 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	}
 	if st.Challenge != nil && challenge.IsEndpoint(req.URI().Path()) {
 		// /.levee/... : challenge answers, answered by the shield itself.
-		st.Challenge.FastEndpoint(ctx, start, client, challenge.Binding{})
+		_, _, bind := connFingerprint(ctx.Conn())
+		st.Challenge.FastEndpoint(ctx, start, client, bind)
 		site.m.count(vChallenge, ctx.Response.StatusCode())
 		return site, client, vChallenge
 	}

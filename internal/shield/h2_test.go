@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -142,5 +143,47 @@ sites: [{upstreams: [{url: "http://%s"}]}]
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 || resp.StatusCode == 200 || !bytes.Contains(body, []byte("/.levee/")) || o.hits.Load() != 0 {
 		t.Fatalf("h2 under attack: proto %d status %d origin hits %d body %.120q", resp.ProtoMajor, resp.StatusCode, o.hits.Load(), body)
+	}
+}
+
+// TestTLSFingerprintRule: the JA4 fingerprint of each TLS connection is
+// available to rules (and to telemetry and challenges).
+func TestTLSFingerprintRule(t *testing.T) {
+	o := startOrigin(t)
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "fp.test")
+	s := startShield(t, fmt.Sprintf(`
+listen:
+  - {address: "127.0.0.1:0", tls: {certificates: [{cert: %s, key: %s}]}}
+  - {address: "127.0.0.1:0"}
+sites: [{upstreams: [{url: "http://%s"}]}]
+rules:
+  - {name: tls13-go-client, match: {tls_fingerprint: {prefix: "t13d"}}, action: block}
+`, crt, key, o.addr))
+	conn, err := tls.Dial("tcp", addrOf(s, 0), &tls.Config{ServerName: "fp.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _, err := get(conn, "/")
+	conn.Close()
+	if err != nil || resp.StatusCode != 403 {
+		t.Fatalf("TLS 1.3 client: %v %v, want 403 from the fingerprint rule", err, resp)
+	}
+	// HTTP/2 requests carry the fingerprint too.
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: "fp.test", InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	r2, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addrOf(s, 0) + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != 403 {
+		t.Fatalf("h2 request: %d, want 403", r2.StatusCode)
+	}
+	// A plain connection has no fingerprint: the rule does not match.
+	c, _ := net.Dial("tcp", addrOf(s, 1))
+	defer c.Close()
+	if resp, _, err := get(c, "/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("plain client: %v %v", err, resp)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/fastconn"
+	"github.com/levee-dev/levee/internal/fingerprint"
 	"github.com/levee-dev/levee/internal/guard"
 	"github.com/levee-dev/levee/internal/proxy"
 	"github.com/levee-dev/levee/internal/proxyproto"
@@ -149,7 +150,13 @@ func (l *listener) dispatch(gc *guard.Conn, addr netip.Addr) {
 	cfg := s.cfg.Load()
 	deadline := time.Now().Add(cfg.Guard.HeaderTimeout)
 	if l.cfg.TLS.Enabled() {
-		tc := tls.Server(gc, l.tlsConfig())
+		var ja4 string
+		cfg := l.tlsConfig()
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			ja4 = fingerprint.JA4(hello) // computed once per connection
+			return nil, nil
+		}
+		tc := tls.Server(gc, cfg)
 		_ = gc.SetDeadline(deadline)
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err := tc.HandshakeContext(ctx)
@@ -160,6 +167,7 @@ func (l *listener) dispatch(gc *guard.Conn, addr netip.Addr) {
 			return
 		}
 		_ = gc.SetDeadline(time.Time{})
+		gc.SetFingerprint(ja4)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			s.serveH2(tc, addr)
 			return

@@ -533,7 +533,7 @@ func (s *Shield) serveH2(c net.Conn, peer netip.Addr) {
 	s.h2conns.Add(1)
 	defer s.h2conns.Done()
 	s.h2.ServeConn(s.h2g.Wrap(c), &http2.ServeConnOpts{
-		Context:    proxy.WithPeer(s.h2ctx, peer),
+		Context:    proxy.WithPeer(s.h2ctx, peer, c),
 		Handler:    s.proxy,
 		BaseConfig: s.h2base,
 	})
