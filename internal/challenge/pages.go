@@ -6,6 +6,7 @@ import (
 	"html"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Endpoint paths served by the package.
@@ -186,7 +187,11 @@ for(i=0;i<k;i++){var w=new Worker(u);w.onmessage=got;w.onerror=fail;w.postMessag
 
 func buildPages(cfg *Config) *pageSet {
 	ps := &pageSet{}
-	delay := strconv.Itoa(int((cfg.NoJSDelay + 999_999_999) / 1_000_000_000))
+	secs := int((cfg.NoJSDelay + time.Second - 1) / time.Second)
+	delay := strconv.Itoa(secs)
+	// The refresh waits one second more than the text says: the server
+	// counts from the issue time rounded up to the second.
+	refresh := strconv.Itoa(secs + 1)
 	nojsURL := PathNoJS + "?c=" + mChal + "&amp;r=" + mRetQ
 	for li := range languages {
 		t := languages[li]
@@ -198,7 +203,7 @@ func buildPages(cfg *Config) *pageSet {
 		for d := 0; d <= 32; d++ {
 			var b strings.Builder
 			b.WriteString(head)
-			b.WriteString(`<noscript><meta http-equiv="refresh" content="` + delay + `;url=` + nojsURL + `"></noscript>`)
+			b.WriteString(`<noscript><meta http-equiv="refresh" content="` + refresh + `;url=` + nojsURL + `"></noscript>`)
 			b.WriteString(`<style>` + css + `</style></head><body><main>`)
 			b.WriteString(`<h1>` + e(t.Heading) + `</h1><p>` + e(t.Explain) + `</p>`)
 			b.WriteString(`<div id="m" data-d="` + strconv.Itoa(d) + `" data-done="` + e(t.Done) + `" data-failed="` + e(t.Failed) + `" hidden></div>`)

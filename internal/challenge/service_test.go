@@ -97,6 +97,15 @@ func TestNoJSFlow(t *testing.T) {
 	get := func(now time.Time) Reply {
 		return s.Endpoint(nil, now, addr, bf(""), &EndpointRequest{Path: []byte(PathNoJS), Challenge: chal, Return: []byte("/read")})
 	}
+	if c, _ := s.Signer().OpenChallenge(t0, chal, addr, bf("")); c.Issued != t0.Unix() {
+		t.Fatalf("issued %d, want %d", c.Issued, t0.Unix())
+	}
+	// Issued 0.9 s after t0 and answered 4.6 s later: too early, although a
+	// truncated issue time would say 5.5 s.
+	late := s.Signer().NewChallenge(nil, t0.Add(900*time.Millisecond), addr, bf(""), 16, time.Minute)
+	if r := s.Endpoint(nil, t0.Add(5500*time.Millisecond), addr, bf(""), &EndpointRequest{Path: []byte(PathNoJS), Challenge: late}); r.Status != 403 {
+		t.Errorf("answer 4.6 s after issue with a 5 s delay: status %d, want 403 (wait page)", r.Status)
+	}
 	r := get(t0.Add(2 * time.Second))
 	if r.Status != 403 || !bytes.Contains(r.Body, []byte(`content="3;url=/.levee/nojs?c=`+string(chal)+`&amp;r=/read"`)) {
 		t.Fatalf("early: %d %s", r.Status, r.Body)
@@ -323,7 +332,7 @@ func TestPages(t *testing.T) {
 		chal := string(chalFromPage(t, []byte(page)))
 		want := append(tc.want,
 			`<h1>`, `role="status" aria-live="polite"`, `data-d="14"`,
-			`<noscript><meta http-equiv="refresh" content="7;url=/.levee/nojs?c=`+chal+`&amp;r=/p%3Fq%3D%22x%22%26y"></noscript>`,
+			`<noscript><meta http-equiv="refresh" content="8;url=/.levee/nojs?c=`+chal+`&amp;r=/p%3Fq%3D%22x%22%26y"></noscript>`,
 			`name="r" value="/p?q=&#34;x&#34;&amp;y"`, `<a id="nojs" href="/.levee/nojs?c=`+chal)
 		for _, w := range want {
 			if !strings.Contains(page, w) {

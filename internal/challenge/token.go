@@ -335,7 +335,7 @@ func (s *Signer) Check(now time.Time, cookie []byte, addr netip.Addr, fp Binding
 type Challenge struct {
 	ID         uint64
 	Difficulty uint8 // leading zero bits required; 0 for a no-JS challenge
-	Issued     int64 // unix seconds
+	Issued     int64 // unix seconds, rounded up
 	Expires    int64 // unix seconds
 }
 
@@ -346,7 +346,13 @@ func (s *Signer) NewChallenge(dst []byte, now time.Time, addr netip.Addr, fp Bin
 	var b [chalRaw]byte
 	b[0], b[1], b[2] = tagChallenge, k.id, difficulty
 	binary.BigEndian.PutUint64(b[3:], rand.Uint64()|1)
-	binary.BigEndian.PutUint32(b[11:], uint32(now.Unix()))
+	// Issued is rounded up to the second, so that "Issued + delay" is never
+	// earlier than the real issue time plus the delay.
+	issued := now.Unix()
+	if now.Nanosecond() > 0 {
+		issued++
+	}
+	binary.BigEndian.PutUint32(b[11:], uint32(issued))
 	binary.BigEndian.PutUint32(b[15:], uint32(now.Add(ttl).Unix()))
 	st := k.pool.Get().(*macState)
 	n := copy(st.in[:], b[:19])
