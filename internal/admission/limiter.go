@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,8 +118,10 @@ func (c LimiterConfig) Validate() error {
 //	target   = limit*gradient + Headroom*sqrt(limit)   (room for a small standing queue)
 //	limit    = limit*(1-Smoothing) + target*Smoothing, within [MinLimit, MaxLimit]
 //
-// where windowRTT is the mean latency of the window's successful samples and
-// minRTT the lowest window mean seen since the last probe. A window in which
+// where windowRTT is the median latency of the window's successful samples
+// (as Envoy's default sample_aggregate_percentile; a few stalled or slow
+// requests do not shrink the limit) and minRTT the lowest window median seen
+// since the last probe. A window in which
 // the upstream was not busy (at most half the limit in flight) cannot raise
 // the limit, and a window with overload signals (ok=false) multiplies it by
 // Backoff instead.
@@ -134,8 +137,8 @@ type Limiter struct {
 	est         float64
 	minRTT      time.Duration
 	winStart    time.Time
-	winSum      time.Duration
-	winN        int
+	winN        int                            // successful samples in the window
+	winRTT      [windowReservoir]time.Duration // a uniform sample of their latencies
 	winDrops    int
 	winMaxInfl  int
 	nextProbe   time.Time
@@ -190,7 +193,11 @@ func (l *Limiter) OnSample(now time.Time, rtt time.Duration, inflight int, ok bo
 		return
 	}
 	if ok {
-		l.winSum += rtt
+		if l.winN < windowReservoir {
+			l.winRTT[l.winN] = rtt
+		} else if j := l.rand() % uint64(l.winN+1); j < windowReservoir {
+			l.winRTT[j] = rtt // reservoir sampling
+		}
 		l.winN++
 	} else {
 		l.winDrops++
@@ -204,15 +211,35 @@ func (l *Limiter) OnSample(now time.Time, rtt time.Duration, inflight int, ok bo
 	l.mu.Unlock()
 }
 
-// jitter returns d plus up to 10% (xorshift; no global state).
-func (l *Limiter) jitter(d time.Duration) time.Duration {
+// windowReservoir bounds the latencies kept per window for the median.
+const windowReservoir = 128
+
+// rand returns the next xorshift value (no global state).
+func (l *Limiter) rand() uint64 {
 	l.seed ^= l.seed << 13
 	l.seed ^= l.seed >> 7
 	l.seed ^= l.seed << 17
+	return l.seed
+}
+
+// jitter returns d plus up to 10%.
+func (l *Limiter) jitter(d time.Duration) time.Duration {
+	r := l.rand()
 	if d <= 0 {
 		return d
 	}
-	return d + time.Duration(l.seed%uint64(d/10+1))
+	return d + time.Duration(r%uint64(d/10+1))
+}
+
+// windowMedian returns the median of the window's sampled latencies.
+func (l *Limiter) windowMedian() time.Duration {
+	n := min(l.winN, windowReservoir)
+	w := l.winRTT[:n]
+	slices.Sort(w)
+	if n%2 == 1 {
+		return w[n/2]
+	}
+	return (w[n/2-1] + w[n/2]) / 2
 }
 
 func (l *Limiter) endWindow(now time.Time) {
@@ -220,7 +247,7 @@ func (l *Limiter) endWindow(now time.Time) {
 	est := l.est
 	var rtt time.Duration
 	if l.winN > 0 {
-		rtt = l.winSum / time.Duration(l.winN)
+		rtt = l.windowMedian()
 	}
 	switch {
 	case l.probing:
@@ -257,7 +284,7 @@ func (l *Limiter) endWindow(now time.Time) {
 		est = math.Max(float64(c.MinLimit), est/2)
 	}
 	l.limit.Store(int64(math.Round(est)))
-	l.winStart, l.winSum, l.winN, l.winDrops, l.winMaxInfl = now, 0, 0, 0, 0
+	l.winStart, l.winN, l.winDrops, l.winMaxInfl = now, 0, 0, 0
 	l.m.minRTT.Set(l.minRTT.Seconds())
 }
 

@@ -198,3 +198,36 @@ func TestLimiterConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A few stalled requests per window (a slow endpoint, a GC pause) do not
+// shrink the limit: the window's median is used, not its mean.
+func TestLimiterIgnoresOutliers(t *testing.T) {
+	l, _ := NewLimiter(LimiterConfig{InitialLimit: 16, ProbeInterval: -1}, Deps{})
+	now := t0
+	for i := range 5000 {
+		now = now.Add(time.Millisecond)
+		rtt := 10 * time.Millisecond
+		if i%10 == 0 {
+			rtt = time.Second // 10% of requests are 100x slower
+		}
+		l.OnSample(now, rtt, 16, true)
+	}
+	if got := l.Limit(); got < 16 {
+		t.Fatalf("limit %d: shrank because of outliers", got)
+	}
+	if got := l.MinRTT(); got != 10*time.Millisecond {
+		t.Fatalf("minRTT %v", got)
+	}
+}
+
+func TestLimiterOnSampleAllocs(t *testing.T) {
+	l, _ := NewLimiter(LimiterConfig{}, Deps{})
+	now := t0
+	n := testing.AllocsPerRun(10000, func() {
+		now = now.Add(time.Millisecond)
+		l.OnSample(now, 5*time.Millisecond, 10, true)
+	})
+	if n != 0 {
+		t.Fatalf("%v allocs per sample", n)
+	}
+}
