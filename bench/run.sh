@@ -317,7 +317,7 @@ guard:
   new_connections_per_ip: $rate
   new_connections_burst: $burst
 log:
-  level: warn
+  level: info
 $policy
 $(levee_detection_yaml)
 EOF
