@@ -23,7 +23,12 @@ func newMetrics(s *Service, reg prometheus.Registerer) (*metrics, error) {
 		Help: "Clearance tokens revoked for use from too many networks or at too high a rate."},
 		func() float64 { return float64(s.revoker.Count()) })
 	replay := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_challenge_replay_ids",
-		Help: "Used challenge ids held to refuse replays."}, func() float64 { return float64(s.replay.Len()) })
+		Help: "Used challenge ids held to refuse replays (in-memory replay set only)."}, func() float64 {
+		if rs, ok := s.replay.(*ReplaySet); ok {
+			return float64(rs.Len())
+		}
+		return 0
+	})
 	m := &metrics{}
 	m.pages[0], m.pages[1] = pages.WithLabelValues("html"), pages.WithLabelValues("json")
 	for r := Result(0); r < numResults; r++ {

@@ -60,10 +60,11 @@ type Revoker struct {
 	locks [256]sync.Mutex
 	slots []usage
 
-	rmask   uint64
-	revoked []revokedSlot
-	rmu     sync.Mutex
-	nRevoke atomic.Uint64
+	rmask    uint64
+	revoked  []revokedSlot
+	rmu      sync.Mutex
+	nRevoke  atomic.Uint64
+	onRevoke func(id uint64, expires int64)
 }
 
 type revokedSlot struct {
@@ -108,9 +109,10 @@ func (r *Revoker) Revoked(now int64, id uint64) bool {
 	return false
 }
 
-// Revoke adds id until expires (unix seconds). When the probe window is full
-// the entry closest to expiry is replaced.
-func (r *Revoker) Revoke(now, expires int64, id uint64) {
+// Revoke adds id until expires (unix seconds) and reports whether it was
+// not revoked before. When the probe window is full the entry closest to
+// expiry is replaced.
+func (r *Revoker) Revoke(now, expires int64, id uint64) bool {
 	h := mix(id)
 	r.rmu.Lock()
 	defer r.rmu.Unlock()
@@ -118,8 +120,9 @@ func (r *Revoker) Revoke(now, expires int64, id uint64) {
 	for i := range uint64(probe) {
 		s := &r.revoked[(h+i)&r.rmask]
 		if s.id.Load() == id {
-			s.expires.Store(max(expires, s.expires.Load()))
-			return
+			old := s.expires.Load()
+			s.expires.Store(max(expires, old))
+			return old <= now
 		}
 		if victim == nil || s.expires.Load() < victim.expires.Load() {
 			victim = s
@@ -129,6 +132,7 @@ func (r *Revoker) Revoke(now, expires int64, id uint64) {
 	victim.id.Store(0)
 	victim.expires.Store(expires)
 	victim.id.Store(id)
+	return true
 }
 
 // Count is the number of revocations made.
@@ -180,8 +184,8 @@ func (r *Revoker) observe(now, expires int64, id uint64, ph uint32, foreign bool
 		revoke = revoke || int(u.nPrefix) >= r.cfg.MaxForeignPrefixes
 	}
 	mu.Unlock()
-	if revoke {
-		r.Revoke(now, expires, id)
+	if revoke && r.Revoke(now, expires, id) && r.onRevoke != nil {
+		r.onRevoke(id, expires)
 	}
 	return revoke
 }

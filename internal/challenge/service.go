@@ -20,7 +20,24 @@ type Deps struct {
 	// Logger for configuration events (nothing is logged per request); nil
 	// discards.
 	Logger *slog.Logger
+	// Replay remembers used challenge ids. Default: an in-memory
+	// [ReplaySet] of Config.ReplayCapacity ids (per node). A fleet that
+	// balances one client over several nodes plugs a shared one in here.
+	Replay Replay
+	// OnRevoke, if set, is called (outside any lock, at most once per
+	// revocation) when a token is revoked here, so that the fleet can
+	// publish it; peers apply it with Revoker().Revoke.
+	OnRevoke func(id uint64, expires int64)
 }
+
+// Replay is the single-use store for challenge ids: Use fails with
+// ErrReplayed for an id already used and not yet expired, or ErrBusy when
+// it cannot take more. [ReplaySet] implements it in memory.
+type Replay interface {
+	Use(now, expires int64, id uint64) error
+}
+
+var _ Replay = (*ReplaySet)(nil)
 
 // Service serves challenges and checks clearance tokens. It is the
 // protocol-independent core; fasthttp.go and nethttp.go adapt it.
@@ -30,7 +47,7 @@ type Deps struct {
 type Service struct {
 	cfg     Config
 	signer  *Signer
-	replay  *ReplaySet
+	replay  Replay
 	revoker *Revoker
 	pages   *pageSet
 	defLang int
@@ -57,7 +74,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s := &Service{
 		cfg:     cfg,
 		signer:  signer,
-		replay:  NewReplaySet(cfg.ReplayCapacity),
+		replay:  deps.Replay,
 		revoker: NewRevoker(cfg.Revoke),
 		pages:   buildPages(&cfg),
 		defLang: langIndex(cfg.Language),
@@ -67,6 +84,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if s.replay == nil {
+		s.replay = NewReplaySet(cfg.ReplayCapacity)
+	}
+	s.revoker.onRevoke = deps.OnRevoke
 	for _, p := range cfg.Allow.Paths {
 		s.allowPaths = append(s.allowPaths, []byte(p))
 	}

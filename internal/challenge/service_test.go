@@ -143,7 +143,13 @@ func TestRevocation(t *testing.T) {
 		}
 	})
 	t.Run("rate", func(t *testing.T) {
-		s := newService(t, func(c *Config) { c.Revoke.MaxRequests = 10; c.Revoke.WindowSeconds = 10 })
+		cfg := testConfig()
+		cfg.Revoke.MaxRequests, cfg.Revoke.WindowSeconds = 10, 10
+		var published []uint64
+		s, err := New(cfg, Deps{OnRevoke: func(id uint64, _ int64) { published = append(published, id) }})
+		if err != nil {
+			t.Fatal(err)
+		}
 		addr := netip.MustParseAddr("192.0.2.1")
 		tok := []byte(s.Signer().Issue(t0, addr, bf(""), MethodPoW, time.Hour))
 		for i := range 10 {
@@ -156,6 +162,18 @@ func TestRevocation(t *testing.T) {
 		}
 		if _, ok := s.Clearance(t0.Add(30*time.Minute), tok, addr, bf("")); ok {
 			t.Fatal("revoked token accepted later")
+		}
+		if c, _ := s.Signer().Check(t0, tok, addr, bf("")); len(published) != 1 || published[0] != c.ID {
+			t.Errorf("OnRevoke published %v, want the token id %d once", published, c.ID)
+		}
+		// A peer applies the published revocation.
+		peer := newService(t, nil)
+		if _, ok := peer.Clearance(t0, tok, addr, bf("")); !ok {
+			t.Fatal("peer refused the token before the revocation")
+		}
+		peer.Revoker().Revoke(t0.Unix(), t0.Add(time.Hour).Unix(), published[0])
+		if _, ok := peer.Clearance(t0, tok, addr, bf("")); ok {
+			t.Fatal("peer accepted a revoked token")
 		}
 		// Another token from the same client is unaffected.
 		tok2 := []byte(s.Signer().Issue(t0, addr, bf(""), MethodPoW, time.Hour))
@@ -464,4 +482,36 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ..
 	}
 	t.Fatalf("metric %s %v not found", name, labels)
 	return 0
+}
+
+// sharedReplay stands for a fleet's shared replay store.
+type sharedReplay struct{ used map[uint64]bool }
+
+func (r *sharedReplay) Use(now, expires int64, id uint64) error {
+	if r.used[id] {
+		return ErrReplayed
+	}
+	r.used[id] = true
+	return nil
+}
+
+func TestSharedReplay(t *testing.T) {
+	shared := &sharedReplay{used: map[uint64]bool{}}
+	a, err := New(testConfig(), Deps{Replay: shared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(testConfig(), Deps{Replay: shared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddr("192.0.2.8")
+	chal := chalFromPage(t, a.AppendPage(nil, t0, addr, Binding{}, 6, nil, []byte("/")))
+	req := &EndpointRequest{Path: []byte(PathVerify), Post: true, Challenge: chal, Nonce: solve(chal, 6)}
+	if r := a.Endpoint(nil, t0, addr, Binding{}, req); r.Status != 303 {
+		t.Fatalf("node a: %d", r.Status)
+	}
+	if r := b.Endpoint(nil, t0, addr, Binding{}, req); r.Status != 403 {
+		t.Errorf("node b accepted an answer already used on node a: %d", r.Status)
+	}
 }
