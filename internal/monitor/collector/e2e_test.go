@@ -17,9 +17,12 @@ import (
 	"github.com/levee-dev/levee/internal/monitor/probe"
 )
 
+// Probe interval and timeout of the end-to-end scenarios. The timeout is
+// generous against the 100 ms of injected latency so that a loaded 2-core
+// machine does not produce timeouts of its own.
 const (
-	e2eInterval = 200 * time.Millisecond
-	e2eTimeout  = 150 * time.Millisecond
+	e2eInterval = 300 * time.Millisecond
+	e2eTimeout  = 280 * time.Millisecond
 )
 
 // TestE2ECleanCut stops the origin under a collector and two agents: all
@@ -32,8 +35,8 @@ func TestE2ECleanCut(t *testing.T) {
 	// A longer interval than the other scenarios, so that CPU scheduling on
 	// a loaded machine (or under -race) is small against the bound of two
 	// intervals that this test asserts.
-	const interval = 2 * e2eInterval
-	cfg := strings.Replace(config(dir+"/data", hooks.srv.URL, "http", "http://"+o.addr+"/", interval, 2*e2eTimeout, "a1", "a2"),
+	const interval = 400 * time.Millisecond
+	cfg := strings.Replace(config(dir+"/data", hooks.srv.URL, "http", "http://"+o.addr+"/", interval, 300*time.Millisecond, "a1", "a2"),
 		"baseline_min: 10", "baseline_min: 5", 1)
 	h := startCollector(t, dir, "", cfg, "a1", "a2")
 	startAgent(t, "a1", h.url(), nil)
@@ -296,11 +299,14 @@ func TestE2EFlakyAgentNoFalseAlarm(t *testing.T) {
 	startAgent(t, "a1", h.url(), nil)
 	startAgent(t, "flaky", h.url(), flakyDial)
 	h.warm(t, 3, 5)
-	time.Sleep(5 * time.Second)
-	rs, err := h.c.Store().Results(context.Background(), "site", time.Now().Add(-time.Hour), time.Now().Add(time.Minute), 100000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// 40 probes of the flaky agent: with half of them failing, two in a row
+	// (down) happen almost surely (the chance of none is about 1 in 4000).
+	var rs []probe.Result
+	waitFor(t, 30*time.Second, "40 results from the flaky agent", func() bool {
+		var err error
+		rs, err = h.c.Store().Results(context.Background(), "site", time.Now().Add(-time.Hour), time.Now().Add(time.Minute), 100000)
+		return err == nil && countVantage(rs, "flaky") >= 40
+	})
 	fails, runs, streak := 0, 0, 0
 	for i := len(rs) - 1; i >= 0; i-- { // oldest first
 		r := rs[i]
