@@ -358,3 +358,88 @@ func (h *History) Known(now time.Time, addr netip.Addr) bool {
 	mu.Unlock()
 	return known
 }
+
+// Snapshot format: "LVH1", uint32 entry count, then per entry 20 bytes:
+// key uint64, first uint32, last uint32, seen uint16, family byte, bad byte.
+// Big endian. It lets the history outlive a restart (the embedded store
+// keeps the bytes).
+const (
+	snapshotMagic = "LVH1"
+	snapshotEntry = 20
+)
+
+// AppendSnapshot appends the table's live entries to dst.
+func (h *History) AppendSnapshot(dst []byte) []byte {
+	start := len(dst)
+	dst = append(dst, snapshotMagic...)
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	var n uint32
+	for i := range h.sets {
+		mu := &h.locks[i%len(h.locks)]
+		mu.Lock()
+		for _, e := range h.sets[i] {
+			if e.key == 0 {
+				continue
+			}
+			dst = binary.BigEndian.AppendUint64(dst, e.key)
+			dst = binary.BigEndian.AppendUint32(dst, e.first)
+			dst = binary.BigEndian.AppendUint32(dst, e.last)
+			dst = binary.BigEndian.AppendUint16(dst, e.seen)
+			bad := byte(0)
+			if e.bad {
+				bad = 1
+			}
+			dst = append(dst, e.fam, bad)
+			n++
+		}
+		mu.Unlock()
+	}
+	binary.BigEndian.PutUint32(dst[start+4:], n)
+	return dst
+}
+
+// LoadSnapshot adds the entries of a snapshot made by AppendSnapshot (from a
+// table of any size) to h. Entries already present are overwritten; an entry
+// whose set is full of known addresses is dropped, as in Good. It rejects a
+// malformed snapshot without changing h.
+func (h *History) LoadSnapshot(b []byte) error {
+	if len(b) < 8 || string(b[:4]) != snapshotMagic {
+		return errors.New("admission: history snapshot: bad header")
+	}
+	n := binary.BigEndian.Uint32(b[4:8])
+	body := b[8:]
+	if uint64(len(body)) != uint64(n)*snapshotEntry {
+		return fmt.Errorf("admission: history snapshot: %d bytes for %d entries", len(body), n)
+	}
+	for p := body; len(p) > 0; p = p[snapshotEntry:] {
+		fam, bad := p[18], p[19]
+		if (fam != 4 && fam != 6) || bad > 1 || binary.BigEndian.Uint64(p) == 0 {
+			return errors.New("admission: history snapshot: bad entry")
+		}
+		if fam == 4 && binary.BigEndian.Uint64(p)>>32 != 1 {
+			return errors.New("admission: history snapshot: bad IPv4 key")
+		}
+	}
+	for p := body; len(p) > 0; p = p[snapshotEntry:] {
+		e := histSlot{
+			key:   binary.BigEndian.Uint64(p),
+			first: binary.BigEndian.Uint32(p[8:]),
+			last:  binary.BigEndian.Uint32(p[12:]),
+			seen:  binary.BigEndian.Uint16(p[16:]),
+			fam:   p[18],
+			bad:   p[19] == 1,
+		}
+		i, mu := h.set(e.key, e.fam)
+		mu.Lock()
+		s := &h.sets[i]
+		slot := h.find(s, e.key, e.fam)
+		if slot == nil {
+			slot = h.victim(s, e.last)
+		}
+		if slot != nil {
+			*slot = e
+		}
+		mu.Unlock()
+	}
+	return nil
+}
