@@ -126,6 +126,10 @@ type Match struct {
 	// TLSFingerprint matches the connection's JA4 fingerprint, e.g.
 	// {exact: t13d1516h2_8daaf6152771_02713d6af862}.
 	TLSFingerprint *StringMatch `yaml:"tls_fingerprint"`
+	// HTTPFingerprint matches the request's HTTP fingerprint: JA4H for
+	// HTTP/1.1 requests, the Akamai HTTP/2 fingerprint
+	// ("SETTINGS|WINDOW_UPDATE|PRIORITY|PSEUDO") for HTTP/2 requests.
+	HTTPFingerprint *StringMatch `yaml:"http_fingerprint"`
 	// Header and Cookie match a named header or cookie.
 	Header *NamedMatch `yaml:"header"`
 	Cookie *NamedMatch `yaml:"cookie"`
@@ -363,6 +367,7 @@ func (v *validator) match(path string, m *Match, depth int) {
 	v.stringMatch(path+".query", m.Query)
 	v.stringMatch(path+".user_agent", m.UserAgent)
 	v.stringMatch(path+".tls_fingerprint", m.TLSFingerprint)
+	v.stringMatch(path+".http_fingerprint", m.HTTPFingerprint)
 	if m.Header != nil {
 		if m.Header.Name == "" {
 			v.add(path+".header.name", "header name is required")

@@ -103,24 +103,26 @@ type Deps struct {
 // Engine makes decisions. It is safe for concurrent use; create it with New
 // and update it with Apply.
 type Engine struct {
-	snap       atomic.Pointer[snapshot]
-	challenges atomic.Bool // a challenge service answers the Challenge verdict
-	mode    atomic.Pointer[modeHolder]
-	runtime atomic.Pointer[runtimeSet]
-	modeMu  sync.Mutex
-	feeds   atomic.Pointer[iplist.Set]
-	table   atomic.Pointer[limit.Table]
-	deps    Deps
-	m       *metrics
-	log     *slog.Logger
+	snap          atomic.Pointer[snapshot]
+	challenges    atomic.Bool // a challenge service answers the Challenge verdict
+	runtimeHTTPFP atomic.Bool // a runtime rule matches on the HTTP fingerprint
+	mode          atomic.Pointer[modeHolder]
+	runtime       atomic.Pointer[runtimeSet]
+	modeMu        sync.Mutex
+	feeds         atomic.Pointer[iplist.Set]
+	table         atomic.Pointer[limit.Table]
+	deps          Deps
+	m             *metrics
+	log           *slog.Logger
 }
 
 type snapshot struct {
-	allow     *iplist.Table
-	block     *iplist.Table
-	rules     []*rule
-	limits    []*limitSpec
-	challenge Verdict // what Challenge becomes until challenges exist
+	needHTTPFP bool // some rule matches on the HTTP fingerprint
+	allow      *iplist.Table
+	block      *iplist.Table
+	rules      []*rule
+	limits     []*limitSpec
+	challenge  Verdict // what Challenge becomes until challenges exist
 }
 
 type rule struct {
@@ -208,6 +210,7 @@ func (e *Engine) Apply(p *config.Policy) error {
 		s.limits = append(s.limits, ls)
 	}
 	for i := range p.Rules {
+		s.needHTTPFP = s.needHTTPFP || usesHTTPFingerprint(&p.Rules[i].Match)
 		r, err := e.compileRule(&p.Rules[i])
 		if err != nil {
 			return fmt.Errorf("rules[%d] %s: %w", i, p.Rules[i].Name, err)
@@ -408,6 +411,15 @@ func (e *Engine) Decide(now int64, r *Request) Decision {
 		return Decision{Verdict: Challenge, By: "mode"}
 	}
 	return e.checkLimits(now, s, r)
+}
+
+// NeedsHTTPFingerprint reports whether any configured rule matches on the
+// HTTP fingerprint, so the protocol layer computes JA4H only then.
+func (e *Engine) NeedsHTTPFingerprint() bool {
+	if e.snap.Load().needHTTPFP {
+		return true
+	}
+	return e.runtimeHTTPFP.Load()
 }
 
 // SetChallengesAvailable tells the engine that a challenge service answers

@@ -90,6 +90,7 @@ const (
 	fHeader
 	fCookie
 	fTLS
+	fHTTP
 )
 
 type matchString struct {
@@ -110,6 +111,8 @@ func (m *matchString) value(r *Request) []byte {
 		return r.UserAgent
 	case fTLS:
 		return []byte(r.TLSFingerprint)
+	case fHTTP:
+		return []byte(r.HTTPFingerprint)
 	case fHeader:
 		if r.Headers != nil {
 			return r.Headers.Peek(m.name)
@@ -181,7 +184,7 @@ func compileMatch(m *config.Match) (matcher, error) {
 		f    field
 		name string
 		m    *config.StringMatch
-	}{{fPath, "", m.Path}, {fQuery, "", m.Query}, {fUA, "", m.UserAgent}, {fTLS, "", m.TLSFingerprint}} {
+	}{{fPath, "", m.Path}, {fQuery, "", m.Query}, {fUA, "", m.UserAgent}, {fTLS, "", m.TLSFingerprint}, {fHTTP, "", m.HTTPFingerprint}} {
 		if sm.m != nil {
 			c, err := compileString(sm.f, sm.name, sm.m)
 			if err != nil {
@@ -233,6 +236,28 @@ func compileMatch(m *config.Match) (matcher, error) {
 		return all[0], nil
 	}
 	return all, nil // an empty matchAll matches everything
+}
+
+// usesHTTPFingerprint reports whether a config match refers to the HTTP
+// fingerprint (JA4H is computed per request only when some rule needs it).
+func usesHTTPFingerprint(m *config.Match) bool {
+	if m == nil {
+		return false
+	}
+	if m.HTTPFingerprint != nil {
+		return true
+	}
+	for i := range m.All {
+		if usesHTTPFingerprint(&m.All[i]) {
+			return true
+		}
+	}
+	for i := range m.Any {
+		if usesHTTPFingerprint(&m.Any[i]) {
+			return true
+		}
+	}
+	return usesHTTPFingerprint(m.Not)
 }
 
 func compileString(f field, name string, s *config.StringMatch) (*matchString, error) {

@@ -91,6 +91,11 @@ func (e *Engine) SetRuntimeRules(rules []RuntimeRule) error {
 		rs.expires = append(rs.expires, exp)
 		rs.meta = append(rs.meta, rr)
 	}
+	need := false
+	for i := range rs.meta {
+		need = need || usesHTTPFingerprint(&rs.meta[i].Rule.Match)
+	}
+	e.runtimeHTTPFP.Store(need)
 	e.runtime.Store(rs)
 	return nil
 }

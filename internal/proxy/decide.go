@@ -14,6 +14,7 @@ import (
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/decide"
+	"github.com/levee-dev/levee/internal/fingerprint"
 	"github.com/levee-dev/levee/internal/telemetry"
 )
 
@@ -41,6 +42,10 @@ var telemetryVerdict = [numVerdicts]telemetry.Verdict{
 	vDrop: telemetry.VerdictBlocked, vTarpit: telemetry.VerdictBlocked, vChallenge: telemetry.VerdictChallenged,
 	vShed: telemetry.VerdictError,
 }
+
+// httpFingerprintNeeder is implemented by the decision engine: JA4H is
+// computed per request only when a rule matches on it.
+type httpFingerprintNeeder interface{ NeedsHTTPFingerprint() bool }
 
 // fingerprinted is implemented by guard.Conn.
 type fingerprinted interface {
@@ -100,16 +105,21 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 	req := &ctx.Request
 	path, query := req.URI().Path(), req.URI().QueryString()
 	ja4, fpHash, bind := connFingerprint(ctx.Conn())
+	var httpFP string
+	if nf, ok := st.Decider.(httpFingerprintNeeder); ok && nf.NeedsHTTPFingerprint() {
+		httpFP = fingerprint.JA4H(req.Header.Method(), req.Header.Protocol(), fingerprint.RawHeaders(req.Header.RawHeaders()))
+	}
 	rs.dr = decide.Request{
-		TLSFingerprint: ja4,
-		Client:         client,
-		Site:           site.Name,
-		Host:           req.Header.Host(),
-		Method:         req.Header.Method(),
-		Path:           path,
-		Query:          query,
-		UserAgent:      req.Header.UserAgent(),
-		Headers:        &req.Header,
+		TLSFingerprint:  ja4,
+		HTTPFingerprint: httpFP,
+		Client:          client,
+		Site:            site.Name,
+		Host:            req.Header.Host(),
+		Method:          req.Header.Method(),
+		Path:            path,
+		Query:           query,
+		UserAgent:       req.Header.UserAgent(),
+		Headers:         &req.Header,
 	}
 	if site.Rec != nil {
 		fillEvent(&rs.ev, ctx, client, path, query)
@@ -233,16 +243,21 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 	rs := reqPool.Get().(*reqState)
 	dr := &rs.dr
 	ja4, fpHash, bind := connFingerprint(connFrom(r))
+	var httpFP string
+	if h2, ok := fingerprint.H2FromContext(r.Context()); ok {
+		httpFP = h2.Akamai // computed once per connection
+	}
 	*dr = decide.Request{
-		TLSFingerprint: ja4,
-		Client:         client,
-		Site:           site.Name,
-		Host:           []byte(r.Host),
-		Method:         []byte(r.Method),
-		Path:           []byte(path),
-		Query:          []byte(r.URL.RawQuery),
-		UserAgent:      []byte(r.UserAgent()),
-		Headers:        httpHeaders{r},
+		TLSFingerprint:  ja4,
+		HTTPFingerprint: httpFP,
+		Client:          client,
+		Site:            site.Name,
+		Host:            []byte(r.Host),
+		Method:          []byte(r.Method),
+		Path:            []byte(path),
+		Query:           []byte(r.URL.RawQuery),
+		UserAgent:       []byte(r.UserAgent()),
+		Headers:         httpHeaders{r},
 	}
 	if st.Challenge != nil {
 		_, dr.Verified = st.Challenge.HTTPClearance(r, now, client, bind)

@@ -1,6 +1,7 @@
 package shield
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
@@ -185,5 +186,42 @@ rules:
 	defer c.Close()
 	if resp, _, err := get(c, "/"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("plain client: %v %v", err, resp)
+	}
+}
+
+// TestHTTPFingerprintRules: JA4H (HTTP/1.1) and the Akamai HTTP/2
+// fingerprint are available to rules.
+func TestHTTPFingerprintRules(t *testing.T) {
+	o := startOrigin(t)
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "hfp.test")
+	s := startShield(t, fmt.Sprintf(`
+listen:
+  - {address: "127.0.0.1:0", tls: {certificates: [{cert: %s, key: %s}]}}
+  - {address: "127.0.0.1:0"}
+sites: [{upstreams: [{url: "http://%s"}]}]
+rules:
+  - {name: h2-clients, match: {http_fingerprint: {contains: "|"}}, action: block}
+  - {name: post-no-cookie, match: {http_fingerprint: {prefix: "po11n"}}, action: block}
+`, crt, key, o.addr))
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: "hfp.test", InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	r2, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addrOf(s, 0) + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != 403 {
+		t.Fatalf("HTTP/2 request: %d, want 403 from the Akamai fingerprint rule", r2.StatusCode)
+	}
+	c, _ := net.Dial("tcp", addrOf(s, 1))
+	defer c.Close()
+	if resp, _, err := get(c, "/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HTTP/1.1 GET: %v %v", err, resp)
+	}
+	io.WriteString(c, "POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 403 {
+		t.Fatalf("HTTP/1.1 POST without cookie: %v %v, want 403 from the JA4H rule", err, resp)
 	}
 }

@@ -3,9 +3,9 @@ package shield
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"

@@ -28,6 +28,7 @@ import (
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/decide"
+	"github.com/levee-dev/levee/internal/fingerprint"
 	"github.com/levee-dev/levee/internal/guard"
 	"github.com/levee-dev/levee/internal/h2guard"
 	"github.com/levee-dev/levee/internal/iplist"
@@ -532,8 +533,11 @@ func (s *Shield) Guard() *guard.Guard { return s.guard }
 func (s *Shield) serveH2(c net.Conn, peer netip.Addr) {
 	s.h2conns.Add(1)
 	defer s.h2conns.Done()
-	s.h2.ServeConn(s.h2g.Wrap(c), &http2.ServeConnOpts{
-		Context:    proxy.WithPeer(s.h2ctx, peer, c),
+	// The HTTP/2 fingerprint recorder reads the client's first frames
+	// (SETTINGS, WINDOW_UPDATE, PRIORITY, first HEADERS) and then steps aside.
+	fc, rec := fingerprint.WrapH2(s.h2g.Wrap(c))
+	s.h2.ServeConn(fc, &http2.ServeConnOpts{
+		Context:    fingerprint.WithH2(proxy.WithPeer(s.h2ctx, peer, c), rec),
 		Handler:    s.proxy,
 		BaseConfig: s.h2base,
 	})
