@@ -31,5 +31,5 @@ fi
 go mod download
 go vet ./...
 # Concurrency-heavy packages also run under the race detector.
-go test -count=1 -race -timeout 10m ./internal/guard/ ./internal/fastconn/ ./internal/limit/ ./internal/proxy/ "$@"
+go test -count=1 -race -short -timeout 10m ./internal/guard/ ./internal/fastconn/ ./internal/limit/ ./internal/proxy/ ./internal/decide/ ./internal/admission/ ./internal/cache/ ./internal/telemetry/ "$@"
 go test -count=1 -timeout 20m ./... "$@"

@@ -1,7 +1,10 @@
 package shield
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"math/rand"
 	"net"
 	"strings"
@@ -22,10 +25,24 @@ func TestDetectionEndToEnd(t *testing.T) {
 		t.Skip("runs ~20 s of traffic")
 	}
 	o := startOrigin(t)
+	var hookMu sync.Mutex
+	var hookEvents []string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p struct {
+			Event string `json:"event"`
+			Site  string `json:"site"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&p); err == nil {
+			hookMu.Lock()
+			hookEvents = append(hookEvents, p.Site+":"+p.Event)
+			hookMu.Unlock()
+		}
+	}))
+	defer hook.Close()
 	s := startShield(t, fmt.Sprintf(`
 listen: [{address: "127.0.0.1:0"}]
 sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
-detection: {warm_up: 5s}
+detection: {warm_up: 5s, webhooks: [{url: "`+hook.URL+`"}]}
 # Scripted clients cannot run the JavaScript challenge that under-attack mode
 # shows unverified clients; the browser test in internal/challenge covers
 # that path. Here the normal clients are exempted by their user agent.
@@ -172,6 +189,13 @@ limits:
 	}
 	if len(inc.Rules) == 0 || len(inc.Sources) == 0 || inc.PeakRequests == 0 {
 		t.Errorf("incident lacks rules, sources or peak: %+v", inc.Summary())
+	}
+	hookMu.Lock()
+	events := strings.Join(hookEvents, " ")
+	hookMu.Unlock()
+	t.Logf("webhook events: %s", events)
+	if !strings.Contains(events, "shop:attack_start") || !strings.Contains(events, "shop:mitigation") {
+		t.Errorf("webhook did not receive attack_start and mitigation: %q", events)
 	}
 	attackSources := 0
 	for _, src := range inc.Sources {
