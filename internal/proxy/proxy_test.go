@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"encoding/json"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/telemetry"
 	"github.com/levee-dev/levee/internal/upstream"
 )
 
@@ -221,16 +223,65 @@ func TestServeFastHTTPAllocations(t *testing.T) {
 	}
 }
 
+// BenchmarkServeFastHTTP measures the whole HTTP/1.1 proxy path, including
+// a loopback round trip to a fasthttp origin, with and without per-request
+// telemetry (the detector's input), and with the decision engine's default
+// limits: the telemetry=on / telemetry=off ratio is the cost of detection.
 func BenchmarkServeFastHTTP(b *testing.B) {
-	p, stop := newBenchProxy(b)
-	defer stop()
+	for _, tel := range []bool{false, true} {
+		b.Run(fmt.Sprintf("telemetry=%v", tel), func(b *testing.B) {
+			p, stop := newBenchProxy(b)
+			defer stop()
+			st := p.State()
+			if tel {
+				rec, err := telemetry.New(telemetry.Config{Site: "b"}, telemetry.Deps{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, s := range st.Router.Sites() {
+					s.Rec = rec
+				}
+			}
+			var req fasthttp.Request
+			req.SetRequestURI("http://site.test/index.html?x=1")
+			req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0")
+			req.Header.Set("Accept", "text/html")
+			req.Header.Set("Accept-Language", "en-US")
+			var ctx fasthttp.RequestCtx
+			ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 5555}, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				serveOnce(p, &ctx, &req)
+			}
+		})
+	}
+}
+
+// BenchmarkTelemetryPerRequest is the CPU the request path spends on
+// detection's input for one request: building the telemetry event (header
+// order hash, query shape) and recording it. Divide by the CPU per proxied
+// request measured by bench/run.sh for the overhead ratio.
+func BenchmarkTelemetryPerRequest(b *testing.B) {
+	rec, err := telemetry.New(telemetry.Config{Site: "b"}, telemetry.Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	var req fasthttp.Request
-	req.SetRequestURI("http://site.test/index.html?x=1")
-	req.Header.Set("User-Agent", "Mozilla/5.0")
+	req.SetRequestURI("http://site.test/index.html?x=1&y=2")
+	req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0")
+	req.Header.Set("Accept", "text/html")
+	req.Header.Set("Accept-Language", "en-US")
+	req.Header.Set("Accept-Encoding", "gzip")
 	var ctx fasthttp.RequestCtx
 	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 5555}, nil)
+	var ev telemetry.Event
 	b.ReportAllocs()
+	i := 0
 	for b.Loop() {
-		serveOnce(p, &ctx, &req)
+		i++
+		client := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
+		fillEvent(&ev, &ctx, client, ctx.URI().Path(), ctx.URI().QueryString())
+		ev.Status = 200
+		rec.Record(&ev)
 	}
 }
