@@ -192,6 +192,9 @@ func TestBrowserEndToEnd(t *testing.T) {
 			clearCookies,
 			scripts(false),
 			chromedp.Navigate(site.url+"/nojs-reader"),
+			// The puzzle text and progress are hidden without scripts.
+			chromedp.WaitVisible(chromedp.CSS("footer")),
+			chromedp.WaitNotVisible(chromedp.CSS("#status")),
 			chromedp.WaitVisible(chromedp.CSS("#origin")),
 		)
 		text, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#path")))

@@ -203,16 +203,19 @@ func buildPages(cfg *Config) *pageSet {
 		for d := 0; d <= 32; d++ {
 			var b strings.Builder
 			b.WriteString(head)
-			b.WriteString(`<noscript><meta http-equiv="refresh" content="` + refresh + `;url=` + nojsURL + `"></noscript>`)
+			b.WriteString(`<noscript><meta http-equiv="refresh" content="` + refresh + `;url=` + nojsURL + `">` +
+				`<style>#js{display:none}</style></noscript>`)
 			b.WriteString(`<style>` + css + `</style></head><body><main>`)
-			b.WriteString(`<h1>` + e(t.Heading) + `</h1><p>` + e(t.Explain) + `</p>`)
+			b.WriteString(`<h1>` + e(t.Heading) + `</h1>`)
+			// Everything about the puzzle is hidden when scripts are off.
+			b.WriteString(`<div id="js"><p>` + e(t.Explain) + `</p>`)
 			b.WriteString(`<div id="m" data-d="` + strconv.Itoa(d) + `" data-done="` + e(t.Done) + `" data-failed="` + e(t.Failed) + `" hidden></div>`)
 			b.WriteString(`<p id="status" role="status" aria-live="polite">` + e(t.Working) + `</p>`)
 			b.WriteString(`<progress aria-labelledby="status"></progress>`)
+			b.WriteString(`<p><a id="nojs" href="` + nojsURL + `">` + e(t.AltLink) + `</a></p></div>`)
 			b.WriteString(`<form id="f" method="post" action="` + PathVerify + `"><input type="hidden" name="c" value="` + mChal + `">` +
 				`<input type="hidden" name="n" value=""><input type="hidden" name="r" value="` + mRetH + `"></form>`)
 			b.WriteString(`<noscript><h2>` + e(t.NoJSHeading) + `</h2><p>` + e(t.NoJSExplain) + `</p><p><a href="` + nojsURL + `">` + e(t.NoJSLink) + `</a></p></noscript>`)
-			b.WriteString(`<p><a id="nojs" href="` + nojsURL + `">` + e(t.AltLink) + `</a></p>`)
 			b.WriteString(`<footer><p>` + e(t.Footer) + `</p></footer></main>`)
 			b.WriteString(`<script id="w" type="text/plain">` + workerJS + `</script><script>` + pageJS + `</script></body></html>`)
 			arr[d] = compile(b.String())

@@ -350,7 +350,7 @@ func TestPages(t *testing.T) {
 		chal := string(chalFromPage(t, []byte(page)))
 		want := append(tc.want,
 			`<h1>`, `role="status" aria-live="polite"`, `data-d="14"`,
-			`<noscript><meta http-equiv="refresh" content="8;url=/.levee/nojs?c=`+chal+`&amp;r=/p%3Fq%3D%22x%22%26y"></noscript>`,
+			`<noscript><meta http-equiv="refresh" content="8;url=/.levee/nojs?c=`+chal+`&amp;r=/p%3Fq%3D%22x%22%26y"><style>#js{display:none}</style></noscript>`,
 			`name="r" value="/p?q=&#34;x&#34;&amp;y"`, `<a id="nojs" href="/.levee/nojs?c=`+chal)
 		for _, w := range want {
 			if !strings.Contains(page, w) {
