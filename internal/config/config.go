@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/levee-dev/levee/internal/cache"
 	"github.com/levee-dev/levee/internal/challenge"
 )
 
@@ -170,9 +171,20 @@ type Site struct {
 	// overload: an adaptive concurrency limit learned from the origin's
 	// latency and a priority admission queue (known clients first).
 	OriginProtection OriginProtection `yaml:"origin_protection"`
+	// Cache is the site's micro-cache of cacheable GET responses, with
+	// serve-stale when the origin fails or is overloaded. Off by default.
+	Cache SiteCache `yaml:"cache"`
 	// RewriteHost, when set, replaces the Host header sent upstream.
 	// Default: the client's Host header is passed through.
 	RewriteHost string `yaml:"rewrite_host"`
+}
+
+// SiteCache enables the micro-cache; its other fields are those of
+// internal/cache (max_bytes, max_entry_bytes, ignore_params, keep_params,
+// statuses, default_ttl, max_ttl, stale_for, ...), with their defaults.
+type SiteCache struct {
+	Enabled      bool `yaml:"enabled"`
+	cache.Config `yaml:",inline"`
 }
 
 // OriginProtection configures adaptive concurrency and admission.

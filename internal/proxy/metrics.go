@@ -37,6 +37,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	upErrors *prometheus.CounterVec
+	cache    *prometheus.CounterVec
 	noSite   *siteMetrics
 }
 
@@ -47,6 +48,8 @@ type siteMetrics struct {
 	dialErr  prometheus.Counter
 	timeout  prometheus.Counter
 	otherErr prometheus.Counter
+	// micro-cache outcomes
+	cacheHit, cacheStale, cacheStore prometheus.Counter
 }
 
 // NewMetrics registers the proxy's metrics with reg (nil: unregistered).
@@ -66,8 +69,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Failed upstream exchanges by site and kind (connect, timeout, other).",
 		}, []string{"site", "kind"}),
 	}
+	m.cache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "levee_proxy_cache_responses_total",
+		Help: "Micro-cache outcomes by site: hit (served fresh), stale (served expired while the origin failed or was overloaded), stored.",
+	}, []string{"site", "outcome"})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors} {
+		for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.cache} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -81,10 +88,13 @@ var codeClasses = [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
 func (m *Metrics) site(name string) *siteMetrics {
 	sm := &siteMetrics{
-		latency:  m.latency.WithLabelValues(name),
-		dialErr:  m.upErrors.WithLabelValues(name, "connect"),
-		timeout:  m.upErrors.WithLabelValues(name, "timeout"),
-		otherErr: m.upErrors.WithLabelValues(name, "other"),
+		latency:    m.latency.WithLabelValues(name),
+		dialErr:    m.upErrors.WithLabelValues(name, "connect"),
+		timeout:    m.upErrors.WithLabelValues(name, "timeout"),
+		otherErr:   m.upErrors.WithLabelValues(name, "other"),
+		cacheHit:   m.cache.WithLabelValues(name, "hit"),
+		cacheStale: m.cache.WithLabelValues(name, "stale"),
+		cacheStore: m.cache.WithLabelValues(name, "stored"),
 	}
 	for v := range numVerdicts {
 		for c := range 6 {

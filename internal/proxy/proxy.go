@@ -25,6 +25,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/levee-dev/levee/internal/admission"
+	"github.com/levee-dev/levee/internal/cache"
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/coarsetime"
@@ -230,6 +231,24 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	}
 
 	resp := &ctx.Response
+	// Micro-cache: a fresh entry is served without touching the origin; a
+	// stale one is kept to answer if the origin fails or is overloaded.
+	var creq cache.Request
+	var stale *cache.Entry
+	if site.Cache != nil {
+		creq = cache.Request{Method: req.Header.Method(), Host: req.Header.Host(), Path: req.URI().PathOriginal(),
+			Query: req.URI().QueryString(), Header: &req.Header}
+		e, state := site.Cache.Get(start, &creq)
+		switch state {
+		case cache.Hit:
+			e.WriteFastHTTP(start, resp)
+			site.m.cacheHit.Inc()
+			site.m.count(vPass, e.Status)
+			return site, client, vPass
+		case cache.Stale:
+			stale = e
+		}
+	}
 	var tk admission.Ticket
 	if site.Gate != nil {
 		class := admission.Normal
@@ -238,6 +257,10 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 		}
 		var err error
 		if tk, err = site.Gate.Acquire(ctx, time.Now(), class); err != nil {
+			if stale != nil {
+				p.serveStale(ctx, site, stale, start)
+				return site, client, vPass
+			}
 			p.shed(ctx, site)
 			return site, client, vShed
 		}
@@ -255,8 +278,16 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 		sc := resp.StatusCode()
 		tk.Done(time.Now(), !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
 	}
+	if stale != nil && (err != nil || resp.StatusCode() >= 500) {
+		_ = resp.CloseBodyStream()
+		p.serveStale(ctx, site, stale, start)
+		return site, client, vPass
+	}
 	if err != nil {
 		return site, client, p.upstreamError(ctx, site, err, body)
+	}
+	if site.Cache != nil {
+		p.maybeStore(site, &creq, resp, start)
 	}
 	if site.History != nil && resp.StatusCode() < 400 && (st.NormalMode == nil || st.NormalMode(start)) {
 		site.History.Good(start, client)
@@ -268,6 +299,31 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	site.m.count(vPass, resp.StatusCode())
 	site.m.latency.Observe(time.Since(start).Seconds())
 	return site, client, vPass
+}
+
+// serveStale answers with an expired cache entry (origin failing or
+// overloaded), as nginx's proxy_cache_use_stale does.
+func (p *Proxy) serveStale(ctx *fasthttp.RequestCtx, site *Site, e *cache.Entry, now time.Time) {
+	ctx.Response.Reset()
+	e.WriteFastHTTP(now, &ctx.Response)
+	site.Cache.NoteStaleServed()
+	site.m.cacheStale.Inc()
+	site.m.count(vPass, e.Status)
+}
+
+// maybeStore offers a small, complete origin response to the cache. Only
+// responses with a known length up to the cache's entry limit are read into
+// memory; larger or streamed ones pass through untouched.
+func (p *Proxy) maybeStore(site *Site, creq *cache.Request, resp *fasthttp.Response, now time.Time) {
+	cl := resp.Header.ContentLength()
+	if cl < 0 || int64(cl) > site.CacheMaxEntry {
+		return
+	}
+	var cr cache.Response
+	cache.FromFastHTTP(&cr, resp) // reads the (small) streamed body
+	if site.Cache.Store(now, creq, &cr) != nil {
+		site.m.cacheStore.Inc()
+	}
 }
 
 // shed answers 503 with Retry-After when the admission gate refuses a

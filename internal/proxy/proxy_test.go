@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"bytes"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"

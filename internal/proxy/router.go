@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/levee-dev/levee/internal/admission"
+	"github.com/levee-dev/levee/internal/cache"
 	"github.com/levee-dev/levee/internal/telemetry"
 
 	"github.com/levee-dev/levee/internal/upstream"
@@ -26,7 +27,11 @@ type Site struct {
 	// History remembers clients seen in normal times (known clients get
 	// priority at the gate); nil: none.
 	History *admission.History
-	m       *siteMetrics
+	// Cache is the site's micro-cache; nil: off. CacheMaxEntry is the
+	// largest response it stores (bytes).
+	Cache         *cache.Cache
+	CacheMaxEntry int64
+	m     *siteMetrics
 }
 
 // Router maps a Host header to a Site: exact names first, then wildcards

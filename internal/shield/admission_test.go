@@ -163,3 +163,52 @@ detection: {disable: true}
 		}
 	}
 }
+
+// TestMicroCacheAbsorbsRandomQueryFloodAndServesStale: requests that differ
+// only in ignorable query parameters share a cache entry, so a random-query
+// flood reaches the origin once; when the origin then fails, the stale
+// entry is served.
+func TestMicroCacheAbsorbsRandomQueryFloodAndServesStale(t *testing.T) {
+	var hits atomic.Int64
+	var failing atomic.Bool
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if failing.Load() {
+			w.WriteHeader(502)
+			return
+		}
+		w.Header().Set("Cache-Control", "public, max-age=1")
+		io.WriteString(w, "page "+r.URL.Path)
+	})}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites:
+  - upstreams: [{url: "http://%s"}]
+    cache: {enabled: true, keep_params: [page], stale_for: 1m}
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+`, ln.Addr()))
+	c, _ := net.Dial("tcp", addrOf(s, 0))
+	defer c.Close()
+	for i := 0; i < 500; i++ {
+		resp, body, err := get(c, fmt.Sprintf("/article?cachebust=%d&page=1", i))
+		if err != nil || resp.StatusCode != 200 || body != "page /article" {
+			t.Fatalf("request %d: %v %v %q", i, err, resp, body)
+		}
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("random-query flood of 500 requests reached the origin %d times, want 1", n)
+	}
+	// After the entry expires, the origin fails: the stale entry is served.
+	time.Sleep(1100 * time.Millisecond)
+	failing.Store(true)
+	resp, body, err := get(c, "/article?page=1&x=y")
+	if err != nil || resp.StatusCode != 200 || body != "page /article" {
+		t.Fatalf("stale serve: %v %v %q", err, resp, body)
+	}
+	if hits.Load() != 2 {
+		t.Fatalf("origin hits %d, want 2 (one revalidation attempt)", hits.Load())
+	}
+}

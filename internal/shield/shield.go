@@ -24,6 +24,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/levee-dev/levee/internal/admission"
+	"github.com/levee-dev/levee/internal/cache"
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/config"
@@ -81,6 +82,7 @@ type Shield struct {
 	det        *detection
 	chal       *challenge.Service
 	gates      map[string]*admission.Gate // by site name, kept across reloads
+	caches     map[string]*cache.Cache    // by site name, kept across reloads
 	history    *admission.History
 	reloads    atomic.Int64
 	lastErr    atomic.Pointer[string]
@@ -133,6 +135,7 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 		return nil, err
 	}
 	s.gates = map[string]*admission.Gate{}
+	s.caches = map[string]*cache.Cache{}
 	if err := s.openDetection(cfg); err != nil {
 		s.store.Close()
 		return nil, err
@@ -299,6 +302,13 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		if s.det != nil {
 			ps.Geo = s.det.geo
 		}
+		if site.Cache.Enabled {
+			c, max, err := s.siteCache(site)
+			if err != nil {
+				return fail(fmt.Errorf("site %s: cache: %w", site.Name, err))
+			}
+			ps.Cache, ps.CacheMaxEntry = c, max
+		}
 		router.Add(ps, hosts)
 	}
 	if s.det != nil {
@@ -392,6 +402,28 @@ func (s *Shield) modeName(now time.Time) string {
 		return "elevated"
 	}
 	return "normal"
+}
+
+// siteCache returns the site's micro-cache, created on first use and kept
+// across reloads (configuration changes take effect after a restart).
+func (s *Shield) siteCache(site config.Site) (*cache.Cache, int64, error) {
+	cc := site.Cache.Config
+	cc.Name = site.Name
+	if cc.MaxBytes == 0 {
+		cc.MaxBytes = 64 << 20
+	}
+	if cc.MaxEntryBytes == 0 {
+		cc.MaxEntryBytes = min(cc.MaxBytes/64, 8<<20)
+	}
+	if c, ok := s.caches[site.Name]; ok {
+		return c, cc.MaxEntryBytes, nil
+	}
+	c, err := cache.New(cc, s.reg)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.caches[site.Name] = c
+	return c, cc.MaxEntryBytes, nil
 }
 
 // gate returns the site's admission gate, created on first use and kept
