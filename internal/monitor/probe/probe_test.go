@@ -306,9 +306,14 @@ func TestLoopRetriesFasterAfterFailure(t *testing.T) {
 	if len(got) < 5 {
 		t.Fatalf("got %d probes in 700 ms with retry 100 ms, want >= 5", len(got))
 	}
-	for _, r := range got {
+	for i, r := range got {
+		// The probe in flight when the loop's context ends may report the
+		// cancellation as a timeout.
+		if i == len(got)-1 && r.Failure == FailTimeout {
+			continue
+		}
 		if r.Failure != FailRefused {
-			t.Fatalf("failure %q, want refused", r.Failure)
+			t.Fatalf("probe %d of %d: failure %q, want refused", i+1, len(got), r.Failure)
 		}
 	}
 }
