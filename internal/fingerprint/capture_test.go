@@ -33,11 +33,56 @@ type observation struct {
 	ja4, ja4h, order, akamai string
 }
 
+// TestJA4StableAcrossResumption: Go's client with a session cache resumes
+// its TLS sessions; JA4 changes on resumption, JA4Stable does not.
+func TestJA4StableAcrossResumption(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loopback TLS")
+	}
+	cs := startCapture(t)
+	var mu sync.Mutex
+	var stable, plain []string
+	cs.mu.Lock()
+	cs.onHello = func(hi *tls.ClientHelloInfo) {
+		mu.Lock()
+		stable, plain = append(stable, JA4Stable(hi)), append(plain, JA4(hi))
+		mu.Unlock()
+	}
+	cs.mu.Unlock()
+	tr := &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ClientSessionCache: tls.NewLRUClientSessionCache(8)}}
+	defer tr.CloseIdleConnections()
+	for range 3 {
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + cs.addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stable) != 3 {
+		t.Fatalf("%d hellos", len(stable))
+	}
+	if plain[0] == plain[1] {
+		t.Logf("JA4 did not change on resumption (%s); the client may not have resumed", plain[0])
+	}
+	for i := 1; i < 3; i++ {
+		if stable[i] != stable[0] {
+			t.Errorf("JA4Stable changed on connection %d: %s, first %s (JA4 %s / %s)", i+1, stable[i], stable[0], plain[i], plain[0])
+		}
+	}
+	t.Logf("JA4 %v; JA4Stable %s", plain, stable[0])
+}
+
 type captureServer struct {
 	addr string
 	mu   sync.Mutex
 	ja4  map[string]string // remote address -> JA4
 	obs  []observation
+	// onHello, if set before the first connection, sees every hello.
+	onHello func(*tls.ClientHelloInfo)
 }
 
 func selfSigned(t *testing.T) tls.Certificate {
@@ -79,7 +124,11 @@ func startCapture(t *testing.T) *captureServer {
 		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 			cs.mu.Lock()
 			cs.ja4[hi.Conn.RemoteAddr().String()] = JA4(hi)
+			f := cs.onHello
 			cs.mu.Unlock()
+			if f != nil {
+				f(hi)
+			}
 			return nil, nil
 		}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
