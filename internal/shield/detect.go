@@ -315,10 +315,33 @@ func (s *Shield) registerIncidentAPI(a *admin.Server) {
 			admin.WriteJSON(w, 500, map[string]any{"error": err.Error()})
 			return
 		}
-		if list == nil {
-			list = []incident.Summary{}
+		// from/to (RFC 3339) keep incidents overlapping that window; the
+		// outage monitor asks this way to show the inside view of an outage.
+		var from, to time.Time
+		for _, p := range []struct {
+			name string
+			t    *time.Time
+		}{{"from", &from}, {"to", &to}} {
+			if v := r.URL.Query().Get(p.name); v != "" {
+				t, err := time.Parse(time.RFC3339, v)
+				if err != nil {
+					admin.WriteJSON(w, 400, map[string]any{"error": p.name + ": want an RFC 3339 time"})
+					return
+				}
+				*p.t = t
+			}
 		}
-		admin.WriteJSON(w, 200, list)
+		out := []incident.Summary{}
+		for _, sum := range list {
+			if !to.IsZero() && sum.Start.After(to) {
+				continue
+			}
+			if !from.IsZero() && !sum.End.IsZero() && sum.End.Before(from) {
+				continue
+			}
+			out = append(out, sum)
+		}
+		admin.WriteJSON(w, 200, out)
 	}))
 	a.Handle("GET /v1/incidents/{id}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		inc, ok := d.get(w, r)

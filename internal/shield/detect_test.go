@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/incident"
 )
 
@@ -205,5 +206,46 @@ limits:
 	}
 	if attackSources < 50 {
 		t.Errorf("only %d of the 100 flood sources are listed as attack sources", attackSources)
+	}
+}
+
+func TestIncidentAPIFiltersByWindow(t *testing.T) {
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf("listen: [{address: \"127.0.0.1:0\"}]\nsites: [{name: shop, upstreams: [{url: \"http://%s\"}]}]\n", o.addr))
+	base := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	for i, start := range []time.Time{base, base.Add(2 * time.Hour)} {
+		inc := &incident.Incident{ID: fmt.Sprintf("inc-%d", i), Site: "shop", Start: start, End: start.Add(10 * time.Minute)}
+		if err := s.det.incidents.Save(t.Context(), inc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := admin.New(admin.Config{Token: "0123456789abcdef0123"}, s, s.Registry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.registerIncidentAPI(a)
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	c := admin.NewClient(srv.URL, "0123456789abcdef0123")
+	var list []incident.Summary
+	q := "/v1/incidents?from=" + base.Add(time.Hour).Format(time.RFC3339) + "&to=" + base.Add(3*time.Hour).Format(time.RFC3339)
+	if err := c.Do("GET", q, nil, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != "inc-1" {
+		t.Fatalf("window query: %+v", list)
+	}
+	if err := c.Do("GET", "/v1/incidents", nil, &list); err != nil || len(list) != 2 {
+		t.Fatalf("all: %v %d", err, len(list))
+	}
+	var inc incident.Incident
+	if err := c.Do("GET", "/v1/incidents/inc-0", nil, &inc); err != nil || inc.ID != "inc-0" {
+		t.Fatalf("get: %v %+v", err, inc)
+	}
+	if body, err := c.Get("/v1/incidents/inc-0/blocklist.txt"); err != nil || !strings.Contains(string(body), "inc-0") {
+		t.Fatalf("blocklist export: %v %q", err, body)
+	}
+	if err := c.Do("GET", "/v1/incidents/nope", nil, &inc); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("unknown incident: %v", err)
 	}
 }
