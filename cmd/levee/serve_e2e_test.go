@@ -323,3 +323,20 @@ func TestRuntimeRulesPersist(t *testing.T) {
 		t.Fatalf("after rm: %d", code)
 	}
 }
+
+func TestIncidentsCommand(t *testing.T) {
+	o := originServer(t)
+	s := startServe(t, t.TempDir(), "--upstream", o.URL)
+	if out, err := s.cli(t, "incidents", "ls", "--admin", s.admin); err != nil || !strings.Contains(out, "no incidents") {
+		t.Fatalf("incidents ls: %v %s", err, out)
+	}
+	if out, err := s.cli(t, "incidents", "ls", "--json", "--admin", s.admin); err != nil || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("incidents ls --json: %v %q", err, out)
+	}
+	if out, err := s.cli(t, "incidents", "show", "nope", "--admin", s.admin); err == nil || !strings.Contains(out, "no incident nope") {
+		t.Fatalf("incidents show unknown: %v %s", err, out)
+	}
+	if out, err := s.cli(t, "incidents", "export", "nope", "--format", "xml", "--admin", s.admin); err == nil || !strings.Contains(out, "unknown format") {
+		t.Fatalf("export bad format: %v %s", err, out)
+	}
+}
