@@ -137,7 +137,7 @@ func startCapture(t *testing.T) *captureServer {
 	}
 	cs.addr = ln.Addr().String()
 	const page = "<!DOCTYPE html><title>ok</title><h1 id=ok>ok</h1>"
-	h2srv := &http2.Server{}
+	h2srv := &http2.Server{IdleTimeout: 500 * time.Millisecond}
 	h2handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/favicon.ico" {
 			w.WriteHeader(404)
@@ -330,3 +330,56 @@ func TestCaptureRealClients(t *testing.T) {
 }
 
 const chromium = "/usr/bin/chromium"
+
+// TestJA4StableChromiumResumption: Chromium resumes its TLS session on a
+// new connection (the capture server closes idle HTTP/2 connections after
+// 0.5 s); JA4 gains pre_shared_key, JA4Stable stays the same.
+func TestJA4StableChromiumResumption(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Chromium")
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skipf("%s not installed (apt-get install -y chromium)", chromium)
+	}
+	cs := startCapture(t)
+	var mu sync.Mutex
+	var stable, plain []string
+	cs.mu.Lock()
+	cs.onHello = func(hi *tls.ClientHelloInfo) {
+		mu.Lock()
+		stable, plain = append(stable, JA4Stable(hi)), append(plain, JA4(hi))
+		mu.Unlock()
+	}
+	cs.mu.Unlock()
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.IgnoreCertErrors, chromedp.UserDataDir(t.TempDir()))
+	defer cancelA()
+	bctx, cancelB := chromedp.NewContext(actx)
+	defer cancelB()
+	ctx, cancelT := context.WithTimeout(bctx, 40*time.Second)
+	defer cancelT()
+	for i := range 2 {
+		if err := chromedp.Do(ctx, chromedp.Navigate(fmt.Sprintf("https://%s/?visit=%d", cs.addr, i)), chromedp.WaitVisible(chromedp.CSS("#ok"))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1200 * time.Millisecond) // past the server's idle timeout: the next visit reconnects
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stable) < 2 {
+		t.Fatalf("%d TLS connections, want at least 2", len(stable))
+	}
+	for i := range stable {
+		if stable[i] != stable[0] {
+			t.Errorf("JA4Stable changed between connections: %v", stable)
+		}
+	}
+	resumed := false
+	for _, p := range plain[1:] {
+		resumed = resumed || p != plain[0]
+	}
+	t.Logf("Chromium JA4 per connection %v; JA4Stable %s; resumed (JA4 changed): %v", plain, stable[0], resumed)
+}
