@@ -171,15 +171,8 @@ rules:
 		t.Fatalf("TLS 1.3 client: %v %v, want 403 from the fingerprint rule", err, resp)
 	}
 	// HTTP/2 requests carry the fingerprint too.
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: "fp.test", InsecureSkipVerify: true}}
-	defer tr.CloseIdleConnections()
-	r2, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addrOf(s, 0) + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2.Body.Close()
-	if r2.StatusCode != 403 {
-		t.Fatalf("h2 request: %d, want 403", r2.StatusCode)
+	if code := h2Status(t, "fp.test", addrOf(s, 0)); code != 403 {
+		t.Fatalf("h2 request: %d, want 403", code)
 	}
 	// A plain connection has no fingerprint: the rule does not match.
 	c, _ := net.Dial("tcp", addrOf(s, 1))
@@ -204,15 +197,8 @@ rules:
   - {name: h2-clients, match: {http_fingerprint: {contains: "|"}}, action: block}
   - {name: post-no-cookie, match: {http_fingerprint: {prefix: "po11n"}}, action: block}
 `, crt, key, o.addr))
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: "hfp.test", InsecureSkipVerify: true}}
-	defer tr.CloseIdleConnections()
-	r2, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addrOf(s, 0) + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2.Body.Close()
-	if r2.StatusCode != 403 {
-		t.Fatalf("HTTP/2 request: %d, want 403 from the Akamai fingerprint rule", r2.StatusCode)
+	if code := h2Status(t, "hfp.test", addrOf(s, 0)); code != 403 {
+		t.Fatalf("HTTP/2 request: %d, want 403 from the Akamai fingerprint rule", code)
 	}
 	c, _ := net.Dial("tcp", addrOf(s, 1))
 	defer c.Close()
@@ -224,4 +210,18 @@ rules:
 	if err != nil || resp.StatusCode != 403 {
 		t.Fatalf("HTTP/1.1 POST without cookie: %v %v, want 403 from the JA4H rule", err, resp)
 	}
+}
+
+// h2Status sends one HTTP/2 GET / to addr (TLS, server name sni) and
+// returns the status.
+func h2Status(t *testing.T, sni, addr string) int {
+	t.Helper()
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
