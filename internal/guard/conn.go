@@ -38,13 +38,17 @@ type Conn struct {
 }
 
 // SetFingerprint records the connection's TLS fingerprint (JA4) and its
-// 64-bit hash (telemetry.Hash-compatible xxHash64). Call it before the
+// 64-bit hash (telemetry.Hash-compatible xxHash64), and the binding for
+// clearance tokens, derived from stable, the JA4 variant that does not
+// change when the client resumes a TLS session. Call it before the
 // connection is served; it is not synchronized with readers.
-func (c *Conn) SetFingerprint(ja4 string) {
+func (c *Conn) SetFingerprint(ja4, stable string) {
 	c.fp = ja4
 	if ja4 != "" {
 		c.fpHash = xxhash.Sum64String(ja4)
-		sum := sha256.Sum256([]byte(ja4))
+	}
+	if stable != "" {
+		sum := sha256.Sum256([]byte(stable))
 		copy(c.fpBind[:], sum[:16])
 	}
 }

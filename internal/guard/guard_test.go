@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/levee-dev/levee/internal/challenge"
 )
 
 var (
@@ -223,4 +225,20 @@ func BenchmarkAdmitRelease(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestFingerprintBindingMatchesChallengeBinding(t *testing.T) {
+	g := mustNew(t, Config{})
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	c := g.NewConn(p1, a1, nil, nil)
+	c.SetFingerprint("t13d1516h2_8daaf6152771_e5627efa2ab1", "t13d1516h2_stable")
+	ja4, h, bind := c.Fingerprint()
+	if ja4 != "t13d1516h2_8daaf6152771_e5627efa2ab1" || h == 0 {
+		t.Fatalf("fingerprint %q hash %d", ja4, h)
+	}
+	if want := challenge.BindFingerprint("t13d1516h2_stable"); bind != want {
+		t.Fatalf("binding %x, want challenge.BindFingerprint of the stable JA4 %x", bind, want)
+	}
 }

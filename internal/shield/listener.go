@@ -150,10 +150,12 @@ func (l *listener) dispatch(gc *guard.Conn, addr netip.Addr) {
 	cfg := s.cfg.Load()
 	deadline := time.Now().Add(cfg.Guard.HeaderTimeout)
 	if l.cfg.TLS.Enabled() {
-		var ja4 string
+		var ja4, stable string
 		cfg := l.tlsConfig()
 		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			ja4 = fingerprint.JA4(hello) // computed once per connection
+			// Computed once per connection. Tokens bind to the stable
+			// variant: plain JA4 changes on TLS session resumption.
+			ja4, stable = fingerprint.JA4(hello), fingerprint.JA4Stable(hello)
 			return nil, nil
 		}
 		tc := tls.Server(gc, cfg)
@@ -167,7 +169,7 @@ func (l *listener) dispatch(gc *guard.Conn, addr netip.Addr) {
 			return
 		}
 		_ = gc.SetDeadline(time.Time{})
-		gc.SetFingerprint(ja4)
+		gc.SetFingerprint(ja4, stable)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			s.serveH2(tc, addr)
 			return
