@@ -270,7 +270,7 @@ levee_detection_note() {
 
 # write_levee NAME PORT ADMIN_PORT ORIGIN_PORT MODE (plain|overlimit|banned)
 write_levee() {
-	local name=$1 port=$2 admin=$3 origin=$4 mode=$5 dir=$TMP/$1
+	local port=$2 admin=$3 origin=$4 mode=$5 dir=$TMP/$1
 	mkdir -p "$dir/data"
 	local maxper=1024 rate=1000 burst=2000 policy=""
 	if levee_policy_supported; then
@@ -347,23 +347,23 @@ start_proxies() {
 	PORT[levee]=$FREE_PORT
 	free_port
 	ADMIN[levee]=$FREE_PORT
-	dir=$(write_levee levee-$mode "${PORT[levee]}" "${ADMIN[levee]}" "$ORIGIN_PORT" "$mode")
+	dir=$(write_levee levee-"$mode" "${PORT[levee]}" "${ADMIN[levee]}" "$ORIGIN_PORT" "$mode")
 	local envs=(env GOMAXPROCS=1)
 	if [[ -n ${BENCH_PROFILE:-} ]]; then envs+=(LEVEE_CPUPROFILE="$BENCH_PROFILE/levee-$mode.prof"); fi
-	start_bg levee-$mode "${PORT[levee]}" "${envs[@]}" "$BENCH_OUT/levee" serve -c "$dir/levee.yaml"
+	start_bg levee-"$mode" "${PORT[levee]}" "${envs[@]}" "$BENCH_OUT/levee" serve -c "$dir/levee.yaml"
 	PID[levee]=$STARTED_PID
 	LEVEE_DIR=$dir
 
 	free_port
 	PORT[nginx]=$FREE_PORT
-	dir=$(write_nginx_proxy nginx-$mode "${PORT[nginx]}" "$ORIGIN_PORT" "$mode")
-	start_bg nginx-$mode "${PORT[nginx]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+	dir=$(write_nginx_proxy nginx-"$mode" "${PORT[nginx]}" "$ORIGIN_PORT" "$mode")
+	start_bg nginx-"$mode" "${PORT[nginx]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
 	PID[nginx]=$STARTED_PID
 
 	free_port
 	PORT[haproxy]=$FREE_PORT
-	dir=$(write_haproxy haproxy-$mode "${PORT[haproxy]}" "$ORIGIN_PORT" "$mode")
-	start_bg haproxy-$mode "${PORT[haproxy]}" haproxy -db -f "$dir/haproxy.cfg"
+	dir=$(write_haproxy haproxy-"$mode" "${PORT[haproxy]}" "$ORIGIN_PORT" "$mode")
+	start_bg haproxy-"$mode" "${PORT[haproxy]}" haproxy -db -f "$dir/haproxy.cfg"
 	PID[haproxy]=$STARTED_PID
 	log "$mode: levee :${PORT[levee]} (pid ${PID[levee]}), nginx :${PORT[nginx]} (pid ${PID[nginx]}), haproxy :${PORT[haproxy]} (pid ${PID[haproxy]})"
 }
