@@ -34,8 +34,10 @@ type Second struct {
 	// at most TopK, for AttrSource and AttrPrefix at most SourceTopK per
 	// shard.
 	Top [NumAttrs][]Item
-	// TopFloor bounds the count of any value missing from Top (the sum of
-	// the shards' smallest monitored counts; 0 when no summary was full).
+	// TopFloor is the sum of the shards' smallest monitored counts (0 when
+	// no summary was full): with Config.ExactTopK an upper bound of the
+	// count of any value missing from Top; with randomized admission (the
+	// default) an estimate of it.
 	TopFloor [NumAttrs]uint64
 }
 
