@@ -329,7 +329,7 @@ func (d *Detector) mitigate(now time.Time, sec *telemetry.Second) []Event {
 		act := d.action(c)
 		exp := Explanation{
 			AttackShare: round4(c.attackShare), TrafficShare: round4(c.trafficShare),
-			ExpectedCollateral: round6(c.collateral), CollateralBound: round6(c.bound), Lift: math.Round(c.lift*10) / 10,
+			ExpectedCollateral: round6(c.collateral), CollateralBound: round6(c.bound), Lift: math.Round(min(c.lift, 1000)*10) / 10,
 		}
 		if c.bound == 0 {
 			exp.Text = fmt.Sprintf("%s: %.0f%% of the attack traffic (%.0f%% of all current requests); never among normal traffic's frequent values",

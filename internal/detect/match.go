@@ -215,7 +215,8 @@ type Explanation struct {
 	// CollateralBound is an upper bound of ExpectedCollateral (equal to it
 	// for single-value rules; for pairs, the smaller single share).
 	CollateralBound float64 `json:"collateral_bound"`
-	// Lift is TrafficShare over the baseline share.
+	// Lift is TrafficShare over the baseline share, capped at 1000 (a value
+	// never seen in normal traffic).
 	Lift float64 `json:"lift"`
 	// Text is a one-line human explanation.
 	Text string `json:"text"`
