@@ -11,14 +11,19 @@
 // keeping Go's netpoller for readiness and deadlines.
 //
 // Wrap returns the connection unchanged on other platforms or for
-// connections it cannot handle (not a *net.TCPConn).
+// connections it cannot handle (not a *net.TCPConn), and everywhere when
+// the environment variable LEVEE_FASTCONN=off is set at start (for A/B
+// measurements and as an escape hatch).
 package fastconn
 
 import (
 	"io"
 	"net"
+	"os"
 	"syscall"
 )
+
+var disabled = os.Getenv("LEVEE_FASTCONN") == "off"
 
 // Conn is a *net.TCPConn whose Read and Write use raw non-blocking
 // syscalls. Deadlines, Close and addresses behave as on the TCPConn.
@@ -44,7 +49,7 @@ type Conn struct {
 // Wrap returns a raw-syscall connection for c when c is a *net.TCPConn on a
 // supported platform, otherwise c itself.
 func Wrap(c net.Conn) net.Conn {
-	if !supported {
+	if !supported || disabled {
 		return c
 	}
 	tc, ok := c.(*net.TCPConn)
