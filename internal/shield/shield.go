@@ -490,7 +490,10 @@ func (s *Shield) Start() error {
 	cfg := s.cfg.Load()
 	s.started = time.Now()
 	for _, lc := range cfg.Listen {
-		ln, err := net.Listen("tcp", lc.Address)
+		// No TCP keep-alive on client sockets: Go would set it up with four
+		// setsockopt calls per accepted connection, refused ones included;
+		// idle and header timeouts already end dead connections.
+		ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", lc.Address)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", lc.Address, err)
