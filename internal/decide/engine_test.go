@@ -385,3 +385,27 @@ func TestRuntimeRulesFirstAndExpire(t *testing.T) {
 		t.Fatal("duplicate runtime rule names accepted")
 	}
 }
+
+func TestUnderAttackChallengesOnlyUnknownUnverified(t *testing.T) {
+	e := engine(t, "disable_default_limits: true\n", Deps{})
+	e.SetChallengesAvailable(true)
+	now := time.Unix(1000, 0)
+	e.SetMode(ModeState{Mode: UnderAttack, Until: now.Add(time.Minute)})
+	r := req("203.0.113.1", "GET", "/", "Mozilla")
+	if d := e.Decide(now.UnixNano(), r); d.Verdict != Challenge || d.By != "mode" {
+		t.Fatalf("unknown, unverified: %+v", d)
+	}
+	r.Known = true
+	if d := e.Decide(now.UnixNano(), r); d.Verdict != Pass {
+		t.Fatalf("known client challenged: %+v", d)
+	}
+	r.Known, r.Verified = false, true
+	if d := e.Decide(now.UnixNano(), r); d.Verdict != Pass {
+		t.Fatalf("verified client challenged: %+v", d)
+	}
+	e.SetChallengesAvailable(false)
+	r.Verified = false
+	if d := e.Decide(now.UnixNano(), r); d.Verdict != Pass {
+		t.Fatalf("without challenges, under-attack only tightens limits: %+v", d)
+	}
+}

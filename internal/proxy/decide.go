@@ -129,6 +129,9 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 		rs.dr.Event = &rs.ev
 	}
 	now := time.Unix(0, coarsetime.UnixNano())
+	if site.History != nil {
+		rs.dr.Known = site.History.Known(now, client)
+	}
 	if st.Challenge != nil {
 		_, rs.dr.Verified = st.Challenge.FastClearance(ctx, now, client, bind)
 		rs.verified = rs.dr.Verified
@@ -148,7 +151,7 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 			if st.ModeName != nil {
 				mode = st.ModeName(now)
 			}
-			st.Challenge.FastChallenge(ctx, now, client, bind, st.Challenge.Difficulty(mode, 0))
+			st.Challenge.FastChallenge(ctx, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d)))
 			site.m.count(vChallenge, ctx.Response.StatusCode())
 			return vChallenge
 		}
@@ -186,6 +189,21 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 		return vTarpit
 	}
 	return vBlock
+}
+
+// risk grades a challenged client for the challenge difficulty: 0 for a
+// client known from normal times (address history), 1 for an unknown
+// one, one more when a rule (rather than the mode alone) asked for the
+// challenge: its request matched an attack signature or an operator rule.
+func risk(site *Site, client netipAddr, now time.Time, d decide.Decision) int {
+	r := 0
+	if site.History == nil || !site.History.Known(now, client) {
+		r++
+	}
+	if d.By != "mode" {
+		r++
+	}
+	return r
 }
 
 // drop closes the connection without an answer (RST).
@@ -259,6 +277,9 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		UserAgent:       []byte(r.UserAgent()),
 		Headers:         httpHeaders{r},
 	}
+	if site.History != nil {
+		dr.Known = site.History.Known(now, client)
+	}
 	if st.Challenge != nil {
 		_, dr.Verified = st.Challenge.HTTPClearance(r, now, client, bind)
 	}
@@ -301,7 +322,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 			if st.ModeName != nil {
 				mode = st.ModeName(now)
 			}
-			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, 0))
+			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d)))
 			site.m.count(vChallenge, 403)
 			return false
 		}

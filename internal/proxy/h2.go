@@ -145,6 +145,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr.Add("Via", "2 levee")
 	status := resp.StatusCode()
+	if site.History != nil && status < 400 && (st.NormalMode == nil || st.NormalMode(start)) {
+		site.History.Good(start, client)
+	}
 	w.WriteHeader(status)
 	site.m.count(vPass, status)
 	lat := time.Since(start)

@@ -297,8 +297,9 @@ func (s *Shield) Apply(cfg *config.Config) error {
 			if err != nil {
 				return fail(fmt.Errorf("site %s: origin_protection: %w", site.Name, err))
 			}
-			ps.Gate, ps.History = g, s.history
+			ps.Gate = g
 		}
+		ps.History = s.history
 		if s.det != nil {
 			ps.Geo = s.det.geo
 		}
