@@ -31,7 +31,7 @@ type Site struct {
 	// largest response it stores (bytes).
 	Cache         *cache.Cache
 	CacheMaxEntry int64
-	m     *siteMetrics
+	m             *siteMetrics
 }
 
 // Router maps a Host header to a Site: exact names first, then wildcards
