@@ -266,7 +266,7 @@ func config(dataDir, hookURL, kind, target string, interval, timeout time.Durati
 // warm waits until every vantage point has at least n baseline samples.
 func (h *collectorHarness) warm(t *testing.T, vantages, n int) {
 	t.Helper()
-	waitFor(t, 15*time.Second, "baselines to warm up", func() bool {
+	waitFor(t, 40*time.Second, "baselines to warm up", func() bool {
 		st := h.c.tracker.Status(time.Now())
 		if len(st) == 0 || len(st[0].Vantages) < vantages {
 			return false
