@@ -146,3 +146,25 @@ func runReload(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, "reloaded")
 	return nil
 }
+
+// adminSub is the common start of a command with admin-API subcommands
+// (`levee ban add ...`): it splits off the subcommand and prepares its flag
+// set with the admin flags. usage prints text and returns errUsage.
+type adminSub struct {
+	name  string
+	fs    *flag.FlagSet
+	af    adminFlags
+	usage func() error
+}
+
+func newAdminSub(cmd string, args []string, stderr io.Writer, usageText string) (*adminSub, []string, error) {
+	usage := func() error {
+		fmt.Fprintln(stderr, usageText+"\n\nCommon flags: -c FILE, --admin ADDR, --token-file FILE.")
+		return errUsage
+	}
+	if len(args) == 0 {
+		return nil, nil, usage()
+	}
+	fs := newFlagSet(cmd+" "+args[0], "...", stderr)
+	return &adminSub{name: args[0], fs: fs, af: addAdminFlags(fs), usage: usage}, args[1:], nil
+}

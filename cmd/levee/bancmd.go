@@ -16,19 +16,14 @@ func init() {
 }
 
 func runBan(args []string, stdout, stderr io.Writer) error {
-	usage := func() error {
-		fmt.Fprintln(stderr, "Usage:\n  levee ban add PREFIX [--for 1h] [--reason TEXT]\n  levee ban ls [--json]\n  levee ban rm PREFIX\n\nPREFIX is an address or CIDR, e.g. 203.0.113.7 or 203.0.113.0/24.\nCommon flags: -c FILE, --admin ADDR, --token-file FILE.")
-		return errUsage
+	as, rest, err := newAdminSub("ban", args, stderr, "Usage:\n  levee ban add PREFIX [--for 1h] [--reason TEXT]\n  levee ban ls [--json]\n  levee ban rm PREFIX\n\nPREFIX is an address or CIDR, e.g. 203.0.113.7 or 203.0.113.0/24.")
+	if err != nil {
+		return err
 	}
-	if len(args) == 0 {
-		return usage()
-	}
-	sub := args[0]
-	fs := newFlagSet("ban "+sub, "...", stderr)
-	af := addAdminFlags(fs)
+	sub, fs, af, usage := as.name, as.fs, as.af, as.usage
 	dur := fs.Duration("for", 0, "ban duration, e.g. 30m or 24h (default: permanent)")
 	reason := fs.String("reason", "", "why (shown in `ban ls` and logs)")
-	pos, err := parseFlags(fs, args[1:])
+	pos, err := parseFlags(fs, rest)
 	if err != nil {
 		return err
 	}

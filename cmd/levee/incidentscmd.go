@@ -18,20 +18,15 @@ func init() {
 }
 
 func runIncidents(args []string, stdout, stderr io.Writer) error {
-	usage := func() error {
-		fmt.Fprintln(stderr, "Usage:\n  levee incidents ls [--site S] [--json]\n  levee incidents show ID [--json]\n  levee incidents export ID --format json|csv|blocklist|abuse [-o FILE]\n\nCommon flags: -c FILE, --admin ADDR, --token-file FILE.")
-		return errUsage
+	as, rest, err := newAdminSub("incidents", args, stderr, "Usage:\n  levee incidents ls [--site S] [--json]\n  levee incidents show ID [--json]\n  levee incidents export ID --format json|csv|blocklist|abuse [-o FILE]")
+	if err != nil {
+		return err
 	}
-	if len(args) == 0 {
-		return usage()
-	}
-	sub := args[0]
-	fs := newFlagSet("incidents "+sub, "...", stderr)
-	af := addAdminFlags(fs)
+	sub, fs, af, usage := as.name, as.fs, as.af, as.usage
 	site := fs.String("site", "", "only this site")
 	format := fs.String("format", "json", "export format: json, csv (sources), blocklist (CIDRs), abuse (by network)")
 	outPath := fs.String("o", "", "write the export to FILE instead of standard output")
-	pos, err := parseFlags(fs, args[1:])
+	pos, err := parseFlags(fs, rest)
 	if err != nil {
 		return err
 	}

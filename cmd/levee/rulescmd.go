@@ -20,18 +20,13 @@ func init() {
 }
 
 func runRules(args []string, stdout, stderr io.Writer) error {
-	usage := func() error {
-		fmt.Fprintln(stderr, "Usage:\n  levee rules ls [--json]\n  levee rules add FILE.yaml [--for 1h]   (FILE holds one rule in the config format)\n  levee rules rm NAME\n\nCommon flags: -c FILE, --admin ADDR, --token-file FILE.")
-		return errUsage
+	as, rest, err := newAdminSub("rules", args, stderr, "Usage:\n  levee rules ls [--json]\n  levee rules add FILE.yaml [--for 1h]   (FILE holds one rule in the config format)\n  levee rules rm NAME")
+	if err != nil {
+		return err
 	}
-	if len(args) == 0 {
-		return usage()
-	}
-	sub := args[0]
-	fs := newFlagSet("rules "+sub, "...", stderr)
-	af := addAdminFlags(fs)
+	sub, fs, af, usage := as.name, as.fs, as.af, as.usage
 	dur := fs.Duration("for", 0, "how long the runtime rule lasts (default: until removed)")
-	pos, err := parseFlags(fs, args[1:])
+	pos, err := parseFlags(fs, rest)
 	if err != nil {
 		return err
 	}
