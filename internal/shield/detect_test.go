@@ -210,6 +210,21 @@ limits:
 	if !strings.Contains(events, "shop:attack_start") || !strings.Contains(events, "shop:mitigation") {
 		t.Errorf("webhook did not receive attack_start and mitigation: %q", events)
 	}
+	// The attack ends after the detector's quiet period: attack_end is
+	// notified and the stored incident gets its end.
+	ended := false
+	for deadline := time.Now().Add(25 * time.Second); time.Now().Before(deadline) && !ended; time.Sleep(250 * time.Millisecond) {
+		hookMu.Lock()
+		ended = strings.Contains(strings.Join(hookEvents, " "), "shop:attack_end")
+		hookMu.Unlock()
+	}
+	if !ended {
+		t.Errorf("no attack_end webhook within 25 s of the flood's end")
+	} else if final, err := s.det.incidents.Get(t.Context(), inc.ID); err != nil || final.End.IsZero() {
+		t.Errorf("stored incident after the end: %v, end %v", err, final.End)
+	} else {
+		t.Logf("attack_end notified; incident %s lasted %.0f s", final.ID, final.DurationSeconds)
+	}
 	attackSources := 0
 	for _, src := range inc.Sources {
 		if strings.HasPrefix(src.Value, "127.0.8.") && src.Attack {
