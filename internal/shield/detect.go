@@ -46,6 +46,39 @@ type detection struct {
 	lastRules map[string]time.Time // published detector rules and their expiry
 	geo       *proxy.GeoCache
 	geoDB     *telemetry.GeoIP
+	hooks     chan hookJob // webhook deliveries, in order, off the tick
+}
+
+type hookJob struct {
+	n *incident.Notifier
+	p incident.Payload
+}
+
+// notify queues a webhook delivery. One worker sends them in order (a
+// receiver sees attack_start before mitigation and attack_end); when the
+// queue is full (a receiver down during a long attack) the event is
+// dropped and logged rather than blocking detection.
+func (d *detection) notify(n *incident.Notifier, p incident.Payload) {
+	select {
+	case d.hooks <- hookJob{n, p}:
+	default:
+		d.s.log.Warn("webhook queue full; event dropped", "event", p.Event, "site", p.Site)
+	}
+}
+
+func (d *detection) sendHooks(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-d.hooks:
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if err := j.n.Send(sctx, &j.p); err != nil {
+				d.s.log.Warn("webhook failed", "event", j.p.Event, "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 func (s *Shield) openDetection(cfg *config.Config) error {
@@ -63,7 +96,8 @@ func (s *Shield) openDetection(cfg *config.Config) error {
 		db.Close()
 		return fmt.Errorf("incidents store %s: %w (move the file aside to start with an empty history)", path, err)
 	}
-	d := &detection{s: s, sites: map[string]*siteDetection{}, db: db, incidents: st, lastRules: map[string]time.Time{}}
+	d := &detection{s: s, sites: map[string]*siteDetection{}, db: db, incidents: st, lastRules: map[string]time.Time{},
+		hooks: make(chan hookJob, 256)}
 	if len(cfg.Detection.GeoIP) > 0 {
 		geo, err := telemetry.OpenGeoIP(cfg.Detection.GeoIP...)
 		if err != nil {
@@ -132,6 +166,7 @@ func (s *Shield) recorder(site string) *telemetry.Recorder {
 
 // run ticks every second until ctx ends.
 func (d *detection) run(ctx context.Context) {
+	go d.sendHooks(ctx)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -182,13 +217,7 @@ func (d *detection) tick(now time.Time) {
 			if p, ok := incident.NewPayload(ev, inc); ok {
 				for _, n := range notifiers {
 					if n.Wants(p.Event) {
-						go func() {
-							ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-							defer cancel()
-							if err := n.Send(ctx, &p); err != nil {
-								d.s.log.Warn("webhook failed", "event", p.Event, "err", err)
-							}
-						}()
+						d.notify(n, p)
 					}
 				}
 			}

@@ -207,8 +207,8 @@ limits:
 	events := strings.Join(hookEvents, " ")
 	hookMu.Unlock()
 	t.Logf("webhook events: %s", events)
-	if !strings.Contains(events, "shop:attack_start") || !strings.Contains(events, "shop:mitigation") {
-		t.Errorf("webhook did not receive attack_start and mitigation: %q", events)
+	if !strings.HasPrefix(events, "shop:attack_start") || !strings.Contains(events, "shop:mitigation") {
+		t.Errorf("webhook did not receive attack_start first, then mitigation: %q", events)
 	}
 	// The attack ends after the detector's quiet period: attack_end is
 	// notified and the stored incident gets its end.
