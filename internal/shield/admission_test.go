@@ -139,8 +139,14 @@ detection: {disable: true}
 	addr := addrOf(s, 0)
 	base := openLoop(t, addr, int(capacity/4), 2*time.Second)
 	t.Logf("unloaded (0.25x): goodput %.0f/s, p99 %.1f ms", base.goodput, base.p99Millis)
+	// LEVEE_OVERLOAD_SECONDS sets each level's duration (default 3 s); the
+	// limiter's first second of a new overload weighs less in a longer one.
+	per := 3 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("LEVEE_OVERLOAD_SECONDS") + "s"); err == nil && v > 0 && v <= time.Minute {
+		per = v
+	}
 	for _, load := range []float64{1, 2, 4} {
-		r := openLoop(t, addr, int(capacity*load), 3*time.Second)
+		r := openLoop(t, addr, int(capacity*load), per)
 		verShare := float64(r.verOK) / float64(max(r.verTotal, 1))
 		t.Logf("%.0fx (%d req/s offered): goodput %.0f/s (%.0f%% of capacity), admitted p99 %.1f ms (%.1fx unloaded), shed %d, failed %d, verified %d/%d ok",
 			load, int(capacity*load), r.goodput, 100*r.goodput/capacity, r.p99Millis, r.p99Millis/base.p99Millis, r.shed, r.failed, r.verOK, r.verTotal)
