@@ -24,6 +24,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/accesslog"
 	"github.com/levee-dev/levee/internal/admission"
 	"github.com/levee-dev/levee/internal/cache"
 	"github.com/levee-dev/levee/internal/challenge"
@@ -99,7 +100,7 @@ func New(m *Metrics, log *slog.Logger) *Proxy {
 
 // NewSite returns a Site bound to this proxy's metrics.
 func (p *Proxy) NewSite(name string, pool *upstream.Pool, rewriteHost string) *Site {
-	return &Site{Name: name, Pool: pool, RewriteHost: rewriteHost, m: p.m.site(name)}
+	return &Site{Name: name, name: []byte(name), Pool: pool, RewriteHost: rewriteHost, m: p.m.site(name)}
 }
 
 // Publish makes st the state seen by new requests.
@@ -163,15 +164,14 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 }
 
 func (p *Proxy) logH1(l *AccessLog, ctx *fasthttp.RequestCtx, start time.Time, site *Site, client netip.Addr, v verdictIdx) {
-	var cb [64]byte
-	e := Entry{
-		Time: start, Client: client.AppendTo(cb[:0]), Method: ctx.Method(), Host: ctx.Host(),
-		Path: ctx.Path(), Query: ctx.URI().QueryString(), Status: ctx.Response.StatusCode(),
+	e := accesslog.Entry{
+		Format: accesslog.FormatJSON, Time: start, Client: client, Method: ctx.Method(), Host: ctx.Host(),
+		Path: ctx.Path(), Query: ctx.URI().QueryString(), Status: uint16(ctx.Response.StatusCode()),
 		Bytes: int64(max(ctx.Response.Header.ContentLength(), 0)), Duration: time.Since(start),
-		UA: ctx.UserAgent(), Verdict: verdicts[v],
+		UserAgent: ctx.UserAgent(), Verdict: telemetryVerdict[v], HasVerdict: true,
 	}
 	if site != nil {
-		e.Site = site.Name
+		e.Site = site.name
 	}
 	if v == vDrop || v == vTarpit {
 		e.Status = 0

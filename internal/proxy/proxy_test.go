@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/accesslog"
 	"github.com/levee-dev/levee/internal/telemetry"
 	"github.com/levee-dev/levee/internal/upstream"
 )
@@ -144,17 +145,29 @@ func TestWantsJSON(t *testing.T) {
 	}
 }
 
-func FuzzAppendJSONString(f *testing.F) {
+// FuzzAccessLogLine: whatever bytes a client sends, the access log line
+// stays one valid JSON object, and levee analyze's parser reads it back.
+func FuzzAccessLogLine(f *testing.F) {
 	f.Add([]byte("plain"))
 	f.Add([]byte("quote\" back\\ ctl\x01\x7f \xff\xfe é"))
 	f.Fuzz(func(t *testing.T, s []byte) {
-		b := appendJSONString(nil, s)
-		var out string
+		e := accesslog.Entry{Format: accesslog.FormatJSON, Time: time.Unix(1, 0), Client: netip.MustParseAddr("192.0.2.1"),
+			Method: []byte("GET"), Path: []byte("/"), UserAgent: s, Status: 200, HasVerdict: true}
+		b := accesslog.AppendJSON(nil, &e)
+		var out map[string]any
 		if err := json.Unmarshal(b, &out); err != nil {
 			t.Fatalf("invalid JSON %q: %v", b, err)
 		}
-		if bytes.ContainsAny(b, "\n\r") {
+		if bytes.ContainsAny(b[:len(b)-1], "\n\r") {
 			t.Fatalf("raw newline in %q", b)
+		}
+		var back accesslog.Entry
+		line := bytes.TrimSuffix(b, []byte("\n"))
+		if err := accesslog.ParseLine(line, &back, make([]byte, len(line))); err != nil {
+			t.Fatalf("analyze cannot read the line %q: %v", b, err)
+		}
+		if back.Status != 200 || back.Client != e.Client {
+			t.Fatalf("read back status %d client %v", back.Status, back.Client)
 		}
 	})
 }

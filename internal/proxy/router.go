@@ -14,6 +14,7 @@ import (
 // immutable once published in a State.
 type Site struct {
 	Name string
+	name []byte // Name, for the access log
 	Pool *upstream.Pool
 	// RewriteHost replaces the Host header sent upstream when non-empty.
 	RewriteHost string

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/levee-dev/levee/internal/accesslog"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/decide"
 )
@@ -283,8 +284,20 @@ rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 	if e.Site != "shop" || e.Client != "127.0.6.1" || e.Path != "/a" || e.Query != "b=1" || e.Status != 200 || e.Verdict != "pass" || e.UA != "Mozilla \"quoted\" \ufffd" || time.Since(e.TS) > time.Minute {
 		t.Fatalf("line 1: %+v", e)
 	}
-	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Status != 403 || e.Verdict != "block" {
+	// Verdict names are telemetry's (pass, blocked, limited, ...), the ones
+	// levee analyze reads.
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Status != 403 || e.Verdict != "blocked" {
 		t.Fatalf("line 2: %v %+v", err, e)
+	}
+	r, err := accesslog.NewReader(strings.NewReader(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		le, err := r.Next()
+		if err != nil || le.Format != accesslog.FormatJSON || !le.HasVerdict || le.Status == 0 {
+			t.Fatalf("levee analyze's reader on line %d: %v %+v", i+1, err, le)
+		}
 	}
 }
 
