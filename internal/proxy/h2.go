@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -189,7 +188,7 @@ func (p *Proxy) writePageHTTP(w http.ResponseWriter, r *http.Request, sm *siteMe
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	body := pg.html
-	if strings.Contains(r.Header.Get("Accept"), "application/json") && !strings.Contains(r.Header.Get("Accept"), "text/html") {
+	if wantsJSON([]byte(r.Header.Get("Accept"))) {
 		h.Set("Content-Type", "application/json")
 		body = pg.json
 	} else {

@@ -30,6 +30,7 @@ import (
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/clientip"
 	"github.com/levee-dev/levee/internal/coarsetime"
+	"github.com/levee-dev/levee/internal/guard"
 	"github.com/levee-dev/levee/internal/upstream"
 )
 
@@ -127,12 +128,7 @@ func PeerAddr(c net.Conn) netip.Addr {
 	if c == nil {
 		return netip.Addr{}
 	}
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
-	}
-	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	return ap.Addr().Unmap()
+	return guard.AddrOf(c.RemoteAddr())
 }
 
 // ServeFastHTTP proxies one HTTP/1.1 request.
