@@ -129,7 +129,9 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 		rs.dr.Event = &rs.ev
 	}
 	now := time.Unix(0, coarsetime.UnixNano())
-	if site.History != nil {
+	if site.History != nil && st.NormalMode != nil && !st.NormalMode(now) {
+		// Only under escalation does being known change a decision; the
+		// lookup takes a lock, so normal traffic skips it.
 		rs.dr.Known = site.History.Known(now, client)
 	}
 	if st.Challenge != nil {
@@ -277,7 +279,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		UserAgent:       []byte(r.UserAgent()),
 		Headers:         httpHeaders{r},
 	}
-	if site.History != nil {
+	if site.History != nil && st.NormalMode != nil && !st.NormalMode(now) {
 		dr.Known = site.History.Known(now, client)
 	}
 	if st.Challenge != nil {
