@@ -375,7 +375,7 @@ func TestRuntimeRulesFirstAndExpire(t *testing.T) {
 	if d := e.Decide(now.Add(2*time.Minute).UnixNano(), req("203.0.113.1", "GET", "/", "EvilBot/1.0")); d.Verdict != Pass {
 		t.Fatalf("expired runtime rule still applies: %+v", d)
 	}
-	if gone := e.PruneRuntime(now.Add(2 * time.Minute)); len(gone) != 1 || gone[0] != "gen-ua" {
+	if gone := e.PruneRuntime(now.Add(2 * time.Minute)); len(gone) != 1 || gone[0].Rule.Name != "gen-ua" {
 		t.Fatalf("prune: %v", gone)
 	}
 	if err := e.SetRuntimeRules([]RuntimeRule{{Rule: config.Rule{Name: "x", Action: "nope"}}}); err == nil {

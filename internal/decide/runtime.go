@@ -114,17 +114,16 @@ func (e *Engine) RuntimeRules() ([]RuntimeRule, []uint64) {
 	return append([]RuntimeRule(nil), rs.meta...), hits
 }
 
-// PruneRuntime drops expired runtime rules and returns their names.
-func (e *Engine) PruneRuntime(now time.Time) []string {
+// PruneRuntime drops expired runtime rules and returns them.
+func (e *Engine) PruneRuntime(now time.Time) []RuntimeRule {
 	rs := e.runtime.Load()
 	if rs == nil {
 		return nil
 	}
-	var keep []RuntimeRule
-	var gone []string
+	var keep, gone []RuntimeRule
 	for i, m := range rs.meta {
 		if rs.expires[i] != 0 && rs.expires[i] <= now.UnixNano() {
-			gone = append(gone, m.Rule.Name)
+			gone = append(gone, m)
 			continue
 		}
 		keep = append(keep, m)

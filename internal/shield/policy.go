@@ -323,14 +323,14 @@ func (s *Shield) setDetectorRules(rules []decide.RuntimeRule) error {
 func (s *Shield) pruneRuntimeRules(now time.Time) {
 	s.rulesMu.Lock()
 	defer s.rulesMu.Unlock()
-	for _, name := range s.engine.PruneRuntime(now) {
-		if strings.HasPrefix(name, "auto-") {
+	for _, r := range s.engine.PruneRuntime(now) {
+		s.log.Info("runtime rule expired", "rule", r.Rule.Name, "source", r.Source)
+		if r.Source == "detector" {
 			continue // detector rules are not persisted
 		}
-		if _, err := s.store.DeleteRule(context.Background(), name); err != nil {
-			s.log.Error("could not delete an expired runtime rule from the store", "rule", name, "err", err)
+		if _, err := s.store.DeleteRule(context.Background(), r.Rule.Name); err != nil {
+			s.log.Error("could not delete an expired runtime rule from the store", "rule", r.Rule.Name, "err", err)
 		}
-		s.log.Info("runtime rule expired", "rule", name)
 	}
 }
 
