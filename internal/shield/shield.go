@@ -384,12 +384,14 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	}
 	old := s.pools
 	s.pools = pools
+	// Let requests picked from the old pools finish first: they end within
+	// the longest response timeout.
+	var grace time.Duration
+	for _, site := range cfg.Sites {
+		grace = max(grace, site.ResponseTimeout)
+	}
 	for _, p := range old {
-		go func() {
-			// Let requests picked from the old pool finish first.
-			time.Sleep(cfg.Sites[0].ResponseTimeout)
-			p.Close()
-		}()
+		time.AfterFunc(grace, p.Close)
 	}
 	return nil
 }
