@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -72,7 +73,7 @@ func runRules(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		var rule config.Rule
-		dec := yaml.NewDecoder(bytesReader(data))
+		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(&rule); err != nil {
 			return fmt.Errorf("%s: %w", pos[0], err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -243,7 +244,7 @@ func TestConfigCheck(t *testing.T) {
 	os.WriteFile(bad, []byte("listen:\n  - address: nope\nsites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n    colour: red\n"), 0o600)
 	out, err := exec.Command(leveeBin(t), "config", "check", bad).CombinedOutput()
 	var ee *exec.ExitError
-	if !errorsAs(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "bad.yaml:6: unknown key \"colour\"") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "bad.yaml:6: unknown key \"colour\"") {
 		t.Fatalf("config check bad: %v\n%s", err, out)
 	}
 	os.WriteFile(bad, []byte("listen:\n  - address: nope\nsites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n"), 0o600)
