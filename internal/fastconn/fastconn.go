@@ -1,12 +1,15 @@
-// Package fastconn makes socket I/O cheaper for a proxy that runs with few
-// Go Ps (GOMAXPROCS=1 in the benchmarks).
+// Package fastconn issues a proxy's socket reads and writes as raw
+// non-blocking system calls, for a process that runs with few Go Ps
+// (GOMAXPROCS=1 in the benchmarks).
 //
 // A plain net.TCPConn enters and leaves the scheduler's "syscall" state on
 // every read and write (entersyscall/exitsyscall). Under load the runtime's
 // monitor thread (sysmon) then keeps waking every 20µs and regularly hands
 // the P to another thread while a loopback write is in the kernel, which
-// costs futex wake-ups and thread switches: measured here, about a fifth of
-// the proxy's CPU. The sockets are non-blocking, so those syscalls never
+// costs futex wake-ups and thread switches (seen in per-thread CPU times
+// on a heavily loaded machine; on a quiet one the A/B with
+// LEVEE_FASTCONN=off shows no difference, see BENCHMARKS.md). The sockets
+// are non-blocking, so those syscalls never
 // block; Conn issues them with syscall.RawSyscall through syscall.RawConn,
 // keeping Go's netpoller for readiness and deadlines.
 //
