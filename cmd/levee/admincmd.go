@@ -97,10 +97,14 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	tw.Flush()
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SITE\tUPSTREAM\tHEALTHY\tINFLIGHT\tCONNS")
+	fmt.Fprintln(tw, "SITE\tUPSTREAM\tHEALTHY\tEJECTED\tINFLIGHT\tCONNS\tBREAKER")
 	for _, s := range st.Sites {
+		br := s.Breaker
+		if br == "" {
+			br = "-"
+		}
 		for _, u := range s.Upstreams {
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\n", s.Name, u.Addr, u.Healthy, u.Inflight, u.Conns)
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d\t%d\t%s\n", s.Name, u.Addr, u.Healthy, u.Ejected, u.Inflight, u.Conns, br)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -174,6 +174,11 @@ type Site struct {
 	// Cache is the site's micro-cache of cacheable GET responses, with
 	// serve-stale when the origin fails or is overloaded. Off by default.
 	Cache SiteCache `yaml:"cache"`
+	// PassiveHealth watches the answers of the site's upstreams: a target
+	// that keeps failing is ejected from balancing for a while, and a
+	// circuit breaker stops sending requests to an origin that mostly
+	// fails. Off by default.
+	PassiveHealth PassiveHealth `yaml:"passive_health"`
 	// RewriteHost, when set, replaces the Host header sent upstream.
 	// Default: the client's Host header is passed through.
 	RewriteHost string `yaml:"rewrite_host"`
@@ -202,6 +207,62 @@ type OriginProtection struct {
 	QueueTarget time.Duration `yaml:"queue_target"`
 	// MaxWait bounds any wait in the queue; then 503. Default 1s.
 	MaxWait time.Duration `yaml:"max_wait"`
+}
+
+// PassiveHealth configures passive health checks: judgements from real
+// traffic, next to the active HealthCheck. A failure is a connect error, a
+// timeout or another transport error, or a 502, 503 or 504 answer; other
+// 5xx answers are application errors and do not count.
+type PassiveHealth struct {
+	// Enabled turns on outlier ejection (sites with two or more upstreams)
+	// and, unless Breaker.Disable, the circuit breaker. Default false.
+	Enabled bool `yaml:"enabled"`
+	// ConsecutiveErrors ejects an upstream after this many failures in a
+	// row. Default 5.
+	ConsecutiveErrors int `yaml:"consecutive_errors"`
+	// BaseEjection is the first ejection's length; the n-th ejection in a
+	// row lasts n times as long. Default 30s.
+	BaseEjection time.Duration `yaml:"base_ejection"`
+	// MaxEjection caps an ejection's length. Default 300s.
+	MaxEjection time.Duration `yaml:"max_ejection"`
+	// MaxEjectionPercent is the share of the site's upstreams that may be
+	// ejected at once, 1-100; at least one may always be. When every
+	// upstream is unhealthy or ejected, all of them are used again (panic
+	// mode): the site is never left with none. Default 10.
+	MaxEjectionPercent int `yaml:"max_ejection_percent"`
+	// LatencyThreshold also ejects an upstream whose moving-average latency
+	// (to the response head, over at least 20 answers) exceeds it. Default
+	// 0: off.
+	LatencyThreshold time.Duration `yaml:"latency_threshold"`
+	// Breaker is the site's circuit breaker.
+	Breaker Breaker `yaml:"breaker"`
+}
+
+// Breaker configures a site's circuit breaker. While it is open the origin
+// gets no requests: clients get a stale micro-cache entry if there is one,
+// else 503 with Retry-After.
+type Breaker struct {
+	// Disable turns the breaker off while passive health is enabled.
+	// Default false.
+	Disable bool `yaml:"disable"`
+	// Window is the counting window of the closed breaker. Default 10s.
+	Window time.Duration `yaml:"window"`
+	// MinRequests is the number of answers a window needs before it can
+	// open the breaker. Default 20.
+	MinRequests int `yaml:"min_requests"`
+	// FailureRatio opens the breaker when this share of a window's answers
+	// failed, in (0, 1]. Default 0.5.
+	FailureRatio float64 `yaml:"failure_ratio"`
+	// OpenTime is how long the breaker stays open the first time; each
+	// reopening after a failed trial doubles it, up to MaxOpenTime.
+	// Default 5s.
+	OpenTime time.Duration `yaml:"open_time"`
+	// MaxOpenTime caps OpenTime's doubling. Default 60s.
+	MaxOpenTime time.Duration `yaml:"max_open_time"`
+	// HalfOpenProbes is the number of trial requests let through at once
+	// when the open time is over; that many successes close the breaker,
+	// one failure reopens it. Default 3.
+	HalfOpenProbes int `yaml:"half_open_probes"`
 }
 
 // Upstream is one origin server.

@@ -94,6 +94,12 @@ func TestParseErrorsHaveLines(t *testing.T) {
 			[]string{"t.yaml:4: sites[1].hosts[0]:", "already served"}},
 		{"bad size", "guard:\n  max_header_bytes: 12XB\n", []string{"t.yaml:2:", "invalid size"}},
 		{"bad balance", "sites:\n  - upstreams: [{url: \"http://a:1\"}]\n    balance: random\n", []string{"t.yaml:3: sites[0].balance"}},
+		{"ejection percent", "sites:\n  - upstreams: [{url: \"http://a:1\"}]\n    passive_health:\n      enabled: true\n      max_ejection_percent: 150\n",
+			[]string{"t.yaml:5: sites[0].passive_health.max_ejection_percent: want 1-100"}},
+		{"breaker ratio", "sites:\n  - upstreams: [{url: \"http://a:1\"}]\n    passive_health:\n      breaker: {failure_ratio: 1.5}\n",
+			[]string{"t.yaml:4: sites[0].passive_health.breaker.failure_ratio"}},
+		{"ejection order", "sites:\n  - upstreams: [{url: \"http://a:1\"}]\n    passive_health: {base_ejection: 1m, max_ejection: 10s}\n",
+			[]string{"sites[0].passive_health.max_ejection: max_ejection 10s is below base_ejection 1m0s"}},
 		{"two docs", "sites: []\n---\nsites: []\n", []string{"only one YAML document"}},
 		{"syntax", "sites: [\n", []string{"t.yaml:"}},
 	}
@@ -177,6 +183,12 @@ func TestExampleConfigIsValidAndDocumentsDefaults(t *testing.T) {
 	}
 	if c.LimitMemory != d.LimitMemory || len(c.Limits) != len(d.Limits) || c.Limits[0] != d.Limits[0] || c.Limits[1] != d.Limits[1] {
 		t.Errorf("example limits differ from the defaults: %+v vs %+v", c.Limits, d.Limits)
+	}
+	var ds Config
+	ds.Sites = []Site{{Upstreams: c.Sites[0].Upstreams}}
+	ds.Defaults()
+	if got, want := c.Sites[0].PassiveHealth, ds.Sites[0].PassiveHealth; got != want {
+		t.Errorf("example sites[0].passive_health differs from the defaults:\nexample %+v\ndefault %+v", got, want)
 	}
 }
 

@@ -56,6 +56,20 @@ func (c *Config) Defaults() {
 		if h.ExpectStatus == "" {
 			h.ExpectStatus = "200-399"
 		}
+		ph := &s.PassiveHealth
+		setInt(&ph.ConsecutiveErrors, 5)
+		setDur(&ph.BaseEjection, 30*time.Second)
+		setDur(&ph.MaxEjection, 300*time.Second)
+		setInt(&ph.MaxEjectionPercent, 10)
+		br := &ph.Breaker
+		setDur(&br.Window, 10*time.Second)
+		setInt(&br.MinRequests, 20)
+		if br.FailureRatio == 0 {
+			br.FailureRatio = 0.5
+		}
+		setDur(&br.OpenTime, 5*time.Second)
+		setDur(&br.MaxOpenTime, 60*time.Second)
+		setInt(&br.HalfOpenProbes, 3)
 	}
 	if c.Admin.Address == "" {
 		c.Admin.Address = DefaultAdminAddress

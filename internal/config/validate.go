@@ -157,6 +157,7 @@ func (c *Config) Validate() error {
 		if op.MinLimit > 0 && op.MaxLimit > 0 && op.MinLimit > op.MaxLimit {
 			v.add(p+".origin_protection.min_limit", "min_limit %d is above max_limit %d", op.MinLimit, op.MaxLimit)
 		}
+		v.passiveHealth(p+".passive_health", s.PassiveHealth)
 	}
 	if c.Admin.Address != "off" {
 		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
@@ -240,6 +241,31 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return v.errs
+}
+
+func (v *validator) passiveHealth(p string, ph PassiveHealth) {
+	v.positiveInt(p+".consecutive_errors", ph.ConsecutiveErrors)
+	v.positiveDur(p+".base_ejection", ph.BaseEjection)
+	v.positiveDur(p+".max_ejection", ph.MaxEjection)
+	v.positiveDur(p+".latency_threshold", ph.LatencyThreshold)
+	if ph.BaseEjection > 0 && ph.MaxEjection > 0 && ph.MaxEjection < ph.BaseEjection {
+		v.add(p+".max_ejection", "max_ejection %s is below base_ejection %s", ph.MaxEjection, ph.BaseEjection)
+	}
+	if ph.MaxEjectionPercent < 1 || ph.MaxEjectionPercent > 100 {
+		v.add(p+".max_ejection_percent", "want 1-100, got %d", ph.MaxEjectionPercent)
+	}
+	b := ph.Breaker
+	v.positiveDur(p+".breaker.window", b.Window)
+	v.positiveInt(p+".breaker.min_requests", b.MinRequests)
+	if !(b.FailureRatio > 0 && b.FailureRatio <= 1) {
+		v.add(p+".breaker.failure_ratio", "want a share within (0, 1] such as 0.5, got %v", b.FailureRatio)
+	}
+	v.positiveDur(p+".breaker.open_time", b.OpenTime)
+	v.positiveDur(p+".breaker.max_open_time", b.MaxOpenTime)
+	if b.OpenTime > 0 && b.MaxOpenTime > 0 && b.MaxOpenTime < b.OpenTime {
+		v.add(p+".breaker.max_open_time", "max_open_time %s is below open_time %s", b.MaxOpenTime, b.OpenTime)
+	}
+	v.positiveInt(p+".breaker.half_open_probes", b.HalfOpenProbes)
 }
 
 func validUpstreamURL(s string) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/telemetry"
+	"github.com/levee-dev/levee/internal/upstream"
 )
 
 type peerKey struct{}
@@ -81,6 +82,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !p.decideH2(w, r, st, site, client, start) {
 		return
 	}
+	if site.Breaker != nil && !site.Breaker.Allow(start) {
+		ra := site.BreakerRetryAfter
+		if ra == "" {
+			ra = "1"
+		}
+		w.Header().Set("Retry-After", ra)
+		p.writePageHTTP(w, r, site.m, vShed, pageOriginDown)
+		return
+	}
 
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -105,12 +115,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	prepareRequest(&req.Header, peer, trusted, true, site.RewriteHost)
 
-	b := site.Pool.Pick(nil)
+	sent := time.Now()
+	b := site.Pool.PickAt(sent, nil)
 	err := b.Do(req, resp)
+	end := time.Now()
+	judged := body == nil || body.err == nil // a client's slow or oversized body is not the origin's failure
+	if judged {
+		b.Observe(end, end.Sub(sent), upstream.Failed(err, resp.StatusCode()))
+	}
 	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
-		if b2 := site.Pool.Pick(b); b2 != nil {
+		if b2 := site.Pool.PickAt(end, b); b2 != nil {
+			retry := end
 			err = b2.Do(req, resp)
+			end = time.Now()
+			b2.Observe(end, end.Sub(retry), upstream.Failed(err, resp.StatusCode()))
 		}
+	}
+	if site.Breaker != nil {
+		site.Breaker.Record(end, !judged || !upstream.Failed(err, resp.StatusCode()))
 	}
 	if err != nil {
 		pg := pageBadGateway

@@ -35,6 +35,7 @@ var (
 	pageForbidden      = newPage(403, "Forbidden", "Access to this site is blocked for your network.")
 	pageTooMany        = newPage(429, "Too Many Requests", "You are sending requests too fast. Please slow down and try again shortly.")
 	pageUnavailable    = newPage(503, "Service Unavailable", "The site is shutting down or overloaded. Please try again in a moment.")
+	pageOriginDown     = newPage(503, "Service Unavailable", "The site is failing right now and is given a moment to recover. Please try again shortly.")
 )
 
 // wantsJSON reports whether the client prefers a JSON error (API clients).

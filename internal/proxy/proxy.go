@@ -261,18 +261,47 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 			return site, client, vShed
 		}
 	}
-	b := site.Pool.Pick(nil)
+	sent := start
+	if site.Gate != nil {
+		sent = time.Now() // after the queue wait
+	}
+	if site.Breaker != nil && !site.Breaker.Allow(sent) {
+		// The origin is failing: leave it alone until the breaker's trial.
+		if site.Gate != nil {
+			tk.Cancel(sent)
+		}
+		if stale != nil {
+			p.serveStale(ctx, site, stale, start)
+			return site, client, vPass
+		}
+		p.breakerOpen(ctx, site)
+		return site, client, vShed
+	}
+	b := site.Pool.PickAt(sent, nil)
 	err := b.Do(req, resp)
+	end := time.Now()
+	// A request body that was too slow or too large is the client's fault,
+	// not the origin's: it does not count for passive health.
+	judged := body == nil || body.err == nil
+	if judged {
+		b.Observe(end, end.Sub(sent), upstream.Failed(err, resp.StatusCode()))
+	}
 	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
-		if b2 := site.Pool.Pick(b); b2 != nil {
+		if b2 := site.Pool.PickAt(end, b); b2 != nil {
 			site.m.dialErr.Inc()
+			retry := end
 			err = b2.Do(req, resp)
+			end = time.Now()
+			b2.Observe(end, end.Sub(retry), upstream.Failed(err, resp.StatusCode()))
 		}
 	}
 	if site.Gate != nil {
 		// Overload signals feed the limiter; application errors do not.
 		sc := resp.StatusCode()
-		tk.Done(time.Now(), !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+		tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+	}
+	if site.Breaker != nil {
+		site.Breaker.Record(end, !judged || !upstream.Failed(err, resp.StatusCode()))
 	}
 	if stale != nil && (err != nil || resp.StatusCode() >= 500) {
 		_ = resp.CloseBodyStream()
@@ -333,6 +362,18 @@ func (p *Proxy) shed(ctx *fasthttp.RequestCtx, site *Site) {
 	ctx.SetContentType(ct)
 	ctx.Response.SetBodyRaw(body)
 	site.m.count(vShed, 503)
+}
+
+// breakerOpen answers 503 with Retry-After while the site's circuit
+// breaker keeps requests away from a failing origin.
+func (p *Proxy) breakerOpen(ctx *fasthttp.RequestCtx, site *Site) {
+	writePage(ctx, pageOriginDown)
+	ra := site.BreakerRetryAfter
+	if ra == "" {
+		ra = "1"
+	}
+	ctx.Response.Header.Set("Retry-After", ra)
+	site.m.count(vShed, pageOriginDown.status)
 }
 
 func (p *Proxy) reject(ctx *fasthttp.RequestCtx, sm *siteMetrics, v verdictIdx, pg page) {

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/levee-dev/levee/internal/accesslog"
+	"github.com/levee-dev/levee/internal/admission"
 	"github.com/levee-dev/levee/internal/telemetry"
 	"github.com/levee-dev/levee/internal/upstream"
 )
@@ -215,8 +216,45 @@ func TestServeFastHTTPAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are not meaningful under the race detector (sync.Pool drops items)")
 	}
-	p, stop := newBenchProxy(t)
-	defer stop()
+	t.Run("plain", func(t *testing.T) {
+		p, stop := newBenchProxy(t)
+		defer stop()
+		testServeAllocs(t, p)
+	})
+	t.Run("passive health", func(t *testing.T) {
+		p, stop := newBenchProxy(t)
+		defer stop()
+		withPassiveHealth(t, p)
+		testServeAllocs(t, p)
+	})
+}
+
+// withPassiveHealth replaces the bench proxy's site by one with two targets
+// (the same origin twice) under outlier detection and a circuit breaker.
+func withPassiveHealth(tb testing.TB, p *Proxy) {
+	old := p.State().Router.Sites()[0]
+	addr := old.Pool.Backends()[0].Addr
+	pool, err := upstream.New(upstream.Config{Site: "b", Targets: []upstream.Target{{Addr: addr}, {Addr: addr}}}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
+	set, _ := admission.NewOutlierSet([]admission.OutlierConfig{{Name: "1"}, {Name: "2"}}, 0, admission.Deps{})
+	if err := pool.SetOutliers([]upstream.Outlier{set.Target(0), set.Target(1)}); err != nil {
+		tb.Fatal(err)
+	}
+	site := p.NewSite("b", pool, "")
+	if site.Breaker, err = admission.NewBreaker(admission.BreakerConfig{}, admission.Deps{}); err != nil {
+		tb.Fatal(err)
+	}
+	r := NewRouter()
+	r.Add(site, nil)
+	st := *p.State()
+	st.Router = r
+	p.Publish(&st)
+}
+
+func testServeAllocs(t *testing.T, p *Proxy) {
 	var req fasthttp.Request
 	req.SetRequestURI("http://site.test/index.html?x=1")
 	req.Header.Set("User-Agent", "Mozilla/5.0")

@@ -28,6 +28,13 @@ type Site struct {
 	// History remembers clients seen in normal times (known clients get
 	// priority at the gate); nil: none.
 	History *admission.History
+	// Breaker is the origin's circuit breaker (passive health); nil: none.
+	// While it is open the origin is not contacted: a stale cache entry is
+	// served if there is one, else 503 with BreakerRetryAfter.
+	Breaker *admission.Breaker
+	// BreakerRetryAfter is the Retry-After value (whole seconds) of breaker
+	// refusals; empty means "1".
+	BreakerRetryAfter string
 	// Cache is the site's micro-cache; nil: off. CacheMaxEntry is the
 	// largest response it stores (bytes).
 	Cache         *cache.Cache

@@ -49,12 +49,16 @@ type SiteStatus struct {
 	Name      string           `json:"name"`
 	Hosts     []string         `json:"hosts"`
 	Upstreams []UpstreamStatus `json:"upstreams"`
+	// Breaker is the circuit breaker's state (closed, open, half-open);
+	// empty without passive health.
+	Breaker string `json:"breaker,omitempty"`
 }
 
 // UpstreamStatus describes one origin.
 type UpstreamStatus struct {
 	Addr     string `json:"addr"`
 	Healthy  bool   `json:"healthy"`
+	Ejected  bool   `json:"ejected,omitempty"` // by passive health
 	Inflight int64  `json:"inflight"`
 	Conns    int    `json:"conns"`
 }
@@ -112,14 +116,22 @@ func (s *Shield) Status() any {
 	}
 	s.mu.Lock()
 	pools := s.pools
+	breakers := map[string]string{}
+	for name, h := range s.health {
+		if h.breaker != nil {
+			breakers[name] = h.breaker.State().String()
+		}
+	}
 	s.mu.Unlock()
+	now := time.Now()
 	for i, p := range pools {
-		ss := SiteStatus{Name: p.Site()}
+		ss := SiteStatus{Name: p.Site(), Breaker: breakers[p.Site()]}
 		if i < len(cfg.Sites) {
 			ss.Hosts = cfg.Sites[i].Hosts
 		}
 		for _, b := range p.Backends() {
-			ss.Upstreams = append(ss.Upstreams, UpstreamStatus{Addr: b.Addr, Healthy: b.Healthy(), Inflight: b.Inflight(), Conns: b.Open()})
+			ss.Upstreams = append(ss.Upstreams, UpstreamStatus{Addr: b.Addr, Healthy: b.Healthy(), Ejected: b.Ejected(now),
+				Inflight: b.Inflight(), Conns: b.Open()})
 		}
 		st.Sites = append(st.Sites, ss)
 	}

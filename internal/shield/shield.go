@@ -83,6 +83,7 @@ type Shield struct {
 	chal       *challenge.Service
 	gates      map[string]*admission.Gate // by site name, kept across reloads
 	caches     map[string]*cache.Cache    // by site name, kept across reloads
+	health     map[string]*siteHealth     // by site name, kept while unchanged; under mu
 	history    *admission.History
 	reloads    atomic.Int64
 	lastErr    atomic.Pointer[string]
@@ -136,6 +137,7 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	}
 	s.gates = map[string]*admission.Gate{}
 	s.caches = map[string]*cache.Cache{}
+	s.health = map[string]*siteHealth{}
 	if err := s.openDetection(cfg); err != nil {
 		s.store.Close()
 		return nil, err
@@ -257,6 +259,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	defer s.mu.Unlock()
 	router := proxy.NewRouter()
 	var pools []*upstream.Pool
+	var psites []*proxy.Site // by index of cfg.Sites, as pools
 	fail := func(err error) error {
 		for _, p := range pools {
 			p.Close()
@@ -291,6 +294,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 			hosts[i] = config.NormalizeHost(h)
 		}
 		ps := s.proxy.NewSite(site.Name, pool, site.RewriteHost)
+		psites = append(psites, ps)
 		ps.Rec = s.recorder(site.Name)
 		if site.OriginProtection.Enabled {
 			g, err := s.gate(site)
@@ -356,6 +360,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	for l, cs := range newCerts {
 		l.certs.Store(cs)
 	}
+	s.attachHealth(cfg, pools, psites)
 	for _, p := range pools {
 		p.Start()
 	}

@@ -1,7 +1,9 @@
 // Package upstream manages a site's origin servers: connection pools (one
 // fasthttp.HostClient per origin, with a size limit), load balancing (weighted
 // round robin or least connections), active health checks, and connect and
-// response timeouts.
+// response timeouts, and passive health: a target whose Outlier (see
+// internal/admission) has ejected it is skipped by Pick like an unhealthy
+// one.
 //
 // The response timeout is an inactivity timeout, like nginx's
 // proxy_read_timeout: it bounds each wait for data from the origin, so a slow
@@ -30,6 +32,25 @@ type Target struct {
 	Addr string
 	// Weight is the round-robin weight, 1-100. Zero means 1.
 	Weight int
+}
+
+// Outlier is one target's passive health as the pool uses it (implemented
+// by *admission.Outlier): Pick skips a target while Available is false, and
+// Backend.Observe feeds it the target's answers. Implementations must be
+// safe for concurrent use and should not allocate.
+type Outlier interface {
+	Available(now time.Time) bool
+	Observe(now time.Time, rtt time.Duration, failed bool)
+}
+
+// Failed reports whether an exchange with an origin counts as a failure for
+// passive health (outlier ejection, circuit breaker): any transport error
+// (connect error, timeout, reset, no free pooled connection) or a 502, 503
+// or 504 answer. Other 5xx answers are application errors: they depend on
+// the request (one broken page, or a client asking for one on purpose), and
+// the same request would fail on every target.
+func Failed(err error, status int) bool {
+	return err != nil || status == 502 || status == 503 || status == 504
 }
 
 // Health configures active health checks. A zero Path disables them.
@@ -77,12 +98,33 @@ type Backend struct {
 	weight   int
 	healthy  atomic.Bool
 	inflight atomic.Int64
+	outlier  Outlier // nil: no passive health
 	// consecutive results of active checks, for hysteresis
 	okRun, failRun int
 }
 
-// Healthy reports the backend's last known health.
+// Healthy reports the backend's last known health (active checks).
 func (b *Backend) Healthy() bool { return b.healthy.Load() }
+
+// Ejected reports whether passive health has ejected the backend at now.
+func (b *Backend) Ejected(now time.Time) bool {
+	return b.outlier != nil && !b.outlier.Available(now)
+}
+
+// usable reports whether Pick may choose b outside panic mode.
+func (b *Backend) usable(now time.Time) bool {
+	return b.healthy.Load() && (b.outlier == nil || b.outlier.Available(now))
+}
+
+// Observe records one answer of b for passive health: its latency (to the
+// response head) and whether it failed (see Failed). It does nothing when
+// the pool has no passive health. Do not call it for exchanges that failed
+// because of the client (a request body too slow or too large).
+func (b *Backend) Observe(now time.Time, rtt time.Duration, failed bool) {
+	if b.outlier != nil {
+		b.outlier.Observe(now, rtt, failed)
+	}
+}
 
 // Inflight is the number of requests in progress on this backend.
 func (b *Backend) Inflight() int64 { return b.inflight.Load() }
@@ -220,17 +262,35 @@ func (c *timeoutConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// SetOutliers attaches passive health to the pool's targets: os[i] to the
+// i-th target of the Config (nil entries: none). Call it before the pool is
+// started and shared; it is not safe concurrently with Pick.
+func (p *Pool) SetOutliers(os []Outlier) error {
+	if len(os) != len(p.backends) {
+		return fmt.Errorf("upstream %s: %d outliers for %d targets", p.cfg.Site, len(os), len(p.backends))
+	}
+	for i, o := range os {
+		p.backends[i].outlier = o
+	}
+	return nil
+}
+
 // Backends returns the pool's backends (read-only).
 func (p *Pool) Backends() []*Backend { return p.backends }
 
 // Site returns the site name the pool belongs to.
 func (p *Pool) Site() string { return p.cfg.Site }
 
-// Pick selects a backend for the next request, skipping unhealthy ones and
-// skip (a backend that just failed, or nil). When none is healthy it falls
-// back to all backends (panic mode): a wrong health verdict must not take a
-// site down on its own.
-func (p *Pool) Pick(skip *Backend) *Backend {
+// Pick is PickAt(time.Now(), skip).
+func (p *Pool) Pick(skip *Backend) *Backend { return p.PickAt(time.Now(), skip) }
+
+// PickAt selects a backend for a request at now, skipping unhealthy ones
+// (active checks), ejected ones (passive health) and skip (a backend that
+// just failed, or nil). When none is left it falls back to all backends
+// (panic mode): a wrong health verdict must not take a site down on its
+// own. A single-target pool always returns its target (nil if it is skip).
+// PickAt does not allocate.
+func (p *Pool) PickAt(now time.Time, skip *Backend) *Backend {
 	n := len(p.backends)
 	if n == 1 {
 		if p.backends[0] == skip {
@@ -239,13 +299,13 @@ func (p *Pool) Pick(skip *Backend) *Backend {
 		return p.backends[0]
 	}
 	if p.cfg.LeastConn {
-		return p.pickLeast(skip, true)
+		return p.pickLeast(now, skip, true)
 	}
 	start := p.next.Add(1)
 	for _, healthyOnly := range [2]bool{true, false} {
 		for i := range p.schedule {
 			b := p.backends[p.schedule[(start+uint64(i))%uint64(len(p.schedule))]]
-			if b != skip && (!healthyOnly || b.healthy.Load()) {
+			if b != skip && (!healthyOnly || b.usable(now)) {
 				return b
 			}
 		}
@@ -253,13 +313,13 @@ func (p *Pool) Pick(skip *Backend) *Backend {
 	return nil
 }
 
-func (p *Pool) pickLeast(skip *Backend, healthyOnly bool) *Backend {
+func (p *Pool) pickLeast(now time.Time, skip *Backend, healthyOnly bool) *Backend {
 	var best *Backend
 	var bestLoad int64
 	off := int(p.next.Add(1) % uint64(len(p.backends)))
 	for i := range p.backends {
 		b := p.backends[(off+i)%len(p.backends)]
-		if b == skip || (healthyOnly && !b.healthy.Load()) {
+		if b == skip || (healthyOnly && !b.usable(now)) {
 			continue
 		}
 		// Compare inflight/weight without division.
@@ -269,7 +329,7 @@ func (p *Pool) pickLeast(skip *Backend, healthyOnly bool) *Backend {
 		}
 	}
 	if best == nil && healthyOnly {
-		return p.pickLeast(skip, false)
+		return p.pickLeast(now, skip, false)
 	}
 	return best
 }

@@ -3,6 +3,9 @@ package upstream
 import (
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/levee-dev/levee/internal/admission"
 )
 
 func pool(t *testing.T, cfg Config) *Pool {
@@ -98,5 +101,86 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := New(Config{Site: "s", Targets: []Target{{Addr: "nohostport"}}}, nil); err == nil {
 		t.Fatal("bad address accepted")
+	}
+}
+
+// Interface guard: admission's Outlier is what the pool takes.
+var _ Outlier = (*admission.Outlier)(nil)
+
+func TestPickSkipsEjectedBackends(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	for _, leastConn := range []bool{false, true} {
+		p := pool(t, Config{Site: "s", LeastConn: leastConn, Targets: []Target{{Addr: "a:1"}, {Addr: "b:1"}, {Addr: "c:1"}}})
+		set, err := admission.NewOutlierSet([]admission.OutlierConfig{{Name: "a"}, {Name: "b"}, {Name: "c"}}, 100, admission.Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetOutliers([]Outlier{set.Target(0), set.Target(1), set.Target(2)}); err != nil {
+			t.Fatal(err)
+		}
+		b := p.backends[1]
+		for range 5 { // the default consecutive_errors
+			b.Observe(t0, time.Millisecond, Failed(nil, 502))
+		}
+		if !b.Ejected(t0) || p.backends[0].Ejected(t0) {
+			t.Fatal("five 502s in a row did not eject b (or ejected a)")
+		}
+		for i := range 30 {
+			if got := p.PickAt(t0.Add(time.Second), nil); got == b {
+				t.Fatalf("least_conn=%v: pick %d chose the ejected backend", leastConn, i)
+			}
+		}
+		// Ejected and another backend skipped: the third one.
+		if got := p.PickAt(t0, p.backends[0]); got.Addr != "c:1" {
+			t.Fatalf("least_conn=%v: with a skipped and b ejected, picked %s", leastConn, got.Addr)
+		}
+		// The ejection ends after base_ejection (30s by default).
+		seen := false
+		for range 30 {
+			seen = seen || p.PickAt(t0.Add(31*time.Second), nil) == b
+		}
+		if !seen {
+			t.Fatalf("least_conn=%v: b not picked again after its ejection ended", leastConn)
+		}
+		// Every backend ejected: panic mode still serves.
+		for _, x := range p.backends {
+			for range 5 {
+				x.Observe(t0.Add(40*time.Second), 0, true)
+			}
+		}
+		if set.Ejected(t0.Add(41*time.Second)) != 3 || p.PickAt(t0.Add(41*time.Second), nil) == nil {
+			t.Fatalf("least_conn=%v: no backend in panic mode", leastConn)
+		}
+	}
+	if err := pool(t, Config{Site: "s", Targets: []Target{{Addr: "a:1"}}}).SetOutliers(nil); err == nil {
+		t.Fatal("SetOutliers accepted the wrong count")
+	}
+}
+
+func TestFailed(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+		want   bool
+	}{
+		{nil, 200, false}, {nil, 404, false}, {nil, 500, false}, {nil, 501, false},
+		{nil, 502, true}, {nil, 503, true}, {nil, 504, true}, {errors.New("reset"), 0, true},
+	} {
+		if got := Failed(tc.err, tc.status); got != tc.want {
+			t.Errorf("Failed(%v, %d) = %v", tc.err, tc.status, got)
+		}
+	}
+}
+
+func TestPickAtAllocations(t *testing.T) {
+	p := pool(t, Config{Site: "s", Targets: []Target{{Addr: "a:1"}, {Addr: "b:1"}}})
+	set, _ := admission.NewOutlierSet([]admission.OutlierConfig{{Name: "a"}, {Name: "b"}}, 0, admission.Deps{})
+	_ = p.SetOutliers([]Outlier{set.Target(0), set.Target(1)})
+	now := time.Now()
+	if n := testing.AllocsPerRun(1000, func() {
+		b := p.PickAt(now, nil)
+		b.Observe(now, time.Millisecond, false)
+	}); n != 0 {
+		t.Fatalf("PickAt+Observe allocate %v times", n)
 	}
 }

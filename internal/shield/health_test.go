@@ -1,0 +1,279 @@
+package shield
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// switchOrigin is a loopback origin that answers 502 while failing is set.
+type switchOrigin struct {
+	addr    string
+	hits    atomic.Int64
+	failing atomic.Bool
+}
+
+func startSwitchOrigin(t *testing.T) *switchOrigin {
+	t.Helper()
+	o := &switchOrigin{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.hits.Add(1)
+		w.Header().Set("X-Origin", o.addr)
+		if o.failing.Load() {
+			w.WriteHeader(502)
+			io.WriteString(w, "origin says bad gateway")
+			return
+		}
+		if r.URL.Path == "/page" {
+			w.Header().Set("Cache-Control", "public, max-age=1")
+		}
+		io.WriteString(w, "page "+r.URL.Path)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.addr = ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return o
+}
+
+// metricLines renders the registry as "name{k=v,...} value" lines.
+func metricLines(t *testing.T, s *Shield) string {
+	t.Helper()
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			fmt.Fprintf(&b, "%s{%s}", mf.GetName(), strings.Join(labels, ","))
+			if m.GetCounter() != nil {
+				fmt.Fprintf(&b, " %v", m.GetCounter().GetValue())
+			}
+			if m.GetGauge() != nil {
+				fmt.Fprintf(&b, " %v", m.GetGauge().GetValue())
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+// TestPassiveHealthEjectsFailingOrigin: of two origins, one starts
+// answering 502. After consecutive_errors of them it is ejected and every
+// request goes to the good one; the ejection shows in the metrics and the
+// status, survives a reload that does not change the site, and starts
+// afresh (metrics re-registered, no duplicate-registration error) after a
+// reload that does.
+func TestPassiveHealthEjectsFailingOrigin(t *testing.T) {
+	good, bad := startSwitchOrigin(t), startSwitchOrigin(t)
+	conf := func(errors int) string {
+		return fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites:
+  - name: app
+    upstreams: [{url: "http://%s"}, {url: "http://%s"}]
+    passive_health: {enabled: true, consecutive_errors: %d, max_ejection_percent: 50}
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+detection: {disable: true}
+`, good.addr, bad.addr, errors)
+	}
+	s := startShield(t, conf(3))
+	c, err := net.Dial("tcp", addrOf(s, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	send := func(n int) (codes map[int]int, from map[string]int) {
+		codes, from = map[int]int{}, map[string]int{}
+		for i := 0; i < n; i++ {
+			resp, _, err := get(c, "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			codes[resp.StatusCode]++
+			from[resp.Header.Get("X-Origin")]++
+		}
+		return codes, from
+	}
+	if _, from := send(10); from[good.addr] != 5 || from[bad.addr] != 5 {
+		t.Fatalf("healthy pool: %v, want round robin", from)
+	}
+	bad.failing.Store(true)
+	before := bad.hits.Load()
+	codes, _ := send(40)
+	if got := bad.hits.Load() - before; got != 3 {
+		t.Errorf("the failing origin got %d requests, want 3 (consecutive_errors) before its ejection", got)
+	}
+	if codes[502] != 3 || codes[200] != 37 {
+		t.Errorf("answers %v, want 3 x 502 then only 200", codes)
+	}
+	m := metricLines(t, s)
+	for _, want := range []string{
+		"levee_admission_outlier_ejected{site=app,upstream=" + bad.addr + "} 1",
+		"levee_admission_outlier_ejected{site=app,upstream=" + good.addr + "} 0",
+		"levee_admission_outlier_ejections_total{reason=errors,site=app,upstream=" + bad.addr + "} 1",
+		"levee_admission_breaker_state{upstream=app} 0",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	st := s.Status().(StatusReport)
+	if u := st.Sites[0].Upstreams; len(u) != 2 || u[0].Ejected || !u[1].Ejected || st.Sites[0].Breaker != "closed" {
+		t.Errorf("status: %+v", st.Sites[0])
+	}
+
+	// A reload that leaves the site alone keeps the ejection.
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	before = bad.hits.Load()
+	if codes, _ := send(10); codes[200] != 10 || bad.hits.Load() != before {
+		t.Errorf("after an unchanged reload: %v, failing origin hit %d times", codes, bad.hits.Load()-before)
+	}
+	// A reload that changes passive_health starts afresh.
+	if err := os.WriteFile(s.opts.ConfigPath, []byte(conf(4)+"data_dir: "+s.Config().DataDir+"\nadmin: {address: \"off\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if m := metricLines(t, s); !strings.Contains(m, "levee_admission_outlier_ejected{site=app,upstream="+bad.addr+"} 0") {
+		t.Errorf("after a changed reload the ejection was kept:\n%s", m)
+	}
+	before = bad.hits.Load()
+	if codes, _ := send(20); codes[502] != 4 || bad.hits.Load()-before != 4 {
+		t.Errorf("after a changed reload: %v, failing origin hit %d times, want 4", codes, bad.hits.Load()-before)
+	}
+}
+
+// TestBreakerStopsTrafficToFailingOriginAndRecovers: a single origin that
+// starts failing opens the breaker; while it is open the origin receives no
+// request, clients get 503 with Retry-After (or the stale cache entry), and
+// after open_time half-open trials close it again.
+func TestBreakerStopsTrafficToFailingOriginAndRecovers(t *testing.T) {
+	o := startSwitchOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites:
+  - name: app
+    upstreams: [{url: "http://%s"}]
+    cache: {enabled: true, stale_for: 1m}
+    passive_health:
+      enabled: true
+      breaker: {min_requests: 4, failure_ratio: 0.5, open_time: 3s, half_open_probes: 2}
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+detection: {disable: true}
+`, o.addr))
+	c, err := net.Dial("tcp", addrOf(s, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fetch := func(path string, hdr ...string) (*http.Response, string) {
+		t.Helper()
+		resp, body, err := get(c, path, hdr...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	if resp, body := fetch("/page"); resp.StatusCode != 200 || body != "page /page" {
+		t.Fatalf("healthy: %d %q", resp.StatusCode, body)
+	}
+	cached := time.Now()
+	o.failing.Store(true)
+	// One success then failures: the window reaches min_requests 4 with 3
+	// failures (>= 0.5), and the breaker opens.
+	for i := 0; i < 3; i++ {
+		if resp, body := fetch("/x"); resp.StatusCode != 502 || !strings.Contains(body, "origin says") {
+			t.Fatalf("failure %d: %d %q, want the origin's 502", i, resp.StatusCode, body)
+		}
+	}
+	opened := time.Now()
+	hits := o.hits.Load()
+	for i := 0; i < 10; i++ {
+		resp, body := fetch("/x", "Accept: text/html")
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "3" || !strings.Contains(body, "Service Unavailable") {
+			t.Fatalf("open breaker, request %d: %d Retry-After %q %q", i, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	if resp, body := fetch("/x", "Accept: application/json"); resp.StatusCode != 503 || !strings.HasPrefix(body, "{") {
+		t.Errorf("open breaker, API client: %d %q", resp.StatusCode, body)
+	}
+	// The cached page expires (max-age=1): with the breaker open its stale
+	// copy is served without asking the origin.
+	time.Sleep(time.Until(cached.Add(1100 * time.Millisecond)))
+	if resp, body := fetch("/page"); resp.StatusCode != 200 || body != "page /page" {
+		t.Errorf("open breaker, stale entry: %d %q", resp.StatusCode, body)
+	}
+	if time.Since(opened) > 3*time.Second {
+		t.Skip("machine too slow: the open time ran out before the checks")
+	}
+	if got := o.hits.Load(); got != hits {
+		t.Fatalf("the origin received %d requests while the breaker was open", got-hits)
+	}
+	if m := metricLines(t, s); !strings.Contains(m, "levee_admission_breaker_state{upstream=app} 1") ||
+		!strings.Contains(m, "levee_admission_breaker_trips_total{upstream=app} 1") {
+		t.Errorf("breaker metrics:\n%s", m)
+	}
+	// The origin recovers; after open_time the half-open trials close the
+	// breaker and traffic flows again.
+	o.failing.Store(false)
+	time.Sleep(time.Until(opened.Add(3100 * time.Millisecond)))
+	for i := 0; i < 10; i++ { // distinct paths: micro-cache hits would not reach the origin
+		path := fmt.Sprintf("/r%d", i)
+		if resp, body := fetch(path); resp.StatusCode != 200 || body != "page "+path {
+			t.Fatalf("recovered, request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if got := o.hits.Load() - hits; got != 10 {
+		t.Errorf("origin got %d requests after recovery, want 10", got)
+	}
+	if m := metricLines(t, s); !strings.Contains(m, "levee_admission_breaker_state{upstream=app} 0") {
+		t.Errorf("breaker not closed again:\n%s", m)
+	}
+}
+
+// TestBreakerHTTP2: the HTTP/2 request path records answers in the breaker
+// and, once it is open, answers 503 with Retry-After without contacting the
+// origin.
+func TestBreakerHTTP2(t *testing.T) {
+	o := startSwitchOrigin(t)
+	o.failing.Store(true)
+	crt, key := selfSigned(t, t.TempDir(), "h2.test")
+	s := startShield(t, fmt.Sprintf(`
+listen:
+  - address: "127.0.0.1:0"
+    tls: {certificates: [{cert: %s, key: %s}]}
+sites:
+  - upstreams: [{url: "http://%s"}]
+    passive_health: {enabled: true, breaker: {min_requests: 2, open_time: 1m}}
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+detection: {disable: true}
+`, crt, key, o.addr))
+	addr := addrOf(s, 0)
+	for i := 0; i < 2; i++ {
+		if code := h2Status(t, "h2.test", addr); code != 502 {
+			t.Fatalf("failure %d: %d, want the origin's 502", i, code)
+		}
+	}
+	hits := o.hits.Load()
+	if code := h2Status(t, "h2.test", addr); code != 503 || o.hits.Load() != hits {
+		t.Fatalf("open breaker over HTTP/2: %d, origin hit %d times", code, o.hits.Load()-hits)
+	}
+}
