@@ -118,14 +118,27 @@ func (c *Cookies) mac(i int, raw []byte, addr netip.Addr) *macState {
 	return m
 }
 
+// MinAge returns the age a cookie needs to count (see Check).
+func (c *Cookies) MinAge() time.Duration { return c.cfg.MinAge }
+
 // Issue returns a new cookie value for a client at addr.
 func (c *Cookies) Issue(now time.Time, addr netip.Addr) string {
+	return string(c.AppendIssue(nil, now, addr))
+}
+
+// AppendIssue appends a new cookie value (tokenLen bytes) for a client at
+// addr to dst. With room in dst it does not allocate.
+func (c *Cookies) AppendIssue(dst []byte, now time.Time, addr netip.Addr) []byte {
 	var id [8]byte
 	rand.Read(id[:])
-	return c.issue(now, addr, id)
+	return c.appendIssue(dst, now, addr, id)
 }
 
 func (c *Cookies) issue(now time.Time, addr netip.Addr, id [8]byte) string {
+	return string(c.appendIssue(nil, now, addr, id))
+}
+
+func (c *Cookies) appendIssue(dst []byte, now time.Time, addr netip.Addr, id [8]byte) []byte {
 	var raw [tokenRaw]byte
 	raw[0] = tokenVersion
 	binary.BigEndian.PutUint64(raw[1:9], uint64(now.Unix()))
@@ -133,7 +146,7 @@ func (c *Cookies) issue(now time.Time, addr netip.Addr, id [8]byte) string {
 	m := c.mac(0, raw[:], addr)
 	copy(raw[17:], m.sum[:macLen])
 	c.macs[0].Put(m)
-	return base64.RawURLEncoding.EncodeToString(raw[:])
+	return base64.RawURLEncoding.AppendEncode(dst, raw[:])
 }
 
 // Verify reports whether cookie is a valid token for addr at now, issued at
@@ -145,27 +158,45 @@ func (c *Cookies) Verify(now time.Time, addr netip.Addr, cookie []byte) bool {
 
 // IssuedAt verifies cookie like Verify and returns its issue time.
 func (c *Cookies) IssuedAt(now time.Time, addr netip.Addr, cookie []byte) (time.Time, bool) {
+	issued, valid, known := c.check(now, addr, cookie)
+	if !valid || !known {
+		return time.Time{}, false
+	}
+	return time.Unix(issued, 0), true
+}
+
+// Check verifies cookie for addr at now. valid: it is authentic, from
+// addr's network and not older than MaxAge; known: it is valid and at least
+// MinAge old (what Verify reports). A valid cookie that is not known yet
+// must be kept, not replaced by a new one, or it would never grow old
+// enough. Check does not allocate.
+func (c *Cookies) Check(now time.Time, addr netip.Addr, cookie []byte) (valid, known bool) {
+	_, valid, known = c.check(now, addr, cookie)
+	return valid, known
+}
+
+func (c *Cookies) check(now time.Time, addr netip.Addr, cookie []byte) (issued int64, valid, known bool) {
 	var raw [tokenRaw]byte
 	if len(cookie) != tokenLen {
-		return time.Time{}, false
+		return 0, false, false
 	}
 	if n, err := base64.RawURLEncoding.Decode(raw[:], cookie); err != nil || n != tokenRaw || raw[0] != tokenVersion {
-		return time.Time{}, false
+		return 0, false, false
 	}
-	issued := int64(binary.BigEndian.Uint64(raw[1:9]))
+	issued = int64(binary.BigEndian.Uint64(raw[1:9]))
 	age := now.Unix() - issued
-	if issued <= 0 || age < int64(c.cfg.MinAge/time.Second) || age > int64(c.cfg.MaxAge/time.Second) {
-		return time.Time{}, false
+	if issued <= 0 || age < 0 || age > int64(c.cfg.MaxAge/time.Second) {
+		return 0, false, false
 	}
 	for i := range c.macs {
 		m := c.mac(i, raw[:], addr)
 		ok := hmac.Equal(m.sum[:macLen], raw[17:])
 		c.macs[i].Put(m)
 		if ok {
-			return time.Unix(issued, 0), true
+			return issued, true, age >= int64(c.cfg.MinAge/time.Second)
 		}
 	}
-	return time.Time{}, false
+	return 0, false, false
 }
 
 // HistoryConfig configures a History. Zero fields take the documented

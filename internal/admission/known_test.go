@@ -109,6 +109,57 @@ func TestCookiesVerifyAllocs(t *testing.T) {
 	}
 }
 
+// Check separates a valid cookie (authentic, not expired) from a known one
+// (also MinAge old): the proxy keeps a valid young cookie instead of
+// replacing it.
+func TestCookiesCheck(t *testing.T) {
+	c, _ := NewCookies(CookieConfig{Key: testKey, MinAge: 10 * time.Minute, MaxAge: time.Hour})
+	a := netip.MustParseAddr("192.0.2.10")
+	tok := []byte(c.Issue(t0, a))
+	for _, tc := range []struct {
+		name         string
+		at           time.Duration
+		addr         string
+		tok          []byte
+		valid, known bool
+	}{
+		{"young", time.Minute, "192.0.2.10", tok, true, false},
+		{"old enough", 11 * time.Minute, "192.0.2.99", tok, true, true},
+		{"expired", 2 * time.Hour, "192.0.2.10", tok, false, false},
+		{"other network", 11 * time.Minute, "192.0.3.10", tok, false, false},
+		{"from the future", -time.Minute, "192.0.2.10", tok, false, false},
+		{"garbage", 11 * time.Minute, "192.0.2.10", []byte("x"), false, false},
+	} {
+		valid, known := c.Check(t0.Add(tc.at), netip.MustParseAddr(tc.addr), tc.tok)
+		if valid != tc.valid || known != tc.known {
+			t.Errorf("%s: valid %v known %v, want %v %v", tc.name, valid, known, tc.valid, tc.known)
+		}
+		if v := c.Verify(t0.Add(tc.at), netip.MustParseAddr(tc.addr), tc.tok); v != tc.known {
+			t.Errorf("%s: Verify %v, want %v", tc.name, v, tc.known)
+		}
+	}
+	if c.MinAge() != 10*time.Minute {
+		t.Fatal("MinAge")
+	}
+	buf := make([]byte, 0, 64)
+	out := c.AppendIssue(buf, t0, a)
+	if len(out) != tokenLen || &out[0] != &buf[:1][0] {
+		t.Fatalf("AppendIssue: %q (len %d), not in the caller's buffer", out, len(out))
+	}
+	if _, known := c.Check(t0.Add(11*time.Minute), a, out); !known {
+		t.Fatal("AppendIssue token rejected")
+	}
+	if raceEnabled {
+		return // sync.Pool drops items at random under the race detector
+	}
+	if n := testing.AllocsPerRun(1000, func() { out = c.AppendIssue(buf, t0, a) }); n != 0 {
+		t.Fatalf("%v allocs per AppendIssue", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() { c.Check(t0, a, tok) }); n != 0 {
+		t.Fatalf("%v allocs per Check", n)
+	}
+}
+
 func FuzzCookieVerify(f *testing.F) {
 	c, _ := NewCookies(CookieConfig{Key: testKey})
 	a := netip.MustParseAddr("192.0.2.10")
@@ -138,6 +189,18 @@ func BenchmarkCookieVerify(b *testing.B) {
 			if !c.Verify(t0, a, tok) {
 				b.Fatal("rejected")
 			}
+		}
+	})
+}
+
+func BenchmarkCookieIssue(b *testing.B) {
+	c, _ := NewCookies(CookieConfig{Key: testKey})
+	a := netip.MustParseAddr("192.0.2.10")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 0, 64)
+		for pb.Next() {
+			buf = c.AppendIssue(buf[:0], t0, a)
 		}
 	})
 }

@@ -66,6 +66,35 @@ type Config struct {
 	// keys configured, a key is generated into <data_dir>/challenge.key
 	// (single node; configure shared keys for several nodes).
 	Challenge challenge.Config `yaml:"challenge"`
+
+	// KnownClients configures the known-client cookie, on by default.
+	KnownClients KnownClients `yaml:"known_clients"`
+}
+
+// KnownClients configures the known-client cookie: a signed first-party
+// cookie (internal/admission Cookies) given in normal mode with successful
+// HTML responses to clients that have none, bound to the client's /24
+// (IPv4) or /64 (IPv6). Once it is MinAge old it makes its holder a known
+// client: not challenged in under-attack mode, and served first by the
+// admission gate (sites[].origin_protection). The address history does the
+// same for addresses seen in normal times; either suffices.
+type KnownClients struct {
+	// DisableCookie turns the cookie off (no Set-Cookie is ever added).
+	// Default false.
+	DisableCookie bool `yaml:"disable_cookie"`
+	// CookieName is the cookie's name. Default "levee_known".
+	CookieName string `yaml:"cookie_name"`
+	// KeyFile holds the signing key: base64 of at least 32 bytes. Default
+	// <data_dir>/known.key, generated with mode 0600 when missing. Give
+	// every node behind one name the same file; replacing it invalidates
+	// every cookie.
+	KeyFile string `yaml:"key_file"`
+	// MaxAge is how long a cookie stays valid (and its Max-Age). Default
+	// 720h (30 days).
+	MaxAge time.Duration `yaml:"max_age"`
+	// MinAge is how old a cookie must be to count: a cookie obtained just
+	// before an attack is declared does not help in it. Default 10m.
+	MinAge time.Duration `yaml:"min_age"`
 }
 
 // Detection configures the detector. Zero values take the detector's

@@ -100,6 +100,12 @@ func TestParseErrorsHaveLines(t *testing.T) {
 			[]string{"t.yaml:4: sites[0].passive_health.breaker.failure_ratio"}},
 		{"ejection order", "sites:\n  - upstreams: [{url: \"http://a:1\"}]\n    passive_health: {base_ejection: 1m, max_ejection: 10s}\n",
 			[]string{"sites[0].passive_health.max_ejection: max_ejection 10s is below base_ejection 1m0s"}},
+		{"known cookie name", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nknown_clients:\n  cookie_name: \"a b\"\n",
+			[]string{"t.yaml:3: known_clients.cookie_name: use letters"}},
+		{"known clearance name", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nknown_clients: {cookie_name: levee_clearance}\n",
+			[]string{"known_clients.cookie_name: \"levee_clearance\" is the challenge's clearance cookie"}},
+		{"known ages", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nknown_clients: {min_age: 2h, max_age: 1h}\n",
+			[]string{"known_clients.min_age: min_age 2h0m0s must be below max_age 1h0m0s"}},
 		{"two docs", "sites: []\n---\nsites: []\n", []string{"only one YAML document"}},
 		{"syntax", "sites: [\n", []string{"t.yaml:"}},
 	}
@@ -177,12 +183,16 @@ func TestExampleConfigIsValidAndDocumentsDefaults(t *testing.T) {
 	d.Sites = c.Sites
 	d.DataDir = c.DataDir
 	d.Admin.TokenFile = c.Admin.TokenFile
+	d.KnownClients.KeyFile = c.KnownClients.KeyFile
 	d.Defaults()
 	if d.Guard != c.Guard {
 		t.Errorf("example guard section differs from the defaults:\nexample %+v\ndefault %+v", c.Guard, d.Guard)
 	}
 	if c.LimitMemory != d.LimitMemory || len(c.Limits) != len(d.Limits) || c.Limits[0] != d.Limits[0] || c.Limits[1] != d.Limits[1] {
 		t.Errorf("example limits differ from the defaults: %+v vs %+v", c.Limits, d.Limits)
+	}
+	if c.KnownClients != d.KnownClients {
+		t.Errorf("example known_clients differs from the defaults:\nexample %+v\ndefault %+v", c.KnownClients, d.KnownClients)
 	}
 	var ds Config
 	ds.Sites = []Site{{Upstreams: c.Sites[0].Upstreams}}

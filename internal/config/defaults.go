@@ -86,6 +86,15 @@ func (c *Config) Defaults() {
 	if c.Admin.TokenFile == "" {
 		c.Admin.TokenFile = filepath.Join(c.DataDir, "admin.token")
 	}
+	k := &c.KnownClients
+	if k.CookieName == "" {
+		k.CookieName = "levee_known"
+	}
+	if k.KeyFile == "" {
+		k.KeyFile = filepath.Join(c.DataDir, "known.key")
+	}
+	setDur(&k.MaxAge, 30*24*time.Hour)
+	setDur(&k.MinAge, 10*time.Minute)
 	g := &c.Guard
 	setInt(&g.MaxConnections, 20000)
 	setInt(&g.MaxConnectionsPerIP, 256)

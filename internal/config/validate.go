@@ -229,6 +229,17 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	k := c.KnownClients
+	if !validCookieName(k.CookieName) {
+		v.add("known_clients.cookie_name", "use letters, digits, '-' and '_', got %q", k.CookieName)
+	} else if k.CookieName == c.Challenge.CookieName || (c.Challenge.CookieName == "" && k.CookieName == "levee_clearance") {
+		v.add("known_clients.cookie_name", "%q is the challenge's clearance cookie; choose another name", k.CookieName)
+	}
+	v.positiveDur("known_clients.max_age", k.MaxAge)
+	v.positiveDur("known_clients.min_age", k.MinAge)
+	if k.MaxAge > 0 && k.MinAge >= k.MaxAge {
+		v.add("known_clients.min_age", "min_age %s must be below max_age %s", k.MinAge, k.MaxAge)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -266,6 +277,18 @@ func (v *validator) passiveHealth(p string, ph PassiveHealth) {
 		v.add(p+".breaker.max_open_time", "max_open_time %s is below open_time %s", b.MaxOpenTime, b.OpenTime)
 	}
 	v.positiveInt(p+".breaker.half_open_probes", b.HalfOpenProbes)
+}
+
+func validCookieName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func validUpstreamURL(s string) error {

@@ -31,6 +31,8 @@ type reqState struct {
 	filled   bool // ev holds this request's attributes
 	allowed  bool // the client is on the allow list (admission class Verified)
 	verified bool // the client holds a valid clearance (passed a challenge)
+	// the known-client cookie, once checked (see knownCookie)
+	cookieChecked, cookieValid, cookieKnown bool
 }
 
 var reqPool = sync.Pool{New: func() any { return new(reqState) }}
@@ -129,10 +131,14 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 		rs.dr.Event = &rs.ev
 	}
 	now := time.Unix(0, coarsetime.UnixNano())
-	if site.History != nil && st.NormalMode != nil && !st.NormalMode(now) {
+	known := false
+	if st.NormalMode != nil && !st.NormalMode(now) {
 		// Only under escalation does being known change a decision; the
-		// lookup takes a lock, so normal traffic skips it.
-		rs.dr.Known = site.History.Known(now, client)
+		// history lookup takes a lock and the cookie costs an HMAC, so
+		// normal traffic skips them.
+		_, known = rs.knownCookie(site, &req.Header, now, client)
+		known = known || (site.History != nil && site.History.Known(now, client))
+		rs.dr.Known = known
 	}
 	if st.Challenge != nil {
 		_, rs.dr.Verified = st.Challenge.FastClearance(ctx, now, client, bind)
@@ -153,7 +159,7 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 			if st.ModeName != nil {
 				mode = st.ModeName(now)
 			}
-			st.Challenge.FastChallenge(ctx, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d)))
+			st.Challenge.FastChallenge(ctx, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d, known)))
 			site.m.count(vChallenge, ctx.Response.StatusCode())
 			return vChallenge
 		}
@@ -194,12 +200,13 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 }
 
 // risk grades a challenged client for the challenge difficulty: 0 for a
-// client known from normal times (address history), 1 for an unknown
-// one, one more when a rule (rather than the mode alone) asked for the
-// challenge: its request matched an attack signature or an operator rule.
-func risk(site *Site, client netipAddr, now time.Time, d decide.Decision) int {
+// client known from normal times (known-client cookie, passed as known, or
+// address history), 1 for an unknown one, one more when a rule (rather
+// than the mode alone) asked for the challenge: its request matched an
+// attack signature or an operator rule.
+func risk(site *Site, client netipAddr, now time.Time, d decide.Decision, known bool) int {
 	r := 0
-	if site.History == nil || !site.History.Known(now, client) {
+	if !known && (site.History == nil || !site.History.Known(now, client)) {
 		r++
 	}
 	if d.By != "mode" {
@@ -279,8 +286,11 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		UserAgent:       []byte(r.UserAgent()),
 		Headers:         httpHeaders{r},
 	}
-	if site.History != nil && st.NormalMode != nil && !st.NormalMode(now) {
-		dr.Known = site.History.Known(now, client)
+	known := false
+	if st.NormalMode != nil && !st.NormalMode(now) {
+		_, known = httpKnownCookie(site, r, now, client)
+		known = known || (site.History != nil && site.History.Known(now, client))
+		dr.Known = known
 	}
 	if st.Challenge != nil {
 		_, dr.Verified = st.Challenge.HTTPClearance(r, now, client, bind)
@@ -324,7 +334,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 			if st.ModeName != nil {
 				mode = st.ModeName(now)
 			}
-			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d)))
+			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d, known)))
 			site.m.count(vChallenge, 403)
 			return false
 		}

@@ -166,8 +166,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr.Add("Via", "2 levee")
 	status := resp.StatusCode()
-	if site.History != nil && status < 400 && (st.NormalMode == nil || st.NormalMode(start)) {
+	normal := st.NormalMode == nil || st.NormalMode(start)
+	if site.History != nil && status < 400 && normal {
 		site.History.Good(start, client)
+	}
+	if site.Cookies != nil && issuesKnownCookie(status, resp.Header.ContentType(), normal) {
+		if valid, _ := httpKnownCookie(site, r, start, client); !valid {
+			var buf [192]byte
+			hdr.Add("Set-Cookie", string(appendKnownSetCookie(buf[:0], site.Cookies, start, client, r.TLS != nil)))
+		}
 	}
 	w.WriteHeader(status)
 	site.m.count(vPass, status)

@@ -2,7 +2,10 @@
 // site by Host, enforces request-level limits (URL length, body size, body
 // receive rate), rewrites headers (hop-by-hop removal, X-Forwarded-For,
 // X-Forwarded-Proto, Via) and streams the exchange with an origin chosen by
-// the site's upstream pool.
+// the site's upstream pool. Per site it applies origin protection: the
+// micro-cache, the admission gate, passive health (every answer recorded
+// for outlier ejection; an open circuit breaker answers instead of the
+// origin) and the known-client cookie (known.go).
 //
 // HTTP/1.1 is served by fasthttp (ServeFastHTTP); HTTP/2 by x/net/http2
 // through ServeHTTP, which converts to the same upstream path. Both read the
@@ -136,6 +139,7 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	rs := reqPool.Get().(*reqState)
 	rs.allowed, rs.verified = false, false
+	rs.cookieChecked, rs.cookieValid, rs.cookieKnown = false, false, false
 	site, client, v := p.serveH1(ctx, start, rs)
 	if site != nil && site.Rec != nil {
 		if !rs.filled {
@@ -248,7 +252,8 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	var tk admission.Ticket
 	if site.Gate != nil {
 		class := admission.Normal
-		if rs.allowed || (site.History != nil && site.History.Known(start, client)) {
+		if _, known := rs.knownCookie(site, &req.Header, start, client); rs.allowed || known ||
+			(site.History != nil && site.History.Known(start, client)) {
 			class = admission.Verified
 		}
 		var err error
@@ -314,8 +319,15 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	if site.Cache != nil {
 		p.maybeStore(site, &creq, resp, start)
 	}
-	if site.History != nil && resp.StatusCode() < 400 && (st.NormalMode == nil || st.NormalMode(start)) {
+	normal := st.NormalMode == nil || st.NormalMode(start)
+	if site.History != nil && resp.StatusCode() < 400 && normal {
 		site.History.Good(start, client)
+	}
+	// After maybeStore: the cookie never enters a cache entry.
+	if site.Cookies != nil && issuesKnownCookie(resp.StatusCode(), resp.Header.ContentType(), normal) {
+		if valid, _ := rs.knownCookie(site, &req.Header, start, client); !valid {
+			issueKnownCookie(resp, site.Cookies, start, client, isTLS)
+		}
 	}
 	prepareResponse(&resp.Header)
 	if clientClose || p.draining.Load() {

@@ -187,7 +187,12 @@ func newBenchProxy(tb testing.TB) (*Proxy, func()) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	origin := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("hello") }}
+	origin := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if bytes.HasSuffix(ctx.Path(), []byte(".html")) {
+			ctx.SetContentType("text/html; charset=utf-8")
+		}
+		ctx.SetBodyString("hello")
+	}}
 	go origin.Serve(ln)
 	pool, err := upstream.New(upstream.Config{Site: "b", Targets: []upstream.Target{{Addr: ln.Addr().String()}}}, nil)
 	if err != nil {
@@ -227,6 +232,25 @@ func TestServeFastHTTPAllocations(t *testing.T) {
 		withPassiveHealth(t, p)
 		testServeAllocs(t, p)
 	})
+	// Known-client cookie: issued with every HTML page to a client without
+	// one, checked (and not issued) for a client presenting one.
+	cookies, err := admission.NewCookies(admission.CookieConfig{Key: bytes.Repeat([]byte("k"), 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("known cookie issued", func(t *testing.T) {
+		p, stop := newBenchProxy(t)
+		defer stop()
+		p.State().Router.Sites()[0].Cookies = cookies
+		testServeAllocs(t, p, "Set-Cookie")
+	})
+	t.Run("known cookie presented", func(t *testing.T) {
+		p, stop := newBenchProxy(t)
+		defer stop()
+		p.State().Router.Sites()[0].Cookies = cookies
+		tok := cookies.Issue(time.Now(), netip.MustParseAddr("203.0.113.9"))
+		testServeAllocs(t, p, "Cookie", cookies.Name()+"="+tok)
+	})
 }
 
 // withPassiveHealth replaces the bench proxy's site by one with two targets
@@ -254,10 +278,16 @@ func withPassiveHealth(tb testing.TB, p *Proxy) {
 	p.Publish(&st)
 }
 
-func testServeAllocs(t *testing.T, p *Proxy) {
+// testServeAllocs proxies a request through p and counts allocations. With
+// one argument, hdr names a response header that must be present; with
+// two, a request header to send.
+func testServeAllocs(t *testing.T, p *Proxy, hdr ...string) {
 	var req fasthttp.Request
 	req.SetRequestURI("http://site.test/index.html?x=1")
 	req.Header.Set("User-Agent", "Mozilla/5.0")
+	if len(hdr) == 2 {
+		req.Header.Set(hdr[0], hdr[1])
+	}
 	var ctx fasthttp.RequestCtx
 	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 5555}, nil)
 	ctx.Request.Reset()
@@ -265,6 +295,9 @@ func testServeAllocs(t *testing.T, p *Proxy) {
 	p.ServeFastHTTP(&ctx)
 	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Body()) != "hello" {
 		t.Fatalf("proxied response: %d %q", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if got := ctx.Response.Header.Peek("Set-Cookie"); (len(hdr) == 1) != (len(got) > 0) {
+		t.Fatalf("Set-Cookie %q; want one: %v", got, len(hdr) == 1)
 	}
 	ctx.Response.Reset()
 	n := testing.AllocsPerRun(200, func() { serveOnce(p, &ctx, &req) })

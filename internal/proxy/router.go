@@ -28,6 +28,9 @@ type Site struct {
 	// History remembers clients seen in normal times (known clients get
 	// priority at the gate); nil: none.
 	History *admission.History
+	// Cookies issues and checks the known-client cookie, which makes its
+	// holder known like History does; nil: no cookie.
+	Cookies *admission.Cookies
 	// Breaker is the origin's circuit breaker (passive health); nil: none.
 	// While it is open the origin is not contacted: a stale cache entry is
 	// served if there is one, else 503 with BreakerRetryAfter.

@@ -266,6 +266,10 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		}
 		return err
 	}
+	cookies, err := knownCookies(cfg)
+	if err != nil {
+		return err
+	}
 	for _, site := range cfg.Sites {
 		lo, hi, _ := config.ParseStatusRange(site.HealthCheck.ExpectStatus)
 		uc := upstream.Config{
@@ -304,6 +308,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 			ps.Gate = g
 		}
 		ps.History = s.history
+		ps.Cookies = cookies
 		if s.det != nil {
 			ps.Geo = s.det.geo
 		}
