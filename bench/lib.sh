@@ -135,20 +135,28 @@ bench_cleanup() {
 # tree_ticks PID: user+system CPU clock ticks of PID and all its live
 # descendants (nginx master + worker; levee and haproxy are one process).
 tree_ticks() {
+	local ut
+	ut=$(tree_ticks_split "$1")
+	echo $((${ut% *} + ${ut#* }))
+}
+
+# tree_ticks_split PID: "USER SYSTEM" CPU clock ticks of PID and its live
+# descendants.
+tree_ticks_split() {
 	local f line
 	for f in /proc/[0-9]*/stat; do
 		# pid (comm) state ppid ... utime(14) stime(15): cut at the last ')'.
 		{ read -r line <"$f"; } 2>/dev/null || continue
 		echo "${line%% *} ${line##*) }"
 	done | awk -v root="$1" '
-		{ pid = $1; ppid[pid] = $3; t[pid] = $13 + $14 }
+		{ pid = $1; ppid[pid] = $3; u[pid] = $13; k[pid] = $14 }
 		END {
 			in_tree[root] = 1; changed = 1
 			while (changed) {
 				changed = 0
 				for (p in ppid) if (!(p in in_tree) && (ppid[p] in in_tree)) { in_tree[p] = 1; changed = 1 }
 			}
-			s = 0; for (p in in_tree) s += t[p]; print s
+			su = 0; sk = 0; for (p in in_tree) { su += u[p]; sk += k[p] }; print su, sk
 		}'
 }
 

@@ -54,7 +54,7 @@ done
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-BENCH_OUT=$HERE/out
+BENCH_OUT=${BENCH_OUT:-$HERE/out}
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
 
@@ -418,14 +418,16 @@ throughput() {
 	for p in levee nginx haproxy; do run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" 1 >/dev/null; done # warm pools
 	local order=(levee nginx haproxy) out=$TMP/throughput.tsv
 	: >"$out"
-	printf '%-6s %-8s %10s %9s %9s %12s %7s\n' round proxy "req/s" "p50 ms" "p99 ms" "cpu us/req" errors
+	printf '%-6s %-8s %10s %9s %9s %12s %7s %6s\n' round proxy "req/s" "p50 ms" "p99 ms" "cpu us/req" errors "sys %"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for ((i = 0; i < 3; i++)); do
 			p=${order[$(((i + r - 1) % 3))]}
-			local t0 t1
-			t0=$(tree_ticks "${PID[$p]}")
+			local t0 t1 u0 u1
+			t0=$(tree_ticks_split "${PID[$p]}")
 			res=$(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" "$DURATION")
-			t1=$(tree_ticks "${PID[$p]}")
+			t1=$(tree_ticks_split "${PID[$p]}")
+			u0=${t0% *} u1=${t1% *}
+			t0=$((u0 + ${t0#* })) t1=$((u1 + ${t1#* }))
 			[[ -n $res ]] || { check_alive "$p" plain; die "wrk against $p printed no result"; }
 			local n us p50 p99 err
 			n=$(kv "$res" requests)
@@ -434,8 +436,9 @@ throughput() {
 			p99=$(kv "$res" p99_us)
 			err=$(kv "$res" errors)
 			awk -v r="$r" -v p="$p" -v n="$n" -v us="$us" -v p50="$p50" -v p99="$p99" -v cpu="$(ticks_to_us $((t1 - t0)))" -v err="$err" \
-				'BEGIN { printf "%d\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\n", r, p, n / (us / 1e6), p50 / 1000, p99 / 1000, (n > 0 ? cpu / n : 0), err }' >>"$out"
-			tail -1 "$out" | awk -F'\t' '{ printf "%-6s %-8s %10s %9s %9s %12s %7s\n", $1, $2, $3, $4, $5, $6, $7 }'
+				-v sys="$((t1 - t0 - (u1 - u0)))" -v all="$((t1 - t0))" \
+				'BEGIN { printf "%d\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%.0f\n", r, p, n / (us / 1e6), p50 / 1000, p99 / 1000, (n > 0 ? cpu / n : 0), err, (all > 0 ? 100 * sys / all : 0) }' >>"$out"
+			tail -1 "$out" | awk -F'\t' '{ printf "%-6s %-8s %10s %9s %9s %12s %7s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
 		done
 	done
 	echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -454,8 +457,9 @@ throughput() {
 
 throughput_summary() {
 	local out=$1 p
-	declare -A RPS P50 P99 CPU ERR
+	declare -A RPS P50 P99 CPU ERR SYS
 	for p in levee nginx haproxy; do
+		SYS[$p]=$(awk -F'\t' -v p="$p" '$2 == p { print $8 }' "$out" | median)
 		RPS[$p]=$(awk -F'\t' -v p="$p" '$2 == p { print $3 }' "$out" | median)
 		P50[$p]=$(awk -F'\t' -v p="$p" '$2 == p { print $4 }' "$out" | median)
 		P99[$p]=$(awk -F'\t' -v p="$p" '$2 == p { print $5 }' "$out" | median)
@@ -464,10 +468,10 @@ throughput_summary() {
 	done
 	echo
 	echo "summary (median of $ROUNDS rounds):"
-	printf '| %-8s | %10s | %8s | %8s | %12s | %7s |\n' proxy "req/s" "p50 ms" "p99 ms" "cpu us/req" errors
-	printf '|----------|-----------:|---------:|---------:|-------------:|--------:|\n'
+	printf '| %-8s | %10s | %8s | %8s | %12s | %6s | %7s |\n' proxy "req/s" "p50 ms" "p99 ms" "cpu us/req" "sys %" errors
+	printf '|----------|-----------:|---------:|---------:|-------------:|-------:|--------:|\n'
 	for p in levee nginx haproxy; do
-		printf '| %-8s | %10.0f | %8.3f | %8.3f | %12.2f | %7d |\n' "$p" "${RPS[$p]}" "${P50[$p]}" "${P99[$p]}" "${CPU[$p]}" "${ERR[$p]}"
+		printf '| %-8s | %10.0f | %8.3f | %8.3f | %12.2f | %6.0f | %7d |\n' "$p" "${RPS[$p]}" "${P50[$p]}" "${P99[$p]}" "${CPU[$p]}" "${SYS[$p]}" "${ERR[$p]}"
 	done
 	local o
 	for o in haproxy nginx; do
@@ -591,37 +595,64 @@ reject() {
 
 # ---------------------------------------------------------------- syscalls
 
-# syscalls: attach strace -c to each proxy (all threads, all processes of
-# the tree) while wrk -c$CONNS runs through it, and print system calls per
-# request. strace slows the traced process a lot, so only the counts mean
-# anything; the proxies do the same work per request either way.
+# syscalls: count each proxy's system calls per request while wrk -c$CONNS
+# runs through it. With perf (and tracefs, mounted here if needed) the
+# counts come from kernel tracepoints, which barely slow the proxy, and
+# reads that returned EAGAIN are counted on their own; otherwise strace -c
+# -f is used, which slows the traced process a lot (counts only; timing
+# shifts how often a read finds no data).
 syscalls() {
-	command -v strace >/dev/null 2>&1 || die "strace is not installed (apt-get install strace)"
+	local tool=strace
+	if command -v perf >/dev/null 2>&1; then
+		[[ -e /sys/kernel/tracing/events/raw_syscalls ]] || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+		if perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then tool=perf; fi
+	fi
+	[[ $tool == perf ]] || command -v strace >/dev/null 2>&1 || die "neither perf nor strace works here (apt-get install linux-perf strace)"
 	echo
-	echo "== system calls per request: strace -c -f on each proxy during wrk -t1 -c$CONNS -d${DURATION}s"
+	echo "== system calls per request ($tool) on each proxy during wrk -t1 -c$CONNS -d${DURATION}s"
 	start_proxies plain
-	local p pids args res n
+	local p pids args res n spid
 	for p in levee nginx haproxy; do
 		run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" 1 >/dev/null # warm pools
 		mapfile -t pids < <(tree_pids "${PID[$p]}")
-		args=()
-		for n in "${pids[@]}"; do args+=(-p "$n"); done
-		strace -c -f -o "$TMP/strace-$p.txt" "${args[@]}" 2>/dev/null &
-		local spid=$!
+		if [[ $tool == perf ]]; then
+			local evs=() e
+			for e in read recvfrom write writev sendto epoll_wait epoll_pwait futex nanosleep; do
+				evs+=(-e "syscalls:sys_enter_$e")
+			done
+			perf stat -x, -o "$TMP/perf-$p.txt" -e raw_syscalls:sys_enter "${evs[@]}" \
+				-e syscalls:sys_exit_read --filter 'ret == -11' \
+				-e syscalls:sys_exit_recvfrom --filter 'ret == -11' \
+				-p "$(IFS=,; echo "${pids[*]}")" &
+		else
+			args=()
+			for n in "${pids[@]}"; do args+=(-p "$n"); done
+			strace -c -f -o "$TMP/strace-$p.txt" "${args[@]}" 2>/dev/null &
+		fi
+		spid=$!
 		sleep 1 # attached
 		res=$(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" "$DURATION")
 		kill -INT "$spid" 2>/dev/null || true
 		wait "$spid" 2>/dev/null || true
 		n=$(kv "$res" requests)
 		echo
-		echo "$p: $n requests while traced; system calls per request:"
-		awk -v n="$n" '
-			/^%/ || /^-/ || NF < 4 { next }
-			# % time, seconds, usecs/call, calls, [errors], syscall; the
-			# total line has no usecs/call.
-			$NF == "total" { next }
-			{ total += $4; printf "  %-16s %8.2f  (errors %.2f)\n", $NF, $4 / n, (NF == 6 ? $5 : 0) / n }
-			END { if (n > 0) printf "  %-16s %8.2f\n", "total", total / n }' "$TMP/strace-$p.txt"
+		echo "$p: $n requests while counted; system calls per request:"
+		if [[ $tool == perf ]]; then
+			# CSV: count,unit,event,... ; the exit events count EAGAIN.
+			awk -F, -v n="$n" '
+				$3 ~ /sys_exit_/ { sub(/.*sys_exit_/, "", $3); printf "  %-16s %8.2f\n", $3 " EAGAIN", $1 / n; next }
+				$3 ~ /sys_enter_/ { sub(/.*sys_enter_/, "", $3); if ($1 > 0) printf "  %-16s %8.2f\n", $3, $1 / n; next }
+				$3 == "raw_syscalls:sys_enter" { total = $1 }
+				END { if (n > 0) printf "  %-16s %8.2f\n", "all syscalls", total / n }' "$TMP/perf-$p.txt"
+		else
+			awk -v n="$n" '
+				/^%/ || /^-/ || NF < 4 { next }
+				# % time, seconds, usecs/call, calls, [errors], syscall; the
+				# total line has no usecs/call.
+				$NF == "total" { next }
+				{ total += $4; printf "  %-16s %8.2f  (errors %.2f)\n", $NF, $4 / n, (NF == 6 ? $5 : 0) / n }
+				END { if (n > 0) printf "  %-16s %8.2f\n", "total", total / n }' "$TMP/strace-$p.txt"
+		fi
 	done
 	stop_proxies
 }
