@@ -172,6 +172,58 @@ func TestGateStandingQueueShedsAndServesLIFO(t *testing.T) {
 	}
 }
 
+// Under a steady overload, shedding every waiter older than Target empties
+// the queue for a moment; the queue must stay "standing" (LIFO, Target)
+// until it has been empty for Interval, or the next Interval would again
+// be served first come first served with long waits.
+func TestGateStandingSurvivesBriefEmptyQueue(t *testing.T) {
+	g := fixedGate(t, 1, GateConfig{Target: 20 * time.Millisecond, Interval: 60 * time.Millisecond, MaxWait: time.Hour})
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	hold, _ := g.Acquire(context.Background(), ms(0), Normal)
+	out := make(chan result, 8)
+	enqueue(t, g, out, "a", ms(0), Normal)
+	// At 70ms the queue has stood 70ms: "a" (70ms old) is shed and the
+	// queue is empty.
+	hold.Done(ms(70), true)
+	if r := recv(t, out); r.name != "a" || !errors.Is(r.err, ErrShed) {
+		t.Fatalf("a: %+v, want shed", r)
+	}
+	hold, err := g.Acquire(context.Background(), ms(70), Normal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10ms later new waiters arrive; at 100ms "b" is 25ms old: still
+	// standing, so it is shed and "c" (newest) is admitted.
+	enqueue(t, g, out, "b", ms(75), Normal)
+	enqueue(t, g, out, "c", ms(80), Normal)
+	hold.Done(ms(100), true)
+	got := map[string]result{}
+	for range 2 {
+		r := recv(t, out)
+		got[r.name] = r
+	}
+	if !errors.Is(got["b"].err, ErrShed) || got["c"].err != nil {
+		t.Fatalf("got %+v, want b shed and c admitted", got)
+	}
+	got["c"].t.Done(ms(101), true)
+	// After the queue has been empty for Interval, a new queue starts
+	// lenient again: first come first served, nothing shed at Target.
+	hold, _ = g.Acquire(context.Background(), ms(200), Normal)
+	enqueue(t, g, out, "d", ms(200), Normal)
+	enqueue(t, g, out, "e", ms(201), Normal)
+	hold.Done(ms(240), true) // d is 40ms old, queue young (40ms < Interval)
+	r := recv(t, out)
+	if r.name != "d" || r.err != nil {
+		t.Fatalf("got %s %v, want d admitted first", r.name, r.err)
+	}
+	r.t.Done(ms(241), true)
+	if r := recv(t, out); r.name != "e" || r.err != nil {
+		t.Fatalf("got %s %v, want e admitted", r.name, r.err)
+	} else {
+		r.t.Done(ms(242), true)
+	}
+}
+
 func TestGateStandingLIFOWithinClass(t *testing.T) {
 	g := fixedGate(t, 1, GateConfig{Target: time.Second, Interval: time.Second, MaxWait: time.Hour})
 	hold, _ := g.Acquire(context.Background(), t0, Normal)

@@ -42,6 +42,16 @@ type LimiterConfig struct {
 	// Backoff multiplies the limit after a window with overload signals
 	// (samples with ok=false). Default 0.9.
 	Backoff float64 `yaml:"backoff"`
+	// Percentile is the latency percentile of a window compared with the
+	// minimum, in (0,1). Behind an origin that queues requests first come
+	// first served, the requests beyond its workers wait while the others
+	// do not: until more than half of them wait, the median does not move,
+	// so a median-based limit settles where half of the requests queue
+	// inside the origin. The 75th percentile sees a quarter waiting and
+	// still ignores a tenth of the requests being slow for reasons of
+	// their own (a slow endpoint, a pause). Envoy uses the median. Default
+	// 0.75.
+	Percentile float64 `yaml:"percentile"`
 	// ProbeInterval is the time between minimum-latency probes. During a
 	// probe the limit is halved (but not below MinLimit) for one window and
 	// the window's latency becomes the new minimum, so a permanently slower
@@ -84,6 +94,9 @@ func (c *LimiterConfig) fill() {
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = 30 * time.Second
 	}
+	if c.Percentile == 0 {
+		c.Percentile = 0.75
+	}
 }
 
 // Validate reports the first invalid field.
@@ -107,6 +120,8 @@ func (c LimiterConfig) Validate() error {
 		return fmt.Errorf("smoothing %v: must be within (0, 1]", c.Smoothing)
 	case !(c.Backoff > 0 && c.Backoff < 1):
 		return fmt.Errorf("backoff %v: must be within (0, 1)", c.Backoff)
+	case !(c.Percentile > 0 && c.Percentile < 1):
+		return fmt.Errorf("percentile %v: must be within (0, 1)", c.Percentile)
 	}
 	return nil
 }
@@ -118,10 +133,10 @@ func (c LimiterConfig) Validate() error {
 //	target   = limit*gradient + Headroom*sqrt(limit)   (room for a small standing queue)
 //	limit    = limit*(1-Smoothing) + target*Smoothing, within [MinLimit, MaxLimit]
 //
-// where windowRTT is the median latency of the window's successful samples
-// (as Envoy's default sample_aggregate_percentile; a few stalled or slow
-// requests do not shrink the limit) and minRTT the lowest window median seen
-// since the last probe. A window in which
+// where windowRTT is the Percentile (default 75th) latency of the window's
+// successful samples (as Envoy's sample_aggregate_percentile; a few stalled
+// or slow requests do not shrink the limit) and minRTT the lowest such
+// window latency seen since the last probe. A window in which
 // the upstream was not busy (at most half the limit in flight) cannot raise
 // the limit, and a window with overload signals (ok=false) multiplies it by
 // Backoff instead.
@@ -231,15 +246,14 @@ func (l *Limiter) jitter(d time.Duration) time.Duration {
 	return d + time.Duration(r%uint64(d/10+1))
 }
 
-// windowMedian returns the median of the window's sampled latencies.
-func (l *Limiter) windowMedian() time.Duration {
+// windowLatency returns the Percentile of the window's sampled latencies
+// (nearest rank).
+func (l *Limiter) windowLatency() time.Duration {
 	n := min(l.winN, windowReservoir)
 	w := l.winRTT[:n]
 	slices.Sort(w)
-	if n%2 == 1 {
-		return w[n/2]
-	}
-	return (w[n/2-1] + w[n/2]) / 2
+	i := int(math.Ceil(l.cfg.Percentile*float64(n))) - 1
+	return w[max(0, min(n-1, i))]
 }
 
 func (l *Limiter) endWindow(now time.Time) {
@@ -247,7 +261,7 @@ func (l *Limiter) endWindow(now time.Time) {
 	est := l.est
 	var rtt time.Duration
 	if l.winN > 0 {
-		rtt = l.windowMedian()
+		rtt = l.windowLatency()
 	}
 	switch {
 	case l.probing:
@@ -269,11 +283,24 @@ func (l *Limiter) endWindow(now time.Time) {
 		g := float64(l.minRTT) * (1 + c.Buffer) / float64(rtt)
 		g = math.Max(0.5, math.Min(2, g))
 		target := est*g + c.Headroom*math.Sqrt(est)
-		if target > est && float64(l.winMaxInfl) <= est/2 {
-			// Not busy enough to know whether more would be fine.
-			target = est
+		if busy := float64(l.winMaxInfl) > est/2; !busy && target > est {
+			// Not busy enough to know whether more would be fine; and a
+			// limit far above the demand would let the start of an
+			// overload queue that many requests inside the origin before
+			// the first latency samples come back. It decays towards
+			// twice the window's peak.
+			target = math.Min(est, math.Max(2*float64(l.winMaxInfl), float64(c.MinLimit)))
+			est = est*(1-c.Smoothing) + target*c.Smoothing
+			break
 		}
-		est = est*(1-c.Smoothing) + target*c.Smoothing
+		if target < est {
+			// Latency above the minimum: the origin is queueing now, and
+			// every window spent above its capacity adds to every
+			// request's latency, so the limit drops at once.
+			est = target
+		} else {
+			est = est*(1-c.Smoothing) + target*c.Smoothing
+		}
 	}
 	est = math.Max(float64(c.MinLimit), math.Min(float64(c.MaxLimit), est))
 	l.est = est

@@ -117,16 +117,51 @@ func TestLimiterBackoffOnDrops(t *testing.T) {
 
 func TestLimiterAppLimitedDoesNotGrow(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	l, _ := NewLimiter(LimiterConfig{InitialLimit: 40}, Deps{})
+	l, _ := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
 	now := t0
 	// Latency at its minimum but only 3 in flight: no evidence that 40+ is
-	// fine, the limit must not grow.
+	// fine. The limit must not grow; it decays towards twice the peak in
+	// flight, so that an overload starting now does not first queue 40
+	// requests inside the origin.
 	for i := 0; i < 10_000; i++ {
 		now = now.Add(time.Millisecond)
 		l.OnSample(now, 5*time.Millisecond, 3, true)
 	}
-	if got := l.Limit(); got != 40 {
-		t.Fatalf("limit %d, want unchanged 40", got)
+	if got := l.Limit(); got != 6 {
+		t.Fatalf("limit %d, want 6 (twice the peak of 3 in flight)", got)
+	}
+	// Never below MinLimit.
+	l2, _ := NewLimiter(LimiterConfig{InitialLimit: 40, MinLimit: 10, ProbeInterval: -1}, Deps{})
+	for i := 0; i < 10_000; i++ {
+		now = now.Add(time.Millisecond)
+		l2.OnSample(now, 5*time.Millisecond, 1, true)
+	}
+	if got := l2.Limit(); got != 10 {
+		t.Fatalf("limit %d, want MinLimit 10", got)
+	}
+}
+
+// When latency rises the limit drops in one window, not by Smoothing: an
+// origin of 4 workers x 20 ms held at 40 in flight answers in 200 ms, and
+// the limit must fall to the gradient's floor (half) at once.
+func TestLimiterDropsAtOnce(t *testing.T) {
+	l, _ := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
+	now := t0
+	for i := 0; i < 20; i++ { // an unloaded window sets the minimum
+		now = now.Add(10 * time.Millisecond)
+		l.OnSample(now, 20*time.Millisecond, 30, true)
+	}
+	before := l.Limit()
+	for i := 0; i < 20; i++ { // one loaded window
+		now = now.Add(10 * time.Millisecond)
+		l.OnSample(now, 200*time.Millisecond, 40, true)
+	}
+	got := l.Limit()
+	// The gradient 22/200 clamps at 0.5: about 0.5*limit + 0.5*sqrt(limit)
+	// (the window boundary may hold an unloaded sample or two). Smoothing
+	// alone (0.2) would only have taken off about a tenth.
+	if want := 0.65 * float64(before); float64(got) > want {
+		t.Fatalf("limit %d -> %d after one loaded window, want <= %.0f", before, got, want)
 	}
 }
 

@@ -150,19 +150,20 @@ detection: {disable: true}
 		verShare := float64(r.verOK) / float64(max(r.verTotal, 1))
 		t.Logf("%.0fx (%d req/s offered): goodput %.0f/s (%.0f%% of capacity), admitted p99 %.1f ms (%.1fx unloaded), shed %d, failed %d, verified %d/%d ok",
 			load, int(capacity*load), r.goodput, 100*r.goodput/capacity, r.p99Millis, r.p99Millis/base.p99Millis, r.shed, r.failed, r.verOK, r.verTotal)
-		// The targets (goodput >= 95% of capacity, p99 <= 3x
-		// unloaded, verified >= 99%) are measured and reported in
-		// BENCHMARKS.md; this test asserts looser bounds that hold on a
-		// loaded shared machine: no collapse, no hang, priority kept.
-		want := 0.80 * capacity * min(load, 1)
+		// The targets: goodput >= 95% of capacity (of the offered
+		// load at 0.25x-1x), admitted p99 <= 3x unloaded, verified >= 99%.
+		// This test runs only when asked for (LEVEE_OVERLOAD_TEST=1), on a
+		// quiet machine, so it asserts the targets themselves; the
+		// admission package's own end-to-end test runs in the suite.
+		want := 0.95 * capacity * min(load, 1)
 		if r.goodput < want {
-			t.Errorf("%.0fx: goodput %.0f/s, want >= %.0f/s (no congestion collapse)", load, r.goodput, want)
+			t.Errorf("%.0fx: goodput %.0f/s, want >= %.0f/s", load, r.goodput, want)
 		}
-		if r.p99Millis > 1200 {
-			t.Errorf("%.0fx: admitted p99 %.1f ms: requests hang in the queue", load, r.p99Millis)
+		if r.p99Millis > 3*base.p99Millis {
+			t.Errorf("%.0fx: admitted p99 %.1f ms > 3x unloaded p99 %.1f ms", load, r.p99Millis, base.p99Millis)
 		}
-		if verShare < 0.97 {
-			t.Errorf("%.0fx: verified clients served %.1f%%, want >= 97%%", load, 100*verShare)
+		if verShare < 0.99 {
+			t.Errorf("%.0fx: verified clients served %.1f%%, want >= 99%%", load, 100*verShare)
 		}
 		if r.failed > r.ok/100 {
 			t.Errorf("%.0fx: %d requests failed without an answer (hangs or resets)", load, r.failed)
