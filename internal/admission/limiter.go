@@ -15,7 +15,8 @@ import (
 type LimiterConfig struct {
 	// Name labels the upstream in metrics. Default "default".
 	Name string `yaml:"name"`
-	// InitialLimit is the limit before any sample. Default 20.
+	// InitialLimit is the limit before any sample. Default 20, moved into
+	// [MinLimit, MaxLimit].
 	InitialLimit int `yaml:"initial_limit"`
 	// MinLimit is the lowest limit, in requests in flight. Default 2.
 	MinLimit int `yaml:"min_limit"`
@@ -64,14 +65,16 @@ func (c *LimiterConfig) fill() {
 	if c.Name == "" {
 		c.Name = "default"
 	}
-	if c.InitialLimit == 0 {
-		c.InitialLimit = 20
-	}
 	if c.MinLimit == 0 {
 		c.MinLimit = 2
 	}
 	if c.MaxLimit == 0 {
 		c.MaxLimit = 1000
+	}
+	if c.InitialLimit == 0 && c.MinLimit <= c.MaxLimit {
+		// The default start, moved into the configured bounds: a
+		// max_limit below 20 alone must not make the config invalid.
+		c.InitialLimit = max(c.MinLimit, min(20, c.MaxLimit))
 	}
 	if c.Window == 0 {
 		c.Window = 100 * time.Millisecond

@@ -105,6 +105,20 @@ func TestLimiterBounds(t *testing.T) {
 	}
 }
 
+// Bounds alone (no initial limit) are valid: the default start of 20 moves
+// into them.
+func TestLimiterDefaultStartWithinBounds(t *testing.T) {
+	for _, tc := range []struct{ min, max, want int }{{1, 1, 1}, {2, 10, 10}, {30, 100, 30}, {0, 0, 20}} {
+		l, err := NewLimiter(LimiterConfig{MinLimit: tc.min, MaxLimit: tc.max}, Deps{})
+		if err != nil {
+			t.Fatalf("min %d max %d: %v", tc.min, tc.max, err)
+		}
+		if got := l.Limit(); got != tc.want {
+			t.Errorf("min %d max %d: initial limit %d, want %d", tc.min, tc.max, got, tc.want)
+		}
+	}
+}
+
 func TestLimiterBackoffOnDrops(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	l, _ := NewLimiter(LimiterConfig{InitialLimit: 100, Backoff: 0.5}, Deps{})

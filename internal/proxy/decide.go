@@ -261,10 +261,12 @@ func (h httpHeaders) Cookie(name string) []byte {
 	return []byte(c.Value)
 }
 
-// decideH2 is decideH1 for HTTP/2 requests.
-func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site *Site, client netipAddr, now time.Time) bool {
+// decideH2 is decideH1 for HTTP/2 requests. It reports whether the request
+// goes on to the origin, and whether the client is allowlisted or holds a
+// challenge clearance (admission class Verified).
+func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site *Site, client netipAddr, now time.Time) (pass, allowed bool) {
 	if st.Decider == nil {
-		return true
+		return true, false
 	}
 	path := r.URL.Path
 	rs := reqPool.Get().(*reqState)
@@ -303,6 +305,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		dr.Event = &rs.ev
 	}
 	d := st.Decider.Decide(now.UnixNano(), dr)
+	allowed = d.By == "allow" || dr.Verified
 	*dr = decide.Request{}
 	if site.Rec != nil {
 		rs.ev.Verdict = telemetry.VerdictPass
@@ -322,12 +325,12 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 	reqPool.Put(rs)
 	switch d.Verdict {
 	case decide.Pass:
-		return true
+		return true, allowed
 	case decide.Block:
 		p.writePageHTTP(w, r, site.m, vBlock, pageForbidden)
 	case decide.Challenge:
 		if st.Challenge != nil && st.Challenge.HTTPExempt(r, client) {
-			return true
+			return true, allowed
 		}
 		if st.Challenge != nil {
 			mode := "normal"
@@ -336,7 +339,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 			}
 			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d, known)))
 			site.m.count(vChallenge, 403)
-			return false
+			return false, false
 		}
 		w.Header().Set("Retry-After", retryAfter(d.RetryAfter))
 		p.writePageHTTP(w, r, site.m, vLimit, pageTooMany)
@@ -358,5 +361,5 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		// Resets the stream without a response.
 		panic(http.ErrAbortHandler)
 	}
-	return false
+	return false, false
 }

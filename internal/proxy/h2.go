@@ -5,10 +5,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/levee-dev/levee/internal/admission"
+	"github.com/levee-dev/levee/internal/cache"
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/telemetry"
 	"github.com/levee-dev/levee/internal/upstream"
@@ -79,16 +82,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		site.m.count(vChallenge, 200)
 		return
 	}
-	if !p.decideH2(w, r, st, site, client, start) {
-		return
-	}
-	if site.Breaker != nil && !site.Breaker.Allow(start) {
-		ra := site.BreakerRetryAfter
-		if ra == "" {
-			ra = "1"
-		}
-		w.Header().Set("Retry-After", ra)
-		p.writePageHTTP(w, r, site.m, vShed, pageOriginDown)
+	pass, allowed := p.decideH2(w, r, st, site, client, start)
+	if !pass {
 		return
 	}
 
@@ -115,7 +110,68 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	prepareRequest(&req.Header, peer, trusted, true, site.RewriteHost)
 
-	sent := time.Now()
+	// Micro-cache, admission gate and circuit breaker, as on HTTP/1.1.
+	var creq cache.Request
+	var stale *cache.Entry
+	if site.Cache != nil {
+		creq = cache.Request{Method: req.Header.Method(), Host: req.Header.Host(), Path: req.URI().PathOriginal(),
+			Query: req.URI().QueryString(), Header: &req.Header}
+		e, state := site.Cache.Get(start, &creq)
+		switch state {
+		case cache.Hit:
+			writeEntryHTTP(w, r, e, start)
+			site.m.cacheHit.Inc()
+			site.m.count(vPass, e.Status)
+			return
+		case cache.Stale:
+			stale = e
+		}
+	}
+	var tk admission.Ticket
+	if site.Gate != nil {
+		class := admission.Normal
+		if _, known := httpKnownCookie(site, r, start, client); allowed || known ||
+			(site.History != nil && site.History.Known(start, client)) {
+			class = admission.Verified
+		}
+		var err error
+		if tk, err = site.Gate.Acquire(r.Context(), time.Now(), class); err != nil {
+			if stale != nil {
+				p.serveStaleHTTP(w, r, site, stale, start)
+				return
+			}
+			ct, body := admission.ShedResponse([]byte(r.Header.Get("Accept")))
+			h := w.Header()
+			h.Set("Retry-After", site.Gate.RetryAfter())
+			h.Set("Cache-Control", "no-store")
+			h.Set("Content-Type", ct)
+			w.WriteHeader(503)
+			_, _ = w.Write(body)
+			site.m.count(vShed, 503)
+			return
+		}
+	}
+	sent := start
+	if site.Gate != nil {
+		sent = time.Now() // after the queue wait
+	}
+	if site.Breaker != nil && !site.Breaker.Allow(sent) {
+		// The origin is failing: leave it alone until the breaker's trial.
+		if site.Gate != nil {
+			tk.Cancel(sent)
+		}
+		if stale != nil {
+			p.serveStaleHTTP(w, r, site, stale, start)
+			return
+		}
+		ra := site.BreakerRetryAfter
+		if ra == "" {
+			ra = "1"
+		}
+		w.Header().Set("Retry-After", ra)
+		p.writePageHTTP(w, r, site.m, vShed, pageOriginDown)
+		return
+	}
 	b := site.Pool.PickAt(sent, nil)
 	err := b.Do(req, resp)
 	end := time.Now()
@@ -131,8 +187,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			b2.Observe(end, end.Sub(retry), upstream.Failed(err, resp.StatusCode()))
 		}
 	}
+	if site.Gate != nil {
+		// Overload signals feed the limiter; application errors do not.
+		sc := resp.StatusCode()
+		tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+	}
 	if site.Breaker != nil {
 		site.Breaker.Record(end, !judged || !upstream.Failed(err, resp.StatusCode()))
+	}
+	if stale != nil && (err != nil || resp.StatusCode() >= 500) {
+		_ = resp.CloseBodyStream()
+		p.serveStaleHTTP(w, r, site, stale, start)
+		return
 	}
 	if err != nil {
 		pg := pageBadGateway
@@ -154,6 +220,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		p.writePageHTTP(w, r, site.m, vError, pg)
 		return
+	}
+	if site.Cache != nil {
+		p.maybeStore(site, &creq, resp, start)
 	}
 	conn := resp.Header.Peek(fasthttp.HeaderConnection)
 	hdr := w.Header()
@@ -193,6 +262,29 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		_ = resp.CloseBodyStream()
 	}
+}
+
+// writeEntryHTTP answers with a cached entry, with its Age.
+func writeEntryHTTP(w http.ResponseWriter, r *http.Request, e *cache.Entry, now time.Time) {
+	h := w.Header()
+	for _, f := range e.Header {
+		h.Add(string(f.Name), string(f.Value))
+	}
+	h.Set("Age", strconv.FormatInt(e.Age(now), 10))
+	h.Add("Via", "2 levee")
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(e.Body)
+	}
+}
+
+// serveStaleHTTP answers with an expired cache entry (origin failing or
+// overloaded), as serveStale does on HTTP/1.1.
+func (p *Proxy) serveStaleHTTP(w http.ResponseWriter, r *http.Request, site *Site, e *cache.Entry, now time.Time) {
+	writeEntryHTTP(w, r, e, now)
+	site.Cache.NoteStaleServed()
+	site.m.cacheStale.Inc()
+	site.m.count(vPass, e.Status)
 }
 
 // flushWriter flushes after each write so streamed responses (server-sent
