@@ -14,7 +14,6 @@ import (
 	"github.com/levee-dev/levee/internal/cache"
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/telemetry"
-	"github.com/levee-dev/levee/internal/upstream"
 )
 
 type peerKey struct{}
@@ -127,19 +126,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			stale = e
 		}
 	}
-	var tk admission.Ticket
+	verified := false
 	if site.Gate != nil {
-		class := admission.Normal
-		if _, known := httpKnownCookie(site, r, start, client); allowed || known ||
-			(site.History != nil && site.History.Known(start, client)) {
-			class = admission.Verified
+		_, known := httpKnownCookie(site, r, start, client)
+		verified = allowed || known || (site.History != nil && site.History.Known(start, client))
+	}
+	tk, sent, adm := admit(r.Context(), site, verified, start)
+	if adm != admitted {
+		if stale != nil {
+			p.serveStaleHTTP(w, r, site, stale, start)
+			return
 		}
-		var err error
-		if tk, err = site.Gate.Acquire(r.Context(), time.Now(), class); err != nil {
-			if stale != nil {
-				p.serveStaleHTTP(w, r, site, stale, start)
-				return
-			}
+		if adm == admitShed {
 			ct, body := admission.ShedResponse([]byte(r.Header.Get("Accept")))
 			h := w.Header()
 			h.Set("Retry-After", site.Gate.RetryAfter())
@@ -150,20 +148,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			site.m.count(vShed, 503)
 			return
 		}
-	}
-	sent := start
-	if site.Gate != nil {
-		sent = time.Now() // after the queue wait
-	}
-	if site.Breaker != nil && !site.Breaker.Allow(sent) {
-		// The origin is failing: leave it alone until the breaker's trial.
-		if site.Gate != nil {
-			tk.Cancel(sent)
-		}
-		if stale != nil {
-			p.serveStaleHTTP(w, r, site, stale, start)
-			return
-		}
 		ra := site.BreakerRetryAfter
 		if ra == "" {
 			ra = "1"
@@ -172,29 +156,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.writePageHTTP(w, r, site.m, vShed, pageOriginDown)
 		return
 	}
-	b := site.Pool.PickAt(sent, nil)
-	err := b.Do(req, resp)
-	end := time.Now()
-	judged := body == nil || body.err == nil // a client's slow or oversized body is not the origin's failure
-	if judged {
-		b.Observe(end, end.Sub(sent), upstream.Failed(err, resp.StatusCode()))
-	}
-	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
-		if b2 := site.Pool.PickAt(end, b); b2 != nil {
-			retry := end
-			err = b2.Do(req, resp)
-			end = time.Now()
-			b2.Observe(end, end.Sub(retry), upstream.Failed(err, resp.StatusCode()))
-		}
-	}
-	if site.Gate != nil {
-		// Overload signals feed the limiter; application errors do not.
-		sc := resp.StatusCode()
-		tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
-	}
-	if site.Breaker != nil {
-		site.Breaker.Record(end, !judged || !upstream.Failed(err, resp.StatusCode()))
-	}
+	err := p.forward(site, req, resp, body, sent, tk)
 	if stale != nil && (err != nil || resp.StatusCode() >= 500) {
 		_ = resp.CloseBodyStream()
 		p.serveStaleHTTP(w, r, site, stale, start)

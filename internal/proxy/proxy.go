@@ -249,65 +249,25 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 			stale = e
 		}
 	}
-	var tk admission.Ticket
+	verified := false
 	if site.Gate != nil {
-		class := admission.Normal
-		if _, known := rs.knownCookie(site, &req.Header, start, client); rs.allowed || known ||
-			(site.History != nil && site.History.Known(start, client)) {
-			class = admission.Verified
-		}
-		var err error
-		if tk, err = site.Gate.Acquire(ctx, time.Now(), class); err != nil {
-			if stale != nil {
-				p.serveStale(ctx, site, stale, start)
-				return site, client, vPass
-			}
-			p.shed(ctx, site)
-			return site, client, vShed
-		}
+		_, known := rs.knownCookie(site, &req.Header, start, client)
+		verified = rs.allowed || known || (site.History != nil && site.History.Known(start, client))
 	}
-	sent := start
-	if site.Gate != nil {
-		sent = time.Now() // after the queue wait
-	}
-	if site.Breaker != nil && !site.Breaker.Allow(sent) {
-		// The origin is failing: leave it alone until the breaker's trial.
-		if site.Gate != nil {
-			tk.Cancel(sent)
-		}
+	tk, sent, adm := admit(ctx, site, verified, start)
+	if adm != admitted {
 		if stale != nil {
 			p.serveStale(ctx, site, stale, start)
 			return site, client, vPass
 		}
-		p.breakerOpen(ctx, site)
+		if adm == admitShed {
+			p.shed(ctx, site)
+		} else {
+			p.breakerOpen(ctx, site)
+		}
 		return site, client, vShed
 	}
-	b := site.Pool.PickAt(sent, nil)
-	err := b.Do(req, resp)
-	end := time.Now()
-	// A request body that was too slow or too large is the client's fault,
-	// not the origin's: it does not count for passive health.
-	judged := body == nil || body.err == nil
-	if judged {
-		b.Observe(end, end.Sub(sent), upstream.Failed(err, resp.StatusCode()))
-	}
-	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
-		if b2 := site.Pool.PickAt(end, b); b2 != nil {
-			site.m.dialErr.Inc()
-			retry := end
-			err = b2.Do(req, resp)
-			end = time.Now()
-			b2.Observe(end, end.Sub(retry), upstream.Failed(err, resp.StatusCode()))
-		}
-	}
-	if site.Gate != nil {
-		// Overload signals feed the limiter; application errors do not.
-		sc := resp.StatusCode()
-		tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
-	}
-	if site.Breaker != nil {
-		site.Breaker.Record(end, !judged || !upstream.Failed(err, resp.StatusCode()))
-	}
+	err := p.forward(site, req, resp, body, sent, tk)
 	if stale != nil && (err != nil || resp.StatusCode() >= 500) {
 		_ = resp.CloseBodyStream()
 		p.serveStale(ctx, site, stale, start)
@@ -346,6 +306,79 @@ func (p *Proxy) serveStale(ctx *fasthttp.RequestCtx, site *Site, e *cache.Entry,
 	site.Cache.NoteStaleServed()
 	site.m.cacheStale.Inc()
 	site.m.count(vPass, e.Status)
+}
+
+// admitOutcome is what admit decided.
+type admitOutcome uint8
+
+const (
+	admitted admitOutcome = iota
+	admitShed
+	admitBreakerOpen
+)
+
+// admit passes a request through the site's admission gate (class Verified
+// when verified) and circuit breaker. On admitted it returns the gate's
+// ticket (zero without a gate) and when the request may leave for the
+// origin (after any queue wait); otherwise the caller answers from the
+// cache's stale entry or with shed/breakerOpen.
+func admit(ctx context.Context, site *Site, verified bool, start time.Time) (admission.Ticket, time.Time, admitOutcome) {
+	var tk admission.Ticket
+	sent := start
+	if site.Gate != nil {
+		class := admission.Normal
+		if verified {
+			class = admission.Verified
+		}
+		var err error
+		if tk, err = site.Gate.Acquire(ctx, time.Now(), class); err != nil {
+			return tk, sent, admitShed
+		}
+		sent = time.Now() // after the queue wait
+	}
+	if site.Breaker != nil && !site.Breaker.Allow(sent) {
+		// The origin is failing: leave it alone until the breaker's trial.
+		if site.Gate != nil {
+			tk.Cancel(sent)
+		}
+		return admission.Ticket{}, sent, admitBreakerOpen
+	}
+	return tk, sent, admitted
+}
+
+// forward sends req to one of the site's origins and reads the response
+// head into resp (the body is streamed), retrying once on another origin
+// when the connection could not be made and no request body was sent. It
+// feeds passive health, the admission ticket tk (overload signals only) and
+// the circuit breaker.
+func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Response, body *bodyReader, sent time.Time, tk admission.Ticket) error {
+	b := site.Pool.PickAt(sent, nil)
+	err := b.Do(req, resp)
+	end := time.Now()
+	// A request body that was too slow or too large is the client's fault,
+	// not the origin's: it does not count for passive health.
+	judged := body == nil || body.err == nil
+	if judged {
+		b.Observe(end, end.Sub(sent), upstream.Failed(err, resp.StatusCode()))
+	}
+	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
+		if b2 := site.Pool.PickAt(end, b); b2 != nil {
+			site.m.dialErr.Inc()
+			retry := end
+			err = b2.Do(req, resp)
+			end = time.Now()
+			b2.Observe(end, end.Sub(retry), upstream.Failed(err, resp.StatusCode()))
+		}
+	}
+	if site.Gate != nil {
+		// Overload signals feed the limiter; application errors do not.
+		sc := resp.StatusCode()
+		tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+	}
+	if site.Breaker != nil {
+		site.Breaker.Record(end, !judged || !upstream.Failed(err, resp.StatusCode()))
+	}
+	return err
 }
 
 // maybeStore offers a small, complete origin response to the cache. Only
