@@ -163,6 +163,11 @@ type Limiter struct {
 	probing     bool
 	probeBefore float64   // limit before the probe, restored after it
 	probeStart  time.Time // samples of requests started before it are ignored
+	// droppedAt is when the limit last dropped on latency: until a window
+	// holds requests started after it, samples of requests started before
+	// (queued at the origin under the old, higher limit) are ignored, or
+	// they would drop the limit again, below the origin's workers.
+	droppedAt time.Time
 	seed        uint64
 }
 
@@ -207,6 +212,11 @@ func (l *Limiter) OnSample(now time.Time, rtt time.Duration, inflight int, ok bo
 	if l.probing && now.Add(-rtt).Before(l.probeStart) {
 		// Started before the limit was lowered: says nothing about the
 		// origin's unloaded latency.
+		l.mu.Unlock()
+		return
+	}
+	if ok && now.Add(-rtt).Before(l.droppedAt) {
+		// Started before the last drop: its latency reflects the old limit.
 		l.mu.Unlock()
 		return
 	}
@@ -301,6 +311,7 @@ func (l *Limiter) endWindow(now time.Time) {
 			// every window spent above its capacity adds to every
 			// request's latency, so the limit drops at once.
 			est = target
+			l.droppedAt = now
 		} else {
 			est = est*(1-c.Smoothing) + target*c.Smoothing
 		}

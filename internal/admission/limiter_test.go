@@ -179,6 +179,41 @@ func TestLimiterDropsAtOnce(t *testing.T) {
 	}
 }
 
+// After a drop, answers to requests that started before it (they queued at
+// the origin under the old, higher limit) do not drop the limit again: an
+// origin of 200 ms per request is still answering them for a while, and
+// dropping on each window undershoots its workers.
+func TestLimiterIgnoresSamplesFromBeforeDrop(t *testing.T) {
+	l, _ := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
+	now := t0
+	for i := 0; i < 20; i++ { // minimum 200 ms
+		now = now.Add(10 * time.Millisecond)
+		l.OnSample(now, 200*time.Millisecond, 30, true)
+	}
+	for l.Limit() >= 30 { // loaded: 1 s per request
+		now = now.Add(10 * time.Millisecond)
+		l.OnSample(now, time.Second, 40, true)
+	}
+	dropped := l.Limit()
+	// For the next second, answers of requests started before the drop
+	// (latency 1 s) keep arriving: ignored.
+	for i := 0; i < 100; i++ {
+		now = now.Add(10 * time.Millisecond)
+		l.OnSample(now, time.Second+time.Duration(i)*10*time.Millisecond, 40, true)
+	}
+	if got := l.Limit(); got != dropped {
+		t.Fatalf("limit %d -> %d on answers to requests started before the drop", dropped, got)
+	}
+	// Requests started after it count again.
+	for i := 0; i < 30; i++ {
+		now = now.Add(10 * time.Millisecond)
+		l.OnSample(now, 50*time.Millisecond+time.Second, 40, true)
+	}
+	if got := l.Limit(); got >= dropped {
+		t.Fatalf("limit %d -> %d: slow answers to requests started after the drop must lower it", dropped, got)
+	}
+}
+
 func TestLimiterWindowNeedsSamples(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	l, _ := NewLimiter(LimiterConfig{InitialLimit: 20, MinWindowSamples: 5}, Deps{})
