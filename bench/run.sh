@@ -66,8 +66,14 @@ trap 'exit 130' INT TERM
 
 BANNED_SRC=127.0.0.66 # the flooding source in the reject scenarios
 
+# The proxies of the throughput run; BENCH_BARE=1 adds a bare fasthttp
+# reverse proxy (bench/cmd/bareproxy, GOMAXPROCS=1) as the floor of what Go
+# and fasthttp cost before any of Levee's own work.
+PROXIES=(levee nginx haproxy)
+[[ ${BENCH_BARE:-0} == 1 ]] && PROXIES+=(fasthttp)
+
 ensure_packages
-if [[ ${BENCH_NO_BUILD:-0} == 1 && -x $BENCH_OUT/levee && -x $BENCH_OUT/connflood ]]; then
+if [[ ${BENCH_NO_BUILD:-0} == 1 && -x $BENCH_OUT/levee && -x $BENCH_OUT/connflood && (${BENCH_BARE:-0} != 1 || -x $BENCH_OUT/bareproxy) ]]; then
 	log "BENCH_NO_BUILD=1: using the existing $BENCH_OUT/levee and connflood"
 else
 	build_tools
@@ -366,6 +372,14 @@ start_proxies() {
 	start_bg haproxy-"$mode" "${PORT[haproxy]}" haproxy -db -f "$dir/haproxy.cfg"
 	PID[haproxy]=$STARTED_PID
 	log "$mode: levee :${PORT[levee]} (pid ${PID[levee]}), nginx :${PORT[nginx]} (pid ${PID[nginx]}), haproxy :${PORT[haproxy]} (pid ${PID[haproxy]})"
+	if [[ $mode == plain && ${BENCH_BARE:-0} == 1 ]]; then
+		free_port
+		PORT[fasthttp]=$FREE_PORT
+		start_bg fasthttp-"$mode" "${PORT[fasthttp]}" env GOMAXPROCS=1 "$BENCH_OUT/bareproxy" \
+			-listen "127.0.0.1:${PORT[fasthttp]}" -upstream "127.0.0.1:$ORIGIN_PORT"
+		PID[fasthttp]=$STARTED_PID
+		log "$mode: bare fasthttp proxy :${PORT[fasthttp]} (pid ${PID[fasthttp]})"
+	fi
 }
 
 # check_alive NAME MODE: when proxy NAME has exited, print its log tail and
@@ -380,7 +394,8 @@ check_alive() {
 
 stop_proxies() {
 	local p
-	for p in levee nginx haproxy; do stop_pid "${PID[$p]}"; done
+	for p in "${PROXIES[@]}"; do [[ -n ${PID[$p]:-} ]] && stop_pid "${PID[$p]}"; done
+	return 0
 }
 
 # levee_metrics: the guard and decide counters of the running Levee.
@@ -415,13 +430,13 @@ throughput() {
 	start_proxies plain
 	sanity
 	local p r i res
-	for p in levee nginx haproxy; do run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" 1 >/dev/null; done # warm pools
-	local order=(levee nginx haproxy) out=$TMP/throughput.tsv
+	for p in "${PROXIES[@]}"; do run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" 1 >/dev/null; done # warm pools
+	local order=("${PROXIES[@]}") out=$TMP/throughput.tsv
 	: >"$out"
 	printf '%-6s %-8s %10s %9s %9s %12s %7s %6s\n' round proxy "req/s" "p50 ms" "p99 ms" "cpu us/req" errors "sys %"
 	for ((r = 1; r <= ROUNDS; r++)); do
-		for ((i = 0; i < 3; i++)); do
-			p=${order[$(((i + r - 1) % 3))]}
+		for ((i = 0; i < ${#order[@]}; i++)); do
+			p=${order[$(((i + r - 1) % ${#order[@]}))]}
 			local t0 t1 u0 u1
 			t0=$(tree_ticks_split "${PID[$p]}")
 			res=$(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$CONNS" "$DURATION")
@@ -458,7 +473,7 @@ throughput() {
 throughput_summary() {
 	local out=$1 p
 	declare -A RPS P50 P99 CPU ERR SYS
-	for p in levee nginx haproxy; do
+	for p in "${PROXIES[@]}"; do
 		SYS[$p]=$(awk -F'\t' -v p="$p" '$2 == p { print $8 }' "$out" | median)
 		RPS[$p]=$(awk -F'\t' -v p="$p" '$2 == p { print $3 }' "$out" | median)
 		P50[$p]=$(awk -F'\t' -v p="$p" '$2 == p { print $4 }' "$out" | median)
@@ -470,11 +485,13 @@ throughput_summary() {
 	echo "summary (median of $ROUNDS rounds):"
 	printf '| %-8s | %10s | %8s | %8s | %12s | %6s | %7s |\n' proxy "req/s" "p50 ms" "p99 ms" "cpu us/req" "sys %" errors
 	printf '|----------|-----------:|---------:|---------:|-------------:|-------:|--------:|\n'
-	for p in levee nginx haproxy; do
+	for p in "${PROXIES[@]}"; do
 		printf '| %-8s | %10.0f | %8.3f | %8.3f | %12.2f | %6.0f | %7d |\n' "$p" "${RPS[$p]}" "${P50[$p]}" "${P99[$p]}" "${CPU[$p]}" "${SYS[$p]}" "${ERR[$p]}"
 	done
 	local o
-	for o in haproxy nginx; do
+	local others=(haproxy nginx)
+	[[ ${BENCH_BARE:-0} == 1 ]] && others+=(fasthttp)
+	for o in "${others[@]}"; do
 		echo "levee/$o: req/s $(ratio "${RPS[levee]}" "${RPS[$o]}"), p50 $(ratio "${P50[levee]}" "${P50[$o]}"), p99 $(ratio "${P99[levee]}" "${P99[$o]}"), cpu/req $(ratio "${CPU[levee]}" "${CPU[$o]}")"
 	done
 	local tput p99ok
