@@ -17,7 +17,7 @@
 // connections it cannot handle (not a *net.TCPConn), and everywhere when
 // the environment variable LEVEE_FASTCONN=off is set at start (for A/B
 // measurements and as an escape hatch). LEVEE_FASTCONN_YIELD=off keeps the
-// raw syscalls but drops the yield before a read that follows a write (see
+// raw syscalls but drops the yield of WrapDialed connections (see
 // Conn.Read).
 package fastconn
 
@@ -54,14 +54,24 @@ type Conn struct {
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
 
-	// wrote is set by Write and cleared by the next Read, which then
-	// yields first (see Read). Read and Write may run concurrently.
+	// yield makes a Read that follows a Write yield first (WrapDialed).
+	yield bool
+	// wrote is set by Write and cleared by the next Read. Read and Write
+	// may run concurrently.
 	wrote atomic.Bool
 }
 
 // Wrap returns a raw-syscall connection for c when c is a *net.TCPConn on a
 // supported platform, otherwise c itself.
-func Wrap(c net.Conn) net.Conn {
+func Wrap(c net.Conn) net.Conn { return wrap(c, false) }
+
+// WrapDialed is Wrap for a connection on which this side sends a request
+// and then waits for the answer (a proxy's connection to its origin): a
+// Read that follows a Write yields to other goroutines first, see
+// Conn.Read.
+func WrapDialed(c net.Conn) net.Conn { return wrap(c, !noYield) }
+
+func wrap(c net.Conn, yield bool) net.Conn {
 	if !supported || disabled {
 		return c
 	}
@@ -73,7 +83,7 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	fc := &Conn{TCPConn: tc, rc: rc}
+	fc := &Conn{TCPConn: tc, rc: rc, yield: yield}
 	fc.readFn = fc.doRead
 	fc.writeFn = fc.doWrite
 	return fc
@@ -84,22 +94,24 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if c.wrote.Load() {
-		// A read right after a write on the same connection (the
-		// request just sent upstream, or the response just sent to the
-		// client) nearly always finds no data: the peer has not answered
-		// yet. That read costs a system call returning EAGAIN before the
-		// goroutine parks on the poller. Yielding first lets the other
-		// runnable goroutines work while the peer answers, so the read
-		// that follows usually finds data. Measured with perf tracepoints
-		// (bench/run.sh syscalls): EAGAIN reads per proxied request 1.5 to
-		// 0.6, system calls per request 5.6 to 4.7. Go's poller clears
+	if c.yield && c.wrote.Load() {
+		// A read right after a write on an origin connection (the request
+		// just sent) nearly always finds no data: the origin has not
+		// answered yet. That read costs a system call returning EAGAIN
+		// before the goroutine parks on the poller. Yielding first lets
+		// the other runnable goroutines work while the origin answers, so
+		// the read that follows usually finds data. Go's poller clears
 		// readiness before every read, so a read cannot safely wait
 		// first; this is the safe way to skip most of those reads.
+		//
+		// Measured (BENCHMARKS.md): on origin connections EAGAIN reads
+		// per proxied request 0.7 to about 0.1, 8-10% more requests per
+		// second on one CPU, the same p99. Yielding on client connections
+		// too (after each response) saved a little more CPU but doubled
+		// the p99: a yielded goroutine waits in the global run queue
+		// behind all the others.
 		c.wrote.Store(false)
-		if !noYield {
-			runtime.Gosched()
-		}
+		runtime.Gosched()
 	}
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.readFn)
@@ -140,7 +152,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if !c.wrote.Load() {
+	if c.yield && !c.wrote.Load() {
 		c.wrote.Store(true)
 	}
 	c.wbuf, c.wn, c.werr = p, 0, 0

@@ -37,7 +37,7 @@ func pair(t *testing.T) (client net.Conn, server net.Conn) {
 		t.Fatal("accept failed")
 	}
 	t.Cleanup(func() { c.Close(); s.Close() })
-	return Wrap(c), Wrap(s)
+	return WrapDialed(c), Wrap(s)
 }
 
 func TestWrapTypes(t *testing.T) {

@@ -210,7 +210,7 @@ func newClient(addr string, cfg Config) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &DialError{Addr: a, Err: err}
 			}
-			return &timeoutConn{Conn: fastconn.Wrap(c), rto: rto}, nil
+			return &timeoutConn{Conn: fastconn.WrapDialed(c), rto: rto}, nil
 		},
 		MaxConns:                      cfg.MaxConns,
 		MaxConnWaitTimeout:            cfg.ConnectTimeout,
