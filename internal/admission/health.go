@@ -388,6 +388,27 @@ func (b *Breaker) Allow(now time.Time) bool {
 	return true
 }
 
+// RetryAfter returns how long a client refused at now should wait: until
+// the breaker turns half-open, or a second while its trial requests run.
+// Zero when it is closed.
+func (b *Breaker) RetryAfter(now time.Time) time.Duration {
+	if b.state.Load() == int32(Closed) {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch BreakerState(b.state.Load()) {
+	case Open:
+		if d := b.openUntil.Sub(now); d > 0 {
+			return d
+		}
+		return time.Second
+	case HalfOpen:
+		return time.Second
+	}
+	return 0
+}
+
 // Record records the answer to an allowed request.
 func (b *Breaker) Record(now time.Time, ok bool) {
 	b.mu.Lock()

@@ -245,3 +245,35 @@ func TestOutlierSetMaxEjectionPercent(t *testing.T) {
 		t.Fatal("150% accepted")
 	}
 }
+
+// RetryAfter tells a refused client the time until the next trial, which
+// grows as reopenings double the open time.
+func TestBreakerRetryAfter(t *testing.T) {
+	b, err := NewBreaker(BreakerConfig{MinRequests: 2, FailureRatio: 1, OpenTime: 5 * time.Second, HalfOpenProbes: 1}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	if d := b.RetryAfter(now); d != 0 {
+		t.Fatalf("closed: %v", d)
+	}
+	for range 2 {
+		b.Allow(now)
+		b.Record(now, false)
+	}
+	if d := b.RetryAfter(now.Add(time.Second)); d != 4*time.Second {
+		t.Fatalf("open 1 s ago for 5 s: %v, want 4s", d)
+	}
+	// Half-open trial fails: reopened for 10 s.
+	now = now.Add(5 * time.Second)
+	if !b.Allow(now) {
+		t.Fatal("no trial after the open time")
+	}
+	if d := b.RetryAfter(now); d != time.Second {
+		t.Fatalf("half-open with its trial running: %v, want 1s", d)
+	}
+	b.Record(now, false)
+	if d := b.RetryAfter(now); d != 10*time.Second {
+		t.Fatalf("reopened: %v, want 10s", d)
+	}
+}

@@ -148,11 +148,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			site.m.count(vShed, 503)
 			return
 		}
-		ra := site.BreakerRetryAfter
-		if ra == "" {
-			ra = "1"
-		}
-		w.Header().Set("Retry-After", ra)
+		w.Header().Set("Retry-After", retryAfter(site.Breaker.RetryAfter(time.Now())))
 		p.writePageHTTP(w, r, site.m, vShed, pageOriginDown)
 		return
 	}

@@ -413,11 +413,7 @@ func (p *Proxy) shed(ctx *fasthttp.RequestCtx, site *Site) {
 // breaker keeps requests away from a failing origin.
 func (p *Proxy) breakerOpen(ctx *fasthttp.RequestCtx, site *Site) {
 	writePage(ctx, pageOriginDown)
-	ra := site.BreakerRetryAfter
-	if ra == "" {
-		ra = "1"
-	}
-	ctx.Response.Header.Set("Retry-After", ra)
+	ctx.Response.Header.Set("Retry-After", retryAfter(site.Breaker.RetryAfter(time.Now())))
 	site.m.count(vShed, pageOriginDown.status)
 }
 

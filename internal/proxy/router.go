@@ -33,11 +33,9 @@ type Site struct {
 	Cookies *admission.Cookies
 	// Breaker is the origin's circuit breaker (passive health); nil: none.
 	// While it is open the origin is not contacted: a stale cache entry is
-	// served if there is one, else 503 with BreakerRetryAfter.
+	// served if there is one, else 503 with Retry-After (the time until
+	// the breaker's next trial).
 	Breaker *admission.Breaker
-	// BreakerRetryAfter is the Retry-After value (whole seconds) of breaker
-	// refusals; empty means "1".
-	BreakerRetryAfter string
 	// Cache is the site's micro-cache; nil: off. CacheMaxEntry is the
 	// largest response it stores (bytes).
 	Cache         *cache.Cache

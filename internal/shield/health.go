@@ -3,7 +3,6 @@ package shield
 import (
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -72,7 +71,6 @@ func (s *Shield) attachHealth(cfg *config.Config, pools []*upstream.Pool, sites 
 		}
 		if h.breaker != nil {
 			sites[i].Breaker = h.breaker
-			sites[i].BreakerRetryAfter = strconv.FormatInt(int64((ph.Breaker.OpenTime+time.Second-1)/time.Second), 10)
 		}
 	}
 	for name, h := range s.health {
