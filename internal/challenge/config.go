@@ -134,7 +134,7 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.Keys) == 0:
 		return fmt.Errorf("challenge: keys: at least one key is required (generate one with: head -c 32 /dev/urandom | base64)")
-	case !validCookieName(c.CookieName):
+	case !ValidCookieName(c.CookieName):
 		return fmt.Errorf("challenge: cookie_name %q: use letters, digits, '-' and '_'", c.CookieName)
 	case c.TokenTTL < time.Minute || c.NoJSTokenTTL < time.Minute:
 		return fmt.Errorf("challenge: token_ttl %v / nojs_token_ttl %v: at least 1m", c.TokenTTL, c.NoJSTokenTTL)
@@ -171,7 +171,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func validCookieName(s string) bool {
+// ValidCookieName reports whether s is a non-empty cookie name of letters,
+// digits, '-' and '_' (a safe subset of RFC 6265 tokens).
+func ValidCookieName(s string) bool {
 	if s == "" {
 		return false
 	}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/levee-dev/levee/internal/challenge"
 )
 
 // FieldError is a validation error for one field, named by its YAML path
@@ -230,7 +232,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	k := c.KnownClients
-	if !validCookieName(k.CookieName) {
+	if !challenge.ValidCookieName(k.CookieName) {
 		v.add("known_clients.cookie_name", "use letters, digits, '-' and '_', got %q", k.CookieName)
 	} else if k.CookieName == c.Challenge.CookieName || (c.Challenge.CookieName == "" && k.CookieName == "levee_clearance") {
 		v.add("known_clients.cookie_name", "%q is the challenge's clearance cookie; choose another name", k.CookieName)
@@ -277,18 +279,6 @@ func (v *validator) passiveHealth(p string, ph PassiveHealth) {
 		v.add(p+".breaker.max_open_time", "max_open_time %s is below open_time %s", b.MaxOpenTime, b.OpenTime)
 	}
 	v.positiveInt(p+".breaker.half_open_probes", b.HalfOpenProbes)
-}
-
-func validCookieName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 func validUpstreamURL(s string) error {
