@@ -113,8 +113,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var creq cache.Request
 	var stale *cache.Entry
 	if site.Cache != nil {
-		creq = cache.Request{Method: req.Header.Method(), Host: req.Header.Host(), Path: req.URI().PathOriginal(),
-			Query: req.URI().QueryString(), Header: &req.Header}
+		creq = cacheRequest(req)
 		e, state := site.Cache.Get(start, &creq)
 		switch state {
 		case cache.Hit:

@@ -236,8 +236,7 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	var creq cache.Request
 	var stale *cache.Entry
 	if site.Cache != nil {
-		creq = cache.Request{Method: req.Header.Method(), Host: req.Header.Host(), Path: req.URI().PathOriginal(),
-			Query: req.URI().QueryString(), Header: &req.Header}
+		creq = cacheRequest(req)
 		e, state := site.Cache.Get(start, &creq)
 		switch state {
 		case cache.Hit:
@@ -296,6 +295,12 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	site.m.count(vPass, resp.StatusCode())
 	site.m.latency.Observe(time.Since(start).Seconds())
 	return site, client, vPass
+}
+
+// cacheRequest is the micro-cache's view of req (it points into req).
+func cacheRequest(req *fasthttp.Request) cache.Request {
+	return cache.Request{Method: req.Header.Method(), Host: req.Header.Host(), Path: req.URI().PathOriginal(),
+		Query: req.URI().QueryString(), Header: &req.Header}
 }
 
 // serveStale answers with an expired cache entry (origin failing or
