@@ -29,6 +29,12 @@ if ((${#pkgs[@]})); then
 fi
 
 go mod download
+unformatted=$(gofmt -l cmd internal bench)
+if [ -n "$unformatted" ]; then
+	echo "gofmt: these files need formatting (gofmt -w):" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
 go vet ./...
 # Concurrency-heavy packages also run under the race detector.
 go test -count=1 -race -short -timeout 10m ./internal/guard/ ./internal/fastconn/ ./internal/limit/ ./internal/proxy/ ./internal/decide/ ./internal/admission/ ./internal/cache/ ./internal/telemetry/ "$@"

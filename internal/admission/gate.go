@@ -153,8 +153,8 @@ type Gate struct {
 	// sawtooth at 2x capacity with a 5 ms target).
 	overloaded bool
 	emptySince time.Time
-	queues        [NumClasses]waitList
-	st            gateCounters
+	queues     [NumClasses]waitList
+	st         gateCounters
 
 	pool sync.Pool // *waiter
 }

@@ -168,7 +168,7 @@ type Limiter struct {
 	// (queued at the origin under the old, higher limit) are ignored, or
 	// they would drop the limit again, below the origin's workers.
 	droppedAt time.Time
-	seed        uint64
+	seed      uint64
 }
 
 // NewLimiter returns a Limiter at cfg.InitialLimit.
