@@ -29,7 +29,7 @@ if ((${#pkgs[@]})); then
 fi
 
 go mod download
-unformatted=$(gofmt -l cmd internal bench)
+unformatted=$("$(go env GOROOT)/bin/gofmt" -l cmd internal bench)
 if [ -n "$unformatted" ]; then
 	echo "gofmt: these files need formatting (gofmt -w):" >&2
 	echo "$unformatted" >&2
