@@ -132,7 +132,8 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 		s.store.Close()
 		return nil, err
 	}
-	if s.history, err = admission.NewHistory(admission.HistoryConfig{}); err != nil {
+	if err := s.openHistory(context.Background()); err != nil {
+		s.store.Close()
 		return nil, err
 	}
 	s.gates = map[string]*admission.Gate{}
@@ -543,6 +544,7 @@ func (s *Shield) housekeeping() {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	var lastPrune time.Time
+	lastHistory := time.Now()
 	for {
 		select {
 		case <-s.stop:
@@ -550,6 +552,12 @@ func (s *Shield) housekeeping() {
 		case now := <-t.C:
 			s.guard.Sweep(now)
 			s.pruneRuntimeRules(now)
+			if now.Sub(lastHistory) >= historySaveEvery {
+				lastHistory = now
+				if err := s.saveHistory(context.Background(), now); err != nil {
+					s.log.Error("could not save the address history", "err", err)
+				}
+			}
 			if now.Sub(lastPrune) > time.Minute {
 				lastPrune = now
 				if _, err := s.store.PruneExpired(context.Background(), now); err != nil {
@@ -641,6 +649,9 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	}
 	if s.det != nil {
 		s.det.close()
+	}
+	if herr := s.saveHistory(context.Background(), time.Now()); herr != nil {
+		s.log.Error("could not save the address history", "err", herr)
 	}
 	if cerr := s.store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
