@@ -146,13 +146,16 @@ type Gate struct {
 	qlen          int
 	nonEmptySince time.Time
 	// overloaded is set once the queue stands (non-empty for Interval) and
-	// cleared when the queue has then stayed empty for Interval: under a
-	// steady overload, shedding every waiter older than Target briefly
-	// empties the queue, which must not restart the lenient first-come
+	// cleared when the queue has then stayed empty for exitGap: under a
+	// steady overload, shedding every waiter older than Target empties the
+	// queue for a moment, which must not restart the lenient first-come
 	// first-served phase (measured: admitted waits of 40-55 ms in a
-	// sawtooth at 2x capacity with a 5 ms target).
+	// sawtooth at 2x capacity with a 5 ms target); but once demand fits
+	// again, with gaps between the waiters, it must end, or every short wait
+	// above Target keeps being shed.
 	overloaded bool
 	emptySince time.Time
+	last       time.Time // latest time given to Acquire or release
 	queues     [NumClasses]waitList
 	st         gateCounters
 
@@ -292,6 +295,9 @@ func (g *Gate) Acquire(ctx context.Context, now time.Time, class Class) (Ticket,
 		class = Suspect
 	}
 	g.mu.Lock()
+	if now.After(g.last) {
+		g.last = now
+	}
 	if g.qlen == 0 && g.inflight < g.lim.Limit() {
 		g.inflight++
 		t := Ticket{g: g, start: now, inflight: g.inflight}
@@ -313,7 +319,7 @@ func (g *Gate) Acquire(ctx context.Context, now time.Time, class Class) (Ticket,
 	w.class, w.state, w.enq = class, waiting, now
 	if g.qlen == 0 {
 		g.nonEmptySince = now
-		if g.overloaded && now.Sub(g.emptySince) >= g.cfg.Interval {
+		if g.overloaded && now.Sub(g.emptySince) >= g.exitGap() {
 			g.overloaded = false
 		}
 	}
@@ -339,6 +345,11 @@ func (g *Gate) Acquire(ctx context.Context, now time.Time, class Class) (Ticket,
 		if w.state == waiting {
 			g.queues[class].remove(w)
 			g.qlen--
+			if g.qlen == 0 {
+				// The gate's clock is its callers'; the last time it was
+				// given is the best estimate of now.
+				g.emptySince = g.last
+			}
 			reason := shedTimeout
 			if err != ErrTimeout {
 				reason = shedCanceled
@@ -393,9 +404,14 @@ func (g *Gate) drop(w *waiter, reason shedReason) {
 	w.ch <- struct{}{}
 }
 
+// exitGap is how long the queue must stay empty to end overload mode:
+// longer than the moments shedding leaves it empty under a steady
+// overload, shorter than the gaps between waiters once demand fits.
+func (g *Gate) exitGap() time.Duration { return min(g.cfg.Interval, 4*g.cfg.Target) }
+
 // standing reports whether the queue is standing: non-empty now, and
 // non-empty for Interval or already standing before and empty for less
-// than Interval since. Called with g.mu held.
+// than exitGap since. Called with g.mu held.
 func (g *Gate) standing(now time.Time) bool {
 	if g.qlen == 0 {
 		return false
@@ -463,6 +479,9 @@ func (g *Gate) release(now, start time.Time, inflight int, ok, sample bool) {
 		g.lim.OnSample(now, now.Sub(start), inflight, ok)
 	}
 	g.mu.Lock()
+	if now.After(g.last) {
+		g.last = now
+	}
 	g.inflight--
 	g.shedStale(now)
 	g.dispatch(now)

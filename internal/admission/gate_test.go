@@ -463,3 +463,56 @@ func BenchmarkGateQueued(b *testing.B) {
 		}
 	})
 }
+
+// After an overload, light queueing with gaps between the waiters (demand
+// fits again) ends overload mode: a short wait above Target is served, not
+// shed. A waiter that leaves by cancel also counts as the queue emptying.
+func TestGateOverloadEndsWhenDemandFits(t *testing.T) {
+	g := fixedGate(t, 1, GateConfig{Target: 5 * time.Millisecond, Interval: 100 * time.Millisecond, MaxWait: time.Hour})
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	out := make(chan result, 8)
+	hold, _ := g.Acquire(context.Background(), ms(0), Normal)
+	enqueue(t, g, out, "a", ms(0), Normal)
+	hold.Done(ms(150), true) // stood 150 ms: overloaded, "a" shed
+	if r := recv(t, out); !errors.Is(r.err, ErrShed) {
+		t.Fatalf("a: %+v, want shed", r)
+	}
+	// Demand fits: the queue stays empty 30 ms (> 4x Target) before the
+	// next waiter, which then waits 10 ms: served, not shed.
+	hold, _ = g.Acquire(context.Background(), ms(150), Normal)
+	enqueue(t, g, out, "b", ms(180), Normal)
+	hold.Done(ms(190), true)
+	r := recv(t, out)
+	if r.name != "b" || r.err != nil {
+		t.Fatalf("b: %+v, want admitted after a 10 ms wait once demand fits", r)
+	}
+	r.t.Done(ms(191), true)
+
+	// Overloaded again; its last waiter cancels and a newcomer arrives 1 ms
+	// later: still overloaded, so the newcomer is shed at Target.
+	hold, _ = g.Acquire(context.Background(), ms(300), Normal)
+	enqueue(t, g, out, "c", ms(300), Normal)
+	enqueue(t, g, out, "d", ms(301), Normal)
+	hold.Done(ms(420), true) // stood 120 ms: overloaded, c and d shed
+	for range 2 {
+		if r := recv(t, out); !errors.Is(r.err, ErrShed) {
+			t.Fatalf("%s: %+v, want shed", r.name, r)
+		}
+	}
+	hold, _ = g.Acquire(context.Background(), ms(420), Normal)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		_, err := g.Acquire(ctx, ms(421), Normal)
+		out <- result{"e", Ticket{}, err}
+	}()
+	waitQueued(t, g, 1)
+	cancel()
+	if r := recv(t, out); r.name != "e" || !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("e: %+v, want canceled", r)
+	}
+	enqueue(t, g, out, "f", ms(422), Normal)
+	hold.Done(ms(430), true) // f waited 8 ms > Target, queue still standing
+	if r := recv(t, out); r.name != "f" || !errors.Is(r.err, ErrShed) {
+		t.Fatalf("f: %+v, want shed (the cancel 1 ms earlier does not end overload mode)", r)
+	}
+}

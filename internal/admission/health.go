@@ -151,7 +151,8 @@ func (o *Outlier) EjectedUntil() time.Time {
 }
 
 // Observe records one answer: its latency and whether it failed (5xx,
-// connect error, timeout).
+// connect error, timeout). A negative rtt records the outcome without a
+// latency sample (for requests whose time includes the client's upload).
 func (o *Outlier) Observe(now time.Time, rtt time.Duration, failed bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -166,7 +167,7 @@ func (o *Outlier) Observe(now time.Time, rtt time.Duration, failed bool) {
 		return
 	}
 	o.consec = 0
-	if o.cfg.LatencyThreshold <= 0 {
+	if o.cfg.LatencyThreshold <= 0 || rtt < 0 {
 		return
 	}
 	if o.n == 0 {
@@ -361,7 +362,7 @@ func NewBreaker(cfg BreakerConfig, deps Deps) (*Breaker, error) {
 func (b *Breaker) State() BreakerState { return BreakerState(b.state.Load()) }
 
 // Allow reports whether a request may go to the upstream at now. Every
-// allowed request must be followed by exactly one Record.
+// allowed request must be followed by exactly one Record (or Release).
 func (b *Breaker) Allow(now time.Time) bool {
 	if b.state.Load() == int32(Closed) {
 		return true
@@ -386,6 +387,20 @@ func (b *Breaker) Allow(now time.Time) bool {
 	}
 	b.probes++
 	return true
+}
+
+// Release ends an allowed request whose outcome says nothing about the
+// upstream (the client failed first), instead of Record: a half-open
+// breaker frees the trial slot without counting a success.
+func (b *Breaker) Release(now time.Time) {
+	if b.state.Load() == int32(Closed) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if BreakerState(b.state.Load()) == HalfOpen && b.probes > 0 {
+		b.probes--
+	}
 }
 
 // RetryAfter returns how long a client refused at now should wait: until

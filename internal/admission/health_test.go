@@ -277,3 +277,35 @@ func TestBreakerRetryAfter(t *testing.T) {
 		t.Fatalf("reopened: %v, want 10s", d)
 	}
 }
+
+// Release frees a half-open trial slot without counting a success: a
+// request that failed on the client's side says nothing about the upstream.
+func TestBreakerReleaseDoesNotClose(t *testing.T) {
+	b, err := NewBreaker(BreakerConfig{MinRequests: 2, FailureRatio: 1, OpenTime: time.Second, HalfOpenProbes: 1}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	for range 2 {
+		b.Allow(now)
+		b.Record(now, false)
+	}
+	now = now.Add(time.Second)
+	if !b.Allow(now) {
+		t.Fatal("no trial after the open time")
+	}
+	if b.Allow(now) {
+		t.Fatal("a second trial while the first runs")
+	}
+	b.Release(now)
+	if b.State() != HalfOpen {
+		t.Fatalf("state %v after Release, want still half-open", b.State())
+	}
+	if !b.Allow(now) {
+		t.Fatal("the released trial slot was not freed")
+	}
+	b.Record(now, true)
+	if b.State() != Closed {
+		t.Fatalf("state %v after a successful trial, want closed", b.State())
+	}
+}

@@ -215,8 +215,9 @@ func (l *Limiter) OnSample(now time.Time, rtt time.Duration, inflight int, ok bo
 		l.mu.Unlock()
 		return
 	}
-	if ok && now.Add(-rtt).Before(l.droppedAt) {
-		// Started before the last drop: its latency reflects the old limit.
+	if now.Add(-rtt).Before(l.droppedAt) {
+		// Started before the last drop: its latency, or its timeout,
+		// reflects the old limit.
 		l.mu.Unlock()
 		return
 	}

@@ -360,11 +360,19 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 	b := site.Pool.PickAt(sent, nil)
 	err := b.Do(req, resp)
 	end := time.Now()
-	// A request body that was too slow or too large is the client's fault,
-	// not the origin's: it does not count for passive health.
+	// A request body that was too slow, too large or cut off is the
+	// client's fault, not the origin's: it does not count for passive
+	// health. Nor does the latency of a request with a body, which
+	// includes the client's upload time.
 	judged := body == nil || body.err == nil
+	rtt := func(from time.Time) time.Duration {
+		if body != nil {
+			return -1
+		}
+		return end.Sub(from)
+	}
 	if judged {
-		b.Observe(end, end.Sub(sent), upstream.Failed(err, resp.StatusCode()))
+		b.Observe(end, rtt(sent), upstream.Failed(err, resp.StatusCode()))
 	}
 	if err != nil && isDialError(err) && (body == nil || body.n == 0) {
 		if b2 := site.Pool.PickAt(end, b); b2 != nil {
@@ -372,7 +380,10 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 			retry := end
 			err = b2.Do(req, resp)
 			end = time.Now()
-			b2.Observe(end, end.Sub(retry), upstream.Failed(err, resp.StatusCode()))
+			judged = body == nil || body.err == nil
+			if judged {
+				b2.Observe(end, rtt(retry), upstream.Failed(err, resp.StatusCode()))
+			}
 		}
 	}
 	if site.Gate != nil {
@@ -381,7 +392,11 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 		tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
 	}
 	if site.Breaker != nil {
-		site.Breaker.Record(end, !judged || !upstream.Failed(err, resp.StatusCode()))
+		if judged {
+			site.Breaker.Record(end, !upstream.Failed(err, resp.StatusCode()))
+		} else {
+			site.Breaker.Release(end)
+		}
 	}
 	return err
 }
@@ -480,6 +495,7 @@ func isTimeout(err error) bool {
 var (
 	errBodyTooLarge = errors.New("request body too large")
 	errBodySlow     = errors.New("request body too slow")
+	errBodyAborted  = errors.New("request body aborted by the client")
 )
 
 type readDeadliner interface{ SetReadDeadline(time.Time) error }
@@ -524,8 +540,13 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		b.err = errBodyTooLarge
 		return n, b.err
 	}
-	if err != nil && err != io.EOF && isTimeout(err) {
-		b.err = errBodySlow
+	if err != nil && err != io.EOF {
+		// The client, not the origin, failed: the request must not count
+		// against the origin's health.
+		b.err = errBodyAborted
+		if isTimeout(err) {
+			b.err = errBodySlow
+		}
 		return n, b.err
 	}
 	return n, err

@@ -1,6 +1,7 @@
 package shield
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -275,5 +276,44 @@ detection: {disable: true}
 	hits := o.hits.Load()
 	if code := h2Status(t, "h2.test", addr); code != 503 || o.hits.Load() != hits {
 		t.Fatalf("open breaker over HTTP/2: %d, origin hit %d times", code, o.hits.Load()-hits)
+	}
+}
+
+// TestAbortedUploadsDoNotTripBreaker: clients that cut their own uploads
+// off (a reset in the middle of the body) fail the request on their side;
+// that must not count against the origin, or one client could open the
+// site's breaker for everyone.
+func TestAbortedUploadsDoNotTripBreaker(t *testing.T) {
+	o := startSwitchOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites:
+  - upstreams: [{url: "http://%s"}]
+    passive_health: {enabled: true, breaker: {min_requests: 4, failure_ratio: 0.5, open_time: 1m}}
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+detection: {disable: true}
+`, o.addr))
+	addr := addrOf(s, 0)
+	chunk := bytes.Repeat([]byte("x"), 70_000)
+	for i := 0; i < 8; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n")
+		c.Write(chunk)
+		time.Sleep(50 * time.Millisecond) // the proxy is streaming the body upstream
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close() // reset, 30 KB short
+		time.Sleep(50 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, body, err := get(c, "/after")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after 8 aborted uploads: %v %v %q (the breaker counted the clients' failures against the origin)", err, resp, body)
 	}
 }
