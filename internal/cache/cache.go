@@ -415,7 +415,10 @@ func (c *Cache) NoteStaleServed() { c.staleServed.Add(1) }
 // entry, or nil if the response is not cacheable (then the caller sends
 // its own copy).
 func (c *Cache) Store(now time.Time, r *Request, resp *Response) *Entry {
-	if c.bypass(r) {
+	if c.bypass(r) || isHEAD(r) {
+		// A HEAD answer has no body, and its Content-Length (not stored:
+		// recomputed from the body when served) would come out as 0. HEAD
+		// requests are answered from the GET entry instead.
 		return nil
 	}
 	p, ok := c.decide(now, resp)
@@ -496,9 +499,10 @@ func equalStrings(a, b []string) bool {
 func newEntry(resp *Response, key []byte) *Entry {
 	n := len(key) + len(resp.Body)
 	nf := 0
+	conn := resp.Get("Connection")
 	for i := range resp.Header {
 		f := &resp.Header[i]
-		if storedHeader(f.Name) {
+		if storedHeader(f.Name, conn) {
 			n += len(f.Name) + len(f.Value)
 			nf++
 		}
@@ -513,7 +517,7 @@ func newEntry(resp *Response, key []byte) *Entry {
 	e.key = take(key)
 	for i := range resp.Header {
 		f := &resp.Header[i]
-		if storedHeader(f.Name) {
+		if storedHeader(f.Name, conn) {
 			e.Header = append(e.Header, Field{Name: take(f.Name), Value: take(f.Value)})
 		}
 	}

@@ -214,9 +214,29 @@ func TestKeysShareAndSplit(t *testing.T) {
 	// see TestHEADFromGETEntry).
 	head := req("/hd")
 	head.Method = []byte("HEAD")
-	c.Store(t0, head, resp(200, "", "Cache-Control: max-age=60"))
+	if e := c.Store(t0, head, resp(200, "", "Cache-Control: max-age=60")); e != nil {
+		t.Error("a HEAD answer was stored (its Content-Length would be served as 0)")
+	}
 	if _, st := c.Get(t0, req("/hd")); st != Miss {
 		t.Error("method not in key")
+	}
+}
+
+// Headers the origin names in Connection are hop-by-hop too: never stored,
+// never replayed from the cache.
+func TestConnectionListedHeadersNotStored(t *testing.T) {
+	c := newCache(t, Config{})
+	e := c.Store(t0, req("/c"), resp(200, "x", "Cache-Control: max-age=60", "Connection: keep-alive, X-Hop , x-other",
+		"X-Hop: 1", "X-Other: 2", "X-Kept: 3"))
+	if e == nil {
+		t.Fatal("not stored")
+	}
+	got := map[string]bool{}
+	for _, f := range e.Header {
+		got[strings.ToLower(string(f.Name))] = true
+	}
+	if got["x-hop"] || got["x-other"] || got["connection"] || !got["x-kept"] {
+		t.Fatalf("stored headers %v: want X-Kept only of those", got)
 	}
 }
 

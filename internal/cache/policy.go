@@ -212,11 +212,17 @@ func statusIndex(s int) int {
 var hopByHop = []string{"connection", "keep-alive", "proxy-connection", "transfer-encoding",
 	"te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"}
 
-func storedHeader(name []byte) bool {
+// storedHeader reports whether a response header is kept in an entry: not
+// hop-by-hop, neither by name nor by being listed in the response's
+// Connection header (conn).
+func storedHeader(name, conn []byte) bool {
 	for _, h := range hopByHop {
 		if equalFold(name, h) {
 			return false
 		}
+	}
+	if listed(conn, name) {
+		return false
 	}
 	if equalFold(name, "age") || equalFold(name, "content-length") {
 		return false // recomputed when served
@@ -225,4 +231,22 @@ func storedHeader(name []byte) bool {
 		return false // never replayed to other clients, even with CacheSetCookie
 	}
 	return true
+}
+
+// listed reports whether name is one of the comma-separated tokens of v
+// (case-insensitive, spaces around tokens ignored).
+func listed(v, name []byte) bool {
+	for len(v) > 0 {
+		tok := v
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) == len(name) && bytes.EqualFold(tok, name) {
+			return true
+		}
+	}
+	return false
 }
