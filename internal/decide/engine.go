@@ -176,6 +176,13 @@ func New(p *config.Policy, deps Deps) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{deps: deps, m: m, log: deps.Logger}
+	if deps.Registerer != nil {
+		// One collector follows the table in use across reloads that
+		// replace it (a changed limit_memory).
+		if err := deps.Registerer.Register(limit.NewCollector("limits", e.table.Load)); err != nil {
+			return nil, fmt.Errorf("limit table metrics: %w", err)
+		}
+	}
 	e.mode.Store(&modeHolder{})
 	e.feeds.Store(deps.Feeds)
 	if err := e.Apply(p); err != nil {
@@ -223,7 +230,7 @@ func (e *Engine) Apply(p *config.Policy) error {
 		s.rules = append(s.rules, r)
 	}
 	if t := e.table.Load(); t == nil || t.Stats().Bytes > int64(p.LimitMemory) || t.Stats().Bytes < int64(p.LimitMemory)*9/10 {
-		nt, err := limit.New(limit.Config{Name: "limits", MemoryBytes: int64(p.LimitMemory)}, limit.Deps{Registerer: e.m.tableReg(), Logger: e.log})
+		nt, err := limit.New(limit.Config{Name: "limits", MemoryBytes: int64(p.LimitMemory)}, limit.Deps{Logger: e.log})
 		if err != nil {
 			return fmt.Errorf("limit table: %w", err)
 		}

@@ -409,3 +409,35 @@ func TestUnderAttackChallengesOnlyUnknownUnverified(t *testing.T) {
 		t.Fatalf("without challenges, under-attack only tightens limits: %+v", d)
 	}
 }
+
+// After a reload that changes limit_memory (a new table), the
+// levee_limit_table_* metrics describe the table in use, not the first one.
+func TestLimitMetricsFollowReplacedTable(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e, err := New(policy(t, "limit_memory: 1MiB\n"), Deps{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bytesMetric := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "levee_limit_table_bytes" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no levee_limit_table_bytes")
+		return 0
+	}
+	if b := bytesMetric(); b > 1<<20 || b < 900<<10 {
+		t.Fatalf("table bytes %v, want about 1 MiB", b)
+	}
+	if err := e.Apply(policy(t, "limit_memory: 4MiB\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b := bytesMetric(); b > 4<<20 || b < 3<<20 {
+		t.Fatalf("table bytes %v after the reload to 4 MiB: the metrics still describe the old table", b)
+	}
+}

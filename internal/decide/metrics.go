@@ -5,16 +5,13 @@ import (
 )
 
 type metrics struct {
-	reg         prometheus.Registerer
 	ruleHits    *prometheus.CounterVec
 	limitDenied *prometheus.CounterVec
 	connRefused [3]prometheus.Counter
-	tables      int
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		reg: reg,
 		ruleHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_decide_rule_hits_total",
 			Help: "Requests matched by each rule (including dry-run and log rules).",
@@ -39,14 +36,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-// tableReg returns the registerer for the first limit table; tables created
-// by later reloads (a changed memory budget) are not re-registered.
-func (m *metrics) tableReg() prometheus.Registerer {
-	m.tables++
-	if m.tables == 1 {
-		return m.reg
-	}
-	return nil
 }

@@ -6,7 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // increments plain per-shard counters under the shard lock it already holds;
 // nothing Prometheus-specific runs per request.
 type collector struct {
-	t         *Table
+	get       func() *Table
 	slots     *prometheus.Desc
 	bytes     *prometheus.Desc
 	live      *prometheus.Desc
@@ -18,9 +18,24 @@ type collector struct {
 var _ prometheus.Collector = (*collector)(nil)
 
 func newCollector(t *Table) *collector {
-	cl := prometheus.Labels{"table": t.name}
+	return newCollectorFunc(t.name, func() *Table { return t })
+}
+
+// NewCollector returns a collector of the metrics of the table current
+// returns at each scrape (nothing while it returns nil), labelled
+// table=name. It is for owners that replace their table, for example on a
+// reload that changes its memory budget: one collector, registered once,
+// follows the table in use (its counters start again from zero with a new
+// table, which Prometheus reads as a counter reset). Create such tables
+// with no Registerer in Deps.
+func NewCollector(name string, current func() *Table) prometheus.Collector {
+	return newCollectorFunc(name, current)
+}
+
+func newCollectorFunc(name string, get func() *Table) *collector {
+	cl := prometheus.Labels{"table": name}
 	return &collector{
-		t: t,
+		get: get,
 		slots: prometheus.NewDesc("levee_limit_table_slots",
 			"Capacity of the rate limiter table in keys.", nil, cl),
 		bytes: prometheus.NewDesc("levee_limit_table_bytes",
@@ -49,7 +64,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.t.Stats()
+	t := c.get()
+	if t == nil {
+		return
+	}
+	st := t.Stats()
 	ch <- prometheus.MustNewConstMetric(c.slots, prometheus.GaugeValue, float64(st.Slots))
 	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(st.Bytes))
 	ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(st.Live))
