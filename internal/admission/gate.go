@@ -146,13 +146,13 @@ type Gate struct {
 	qlen          int
 	nonEmptySince time.Time
 	// overloaded is set once the queue stands (non-empty for Interval) and
-	// cleared when the queue has then stayed empty for exitGap: under a
+	// cleared when the queue has then stayed empty for Interval: under a
 	// steady overload, shedding every waiter older than Target empties the
 	// queue for a moment, which must not restart the lenient first-come
 	// first-served phase (measured: admitted waits of 40-55 ms in a
-	// sawtooth at 2x capacity with a 5 ms target); but once demand fits
-	// again, with gaps between the waiters, it must end, or every short wait
-	// above Target keeps being shed.
+	// sawtooth at 2x capacity with a 5 ms target). Light traffic after an
+	// overload is not shed for it: a free slot goes to a waiter even when
+	// all of them are older than Target (see dispatch).
 	overloaded bool
 	emptySince time.Time
 	last       time.Time // latest time given to Acquire or release
@@ -319,7 +319,7 @@ func (g *Gate) Acquire(ctx context.Context, now time.Time, class Class) (Ticket,
 	w.class, w.state, w.enq = class, waiting, now
 	if g.qlen == 0 {
 		g.nonEmptySince = now
-		if g.overloaded && now.Sub(g.emptySince) >= g.exitGap() {
+		if g.overloaded && now.Sub(g.emptySince) >= g.cfg.Interval {
 			g.overloaded = false
 		}
 	}
@@ -346,9 +346,13 @@ func (g *Gate) Acquire(ctx context.Context, now time.Time, class Class) (Ticket,
 			g.queues[class].remove(w)
 			g.qlen--
 			if g.qlen == 0 {
-				// The gate's clock is its callers'; the last time it was
-				// given is the best estimate of now.
+				// The gate's clock is its callers': the best estimate of
+				// now is the last time it was given, or the end of this
+				// waiter's MaxWait.
 				g.emptySince = g.last
+				if err == ErrTimeout {
+					g.emptySince = later(g.emptySince, w.enq.Add(g.cfg.MaxWait))
+				}
 			}
 			reason := shedTimeout
 			if err != ErrTimeout {
@@ -404,14 +408,9 @@ func (g *Gate) drop(w *waiter, reason shedReason) {
 	w.ch <- struct{}{}
 }
 
-// exitGap is how long the queue must stay empty to end overload mode:
-// longer than the moments shedding leaves it empty under a steady
-// overload, shorter than the gaps between waiters once demand fits.
-func (g *Gate) exitGap() time.Duration { return min(g.cfg.Interval, 4*g.cfg.Target) }
-
 // standing reports whether the queue is standing: non-empty now, and
 // non-empty for Interval or already standing before and empty for less
-// than exitGap since. Called with g.mu held.
+// than Interval since. Called with g.mu held.
 func (g *Gate) standing(now time.Time) bool {
 	if g.qlen == 0 {
 		return false
@@ -430,10 +429,7 @@ func (g *Gate) shedStale(now time.Time) {
 	}
 	for c := Class(NumClasses - 1); ; c-- {
 		q := &g.queues[c]
-		target := g.cfg.Target
-		if c == Verified {
-			target = g.cfg.VerifiedTarget
-		}
+		target := g.target(c)
 		for q.head != nil && now.Sub(q.head.enq) > target {
 			g.drop(q.head, shedDelay)
 		}
@@ -453,25 +449,65 @@ func (g *Gate) dispatch(now time.Time) {
 	if g.inflight >= limit || g.qlen == 0 {
 		return
 	}
-	lifo := g.standing(now)
-	for c := Class(0); c < NumClasses && g.inflight < limit; c++ {
-		q := &g.queues[c]
-		for q.n > 0 && g.inflight < limit {
-			w := q.head
-			if lifo {
-				w = q.tail
+	if !g.standing(now) {
+		// Young queue: oldest first, best class first.
+		for c := Class(0); c < NumClasses && g.inflight < limit; c++ {
+			q := &g.queues[c]
+			for q.n > 0 && g.inflight < limit {
+				g.grant(now, q.head)
 			}
-			q.remove(w)
-			g.qlen--
-			g.inflight++
-			w.state, w.start, w.inflight = granted, now, g.inflight
-			g.st.admittedQueued[c]++
-			w.ch <- struct{}{}
+		}
+	} else {
+		// Standing queue: newest first, best class first, among the
+		// waiters still within their class's target; shedStale then
+		// drops the rest. When every waiter is older than its target, the
+		// newest of the best class still gets the slot rather than leaving
+		// the origin idle until the next arrival (light traffic after an
+		// overload, or a slow origin with few waiters).
+		for g.inflight < limit && g.qlen > 0 {
+			var pick *waiter
+			for c := Class(0); c < NumClasses; c++ {
+				if w := g.queues[c].tail; w != nil && now.Sub(w.enq) <= g.target(c) {
+					pick = w
+					break
+				}
+			}
+			if pick == nil {
+				for c := Class(0); c < NumClasses && pick == nil; c++ {
+					pick = g.queues[c].tail
+				}
+			}
+			g.grant(now, pick)
 		}
 	}
 	if g.qlen == 0 {
 		g.emptySince = now
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// grant gives w a slot. Called with g.mu held.
+func (g *Gate) grant(now time.Time, w *waiter) {
+	g.queues[w.class].remove(w)
+	g.qlen--
+	g.inflight++
+	w.state, w.start, w.inflight = granted, now, g.inflight
+	g.st.admittedQueued[w.class]++
+	w.ch <- struct{}{}
+}
+
+// target is the queue delay target of class c.
+func (g *Gate) target(c Class) time.Duration {
+	if c == Verified {
+		return g.cfg.VerifiedTarget
+	}
+	return g.cfg.Target
 }
 
 func (g *Gate) release(now, start time.Time, inflight int, ok, sample bool) {
@@ -483,8 +519,8 @@ func (g *Gate) release(now, start time.Time, inflight int, ok, sample bool) {
 		g.last = now
 	}
 	g.inflight--
-	g.shedStale(now)
 	g.dispatch(now)
+	g.shedStale(now)
 	g.mu.Unlock()
 }
 

@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -182,43 +183,47 @@ func TestGateStandingSurvivesBriefEmptyQueue(t *testing.T) {
 	hold, _ := g.Acquire(context.Background(), ms(0), Normal)
 	out := make(chan result, 8)
 	enqueue(t, g, out, "a", ms(0), Normal)
-	// At 70ms the queue has stood 70ms: "a" (70ms old) is shed and the
-	// queue is empty.
+	enqueue(t, g, out, "b", ms(1), Normal)
+	// At 70ms the queue has stood 70ms: both are older than Target; the
+	// newest, b, still gets the free slot (better than an idle origin),
+	// a is shed and the queue is empty.
 	hold.Done(ms(70), true)
-	if r := recv(t, out); r.name != "a" || !errors.Is(r.err, ErrShed) {
-		t.Fatalf("a: %+v, want shed", r)
-	}
-	hold, err := g.Acquire(context.Background(), ms(70), Normal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// 10ms later new waiters arrive; at 100ms "b" is 25ms old: still
-	// standing, so it is shed and "c" (newest) is admitted.
-	enqueue(t, g, out, "b", ms(75), Normal)
-	enqueue(t, g, out, "c", ms(80), Normal)
-	hold.Done(ms(100), true)
 	got := map[string]result{}
 	for range 2 {
 		r := recv(t, out)
 		got[r.name] = r
 	}
-	if !errors.Is(got["b"].err, ErrShed) || got["c"].err != nil {
-		t.Fatalf("got %+v, want b shed and c admitted", got)
+	if !errors.Is(got["a"].err, ErrShed) || got["b"].err != nil {
+		t.Fatalf("got %+v, want a shed and b admitted", got)
 	}
-	got["c"].t.Done(ms(101), true)
+	hold = got["b"].t
+	// 5 ms later new waiters arrive; at 100ms: still standing, so c (25
+	// ms old) is shed and d (20 ms, within Target) is admitted.
+	enqueue(t, g, out, "c", ms(75), Normal)
+	enqueue(t, g, out, "d", ms(80), Normal)
+	hold.Done(ms(100), true)
+	got = map[string]result{}
+	for range 2 {
+		r := recv(t, out)
+		got[r.name] = r
+	}
+	if !errors.Is(got["c"].err, ErrShed) || got["d"].err != nil {
+		t.Fatalf("got %+v, want c shed and d admitted", got)
+	}
+	got["d"].t.Done(ms(101), true)
 	// After the queue has been empty for Interval, a new queue starts
 	// lenient again: first come first served, nothing shed at Target.
 	hold, _ = g.Acquire(context.Background(), ms(200), Normal)
-	enqueue(t, g, out, "d", ms(200), Normal)
-	enqueue(t, g, out, "e", ms(201), Normal)
-	hold.Done(ms(240), true) // d is 40ms old, queue young (40ms < Interval)
+	enqueue(t, g, out, "e", ms(200), Normal)
+	enqueue(t, g, out, "f", ms(201), Normal)
+	hold.Done(ms(240), true) // e is 40ms old, queue young (40ms < Interval)
 	r := recv(t, out)
-	if r.name != "d" || r.err != nil {
-		t.Fatalf("got %s %v, want d admitted first", r.name, r.err)
+	if r.name != "e" || r.err != nil {
+		t.Fatalf("got %s %v, want e admitted first", r.name, r.err)
 	}
 	r.t.Done(ms(241), true)
-	if r := recv(t, out); r.name != "e" || r.err != nil {
-		t.Fatalf("got %s %v, want e admitted", r.name, r.err)
+	if r := recv(t, out); r.name != "f" || r.err != nil {
+		t.Fatalf("got %s %v, want f admitted", r.name, r.err)
 	} else {
 		r.t.Done(ms(242), true)
 	}
@@ -464,55 +469,50 @@ func BenchmarkGateQueued(b *testing.B) {
 	})
 }
 
-// After an overload, light queueing with gaps between the waiters (demand
-// fits again) ends overload mode: a short wait above Target is served, not
-// shed. A waiter that leaves by cancel also counts as the queue emptying.
-func TestGateOverloadEndsWhenDemandFits(t *testing.T) {
+// In overload mode a free slot is not left idle: a lone waiter older than
+// Target is served (light traffic after an attack, or a slow origin with
+// few waiters), while with several waiters the newest within Target goes
+// first and the stale ones are shed.
+func TestGateServesLoneStaleWaiter(t *testing.T) {
 	g := fixedGate(t, 1, GateConfig{Target: 5 * time.Millisecond, Interval: 100 * time.Millisecond, MaxWait: time.Hour})
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
 	out := make(chan result, 8)
 	hold, _ := g.Acquire(context.Background(), ms(0), Normal)
 	enqueue(t, g, out, "a", ms(0), Normal)
-	hold.Done(ms(150), true) // stood 150 ms: overloaded, "a" shed
-	if r := recv(t, out); !errors.Is(r.err, ErrShed) {
-		t.Fatalf("a: %+v, want shed", r)
-	}
-	// Demand fits: the queue stays empty 30 ms (> 4x Target) before the
-	// next waiter, which then waits 10 ms: served, not shed.
-	hold, _ = g.Acquire(context.Background(), ms(150), Normal)
-	enqueue(t, g, out, "b", ms(180), Normal)
-	hold.Done(ms(190), true)
-	r := recv(t, out)
-	if r.name != "b" || r.err != nil {
-		t.Fatalf("b: %+v, want admitted after a 10 ms wait once demand fits", r)
-	}
-	r.t.Done(ms(191), true)
-
-	// Overloaded again; its last waiter cancels and a newcomer arrives 1 ms
-	// later: still overloaded, so the newcomer is shed at Target.
-	hold, _ = g.Acquire(context.Background(), ms(300), Normal)
-	enqueue(t, g, out, "c", ms(300), Normal)
-	enqueue(t, g, out, "d", ms(301), Normal)
-	hold.Done(ms(420), true) // stood 120 ms: overloaded, c and d shed
+	enqueue(t, g, out, "b", ms(1), Normal)
+	hold.Done(ms(150), true) // stood 150 ms: overloaded; b served, a shed
+	got := map[string]result{}
 	for range 2 {
-		if r := recv(t, out); !errors.Is(r.err, ErrShed) {
-			t.Fatalf("%s: %+v, want shed", r.name, r)
+		r := recv(t, out)
+		got[r.name] = r
+	}
+	if !errors.Is(got["a"].err, ErrShed) || got["b"].err != nil {
+		t.Fatalf("got %+v, want a shed and b admitted", got)
+	}
+	hold = got["b"].t
+	// Light traffic: one waiter at a time, each waiting 10 ms (> Target)
+	// for the slot. Each is served.
+	for i, at := range []int{160, 210, 260} {
+		name := fmt.Sprint("light", i)
+		enqueue(t, g, out, name, ms(at), Normal)
+		hold.Done(ms(at+10), true)
+		r := recv(t, out)
+		if r.name != name || r.err != nil {
+			t.Fatalf("%s: %+v, want admitted after a 10 ms wait", name, r)
 		}
+		hold = r.t
 	}
-	hold, _ = g.Acquire(context.Background(), ms(420), Normal)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		_, err := g.Acquire(ctx, ms(421), Normal)
-		out <- result{"e", Ticket{}, err}
-	}()
-	waitQueued(t, g, 1)
-	cancel()
-	if r := recv(t, out); r.name != "e" || !errors.Is(r.err, context.Canceled) {
-		t.Fatalf("e: %+v, want canceled", r)
+	// Two waiters: the one within Target is served, the stale one shed.
+	enqueue(t, g, out, "old", ms(300), Normal)
+	enqueue(t, g, out, "new", ms(304), Normal)
+	hold.Done(ms(307), true) // old is 7 ms old, new 3 ms
+	got = map[string]result{}
+	for range 2 {
+		r := recv(t, out)
+		got[r.name] = r
 	}
-	enqueue(t, g, out, "f", ms(422), Normal)
-	hold.Done(ms(430), true) // f waited 8 ms > Target, queue still standing
-	if r := recv(t, out); r.name != "f" || !errors.Is(r.err, ErrShed) {
-		t.Fatalf("f: %+v, want shed (the cancel 1 ms earlier does not end overload mode)", r)
+	if !errors.Is(got["old"].err, ErrShed) || got["new"].err != nil {
+		t.Fatalf("got %+v, want old shed and new admitted", got)
 	}
+	got["new"].t.Done(ms(308), true)
 }

@@ -1,7 +1,8 @@
 // Package cache is an in-memory HTTP micro-cache for an origin under load.
 //
-// It stores cacheable GET and HEAD responses within a byte budget (sharded
-// LRU), keyed by method, host, path and a normalized query (configured
+// It stores cacheable GET responses (HEAD requests are answered from them)
+// within a byte budget (sharded LRU), keyed by method, host, path and a
+// normalized query (configured
 // parameters removed, the rest sorted) plus the request headers the
 // response Varies on. It honours Cache-Control (no-store, private, no-cache,
 // max-age, s-maxage, must-revalidate), Expires and Age, does not store

@@ -20,8 +20,10 @@ type flight struct {
 // for a request that bypasses the cache Fetch just calls fetch (State
 // Bypass).
 func (c *Cache) Fetch(ctx context.Context, now time.Time, r *Request, fetch func() (*Response, error)) (*Entry, State, error) {
-	if c.bypass(r) {
-		// Never coalesced with (or stored for) other clients.
+	if c.bypass(r) || isHEAD(r) {
+		// Never coalesced with (or stored for) other clients. HEAD
+		// answers are not stored (see Store), so waiters on a HEAD flight
+		// would find nothing and fetch again anyway.
 		resp, err := fetch()
 		if err != nil {
 			return nil, Bypass, err

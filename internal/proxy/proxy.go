@@ -387,9 +387,15 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 		}
 	}
 	if site.Gate != nil {
-		// Overload signals feed the limiter; application errors do not.
-		sc := resp.StatusCode()
-		tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+		if judged {
+			// Overload signals feed the limiter; application errors do not.
+			sc := resp.StatusCode()
+			tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+		} else {
+			// The client failed first (body cut off, too slow or too
+			// large): the time says nothing about the origin.
+			tk.Cancel(end)
+		}
 	}
 	if site.Breaker != nil {
 		if judged {

@@ -78,6 +78,7 @@ type Shield struct {
 	feedCancel context.CancelFunc
 	rulesMu    sync.Mutex // serializes runtime rule changes
 	bgCancel   context.CancelFunc
+	hkDone     chan struct{} // closed when housekeeping has returned
 	alog       *proxy.AccessLog
 	det        *detection
 	chal       *challenge.Service
@@ -536,11 +537,13 @@ func (s *Shield) Start() error {
 		go s.det.run(bg)
 	}
 	s.runFeeds()
+	s.hkDone = make(chan struct{})
 	go s.housekeeping()
 	return nil
 }
 
 func (s *Shield) housekeeping() {
+	defer close(s.hkDone)
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	var lastPrune time.Time
@@ -649,6 +652,15 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	}
 	if s.det != nil {
 		s.det.close()
+	}
+	if s.hkDone != nil {
+		// Housekeeping writes to the store (pruning, history): let a
+		// running pass finish so that nothing writes after the final save
+		// or the store's close.
+		select {
+		case <-s.hkDone:
+		case <-ctx.Done():
+		}
 	}
 	if herr := s.saveHistory(context.Background(), time.Now()); herr != nil {
 		s.log.Error("could not save the address history", "err", herr)
