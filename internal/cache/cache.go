@@ -2,9 +2,8 @@
 //
 // It stores cacheable GET responses (HEAD requests are answered from them)
 // within a byte budget (sharded LRU), keyed by method, host, path and a
-// normalized query (configured
-// parameters removed, the rest sorted) plus the request headers the
-// response Varies on. It honours Cache-Control (no-store, private, no-cache,
+// normalized query (configured parameters removed, the rest sorted) plus the
+// request headers the response Varies on. It honours Cache-Control (no-store, private, no-cache,
 // max-age, s-maxage, must-revalidate), Expires and Age, does not store
 // responses that set cookies, keeps expired entries for a configured time to
 // serve them stale when the origin fails or the admission gate sheds, and
