@@ -325,6 +325,9 @@ type Breaker struct {
 	openFor   time.Duration
 	probes    int // in flight, half-open
 	successes int // half-open
+	// since is when the state last changed: answers to requests allowed
+	// before it belong to an earlier state and are ignored.
+	since time.Time
 
 	trips, rejected prometheus.Counter
 	regs            registration
@@ -379,6 +382,7 @@ func (b *Breaker) Allow(now time.Time) bool {
 		}
 		b.state.Store(int32(HalfOpen))
 		b.probes, b.successes = 0, 0
+		b.since = now
 		b.log.Info("circuit breaker half-open", "upstream", b.cfg.Name)
 	}
 	if b.probes >= b.cfg.HalfOpenProbes {
@@ -389,16 +393,16 @@ func (b *Breaker) Allow(now time.Time) bool {
 	return true
 }
 
-// Release ends an allowed request whose outcome says nothing about the
-// upstream (the client failed first), instead of Record: a half-open
-// breaker frees the trial slot without counting a success.
-func (b *Breaker) Release(now time.Time) {
+// Release ends a request allowed at allowed whose outcome says nothing
+// about the upstream (the client failed first), instead of Record: a
+// half-open breaker frees the trial slot without counting a success.
+func (b *Breaker) Release(allowed, now time.Time) {
 	if b.state.Load() == int32(Closed) {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if BreakerState(b.state.Load()) == HalfOpen && b.probes > 0 {
+	if BreakerState(b.state.Load()) == HalfOpen && !allowed.Before(b.since) && b.probes > 0 {
 		b.probes--
 	}
 }
@@ -424,10 +428,19 @@ func (b *Breaker) RetryAfter(now time.Time) time.Duration {
 	return 0
 }
 
-// Record records the answer to an allowed request.
-func (b *Breaker) Record(now time.Time, ok bool) {
+// Record records at now the answer to a request Allow let through at
+// allowed (the time given to that Allow call). Answers to requests allowed
+// before the breaker's last change of state are ignored: a request still
+// running from before the breaker opened must not count as a half-open
+// trial.
+func (b *Breaker) Record(allowed, now time.Time, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if allowed.Before(b.since) {
+		// Allowed in an earlier state: a trial's slot and verdict belong
+		// to the requests the current state let through.
+		return
+	}
 	switch BreakerState(b.state.Load()) {
 	case Closed:
 		if now.Sub(b.winStart) >= b.cfg.Window {
@@ -451,6 +464,7 @@ func (b *Breaker) Record(now time.Time, ok bool) {
 		b.successes++
 		if b.successes >= b.cfg.HalfOpenProbes {
 			b.state.Store(int32(Closed))
+			b.since = now
 			b.winStart, b.total, b.failures = now, 0, 0
 			b.openFor = b.cfg.OpenTime
 			b.log.Info("circuit breaker closed", "upstream", b.cfg.Name)
@@ -462,6 +476,7 @@ func (b *Breaker) Record(now time.Time, ok bool) {
 
 func (b *Breaker) open(now time.Time, d time.Duration) {
 	b.state.Store(int32(Open))
+	b.since = now
 	b.openFor = d
 	b.openUntil = now.Add(d)
 	b.trips.Inc()

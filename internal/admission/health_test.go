@@ -107,7 +107,7 @@ func TestBreakerLifecycle(t *testing.T) {
 		if !b.Allow(now) {
 			return false
 		}
-		b.Record(now, ok)
+		b.Record(now, now, ok)
 		return true
 	}
 	// 9 failures: below MinRequests.
@@ -136,8 +136,8 @@ func TestBreakerLifecycle(t *testing.T) {
 	if b.State() != HalfOpen {
 		t.Fatalf("state %v", b.State())
 	}
-	b.Record(now, true)
-	b.Record(now, false) // a failed probe reopens for 2x
+	b.Record(now, now, true)
+	b.Record(now, now, false) // a failed probe reopens for 2x
 	if b.State() != Open {
 		t.Fatal("failed probe did not reopen")
 	}
@@ -164,13 +164,13 @@ func TestBreakerOpenTimeCapped(t *testing.T) {
 	b, _ := NewBreaker(BreakerConfig{MinRequests: 1, OpenTime: time.Second, MaxOpenTime: 3 * time.Second, HalfOpenProbes: 1}, Deps{})
 	now := t0
 	b.Allow(now)
-	b.Record(now, false)
+	b.Record(now, now, false)
 	for _, want := range []time.Duration{2 * time.Second, 3 * time.Second, 3 * time.Second} {
 		now = b.openUntil
 		if !b.Allow(now) {
 			t.Fatal("no probe at end of open time")
 		}
-		b.Record(now, false)
+		b.Record(now, now, false)
 		if got := b.openUntil.Sub(now); got != want {
 			t.Fatalf("open for %v, want %v", got, want)
 		}
@@ -197,7 +197,7 @@ func BenchmarkBreakerAllowRecord(b *testing.B) {
 		for pb.Next() {
 			now := time.Now()
 			if br.Allow(now) {
-				br.Record(now, true)
+				br.Record(now, now, true)
 			}
 		}
 	})
@@ -259,7 +259,7 @@ func TestBreakerRetryAfter(t *testing.T) {
 	}
 	for range 2 {
 		b.Allow(now)
-		b.Record(now, false)
+		b.Record(now, now, false)
 	}
 	if d := b.RetryAfter(now.Add(time.Second)); d != 4*time.Second {
 		t.Fatalf("open 1 s ago for 5 s: %v, want 4s", d)
@@ -272,7 +272,7 @@ func TestBreakerRetryAfter(t *testing.T) {
 	if d := b.RetryAfter(now); d != time.Second {
 		t.Fatalf("half-open with its trial running: %v, want 1s", d)
 	}
-	b.Record(now, false)
+	b.Record(now, now, false)
 	if d := b.RetryAfter(now); d != 10*time.Second {
 		t.Fatalf("reopened: %v, want 10s", d)
 	}
@@ -288,7 +288,7 @@ func TestBreakerReleaseDoesNotClose(t *testing.T) {
 	now := t0
 	for range 2 {
 		b.Allow(now)
-		b.Record(now, false)
+		b.Record(now, now, false)
 	}
 	now = now.Add(time.Second)
 	if !b.Allow(now) {
@@ -297,15 +297,53 @@ func TestBreakerReleaseDoesNotClose(t *testing.T) {
 	if b.Allow(now) {
 		t.Fatal("a second trial while the first runs")
 	}
-	b.Release(now)
+	b.Release(now, now)
 	if b.State() != HalfOpen {
 		t.Fatalf("state %v after Release, want still half-open", b.State())
 	}
 	if !b.Allow(now) {
 		t.Fatal("the released trial slot was not freed")
 	}
-	b.Record(now, true)
+	b.Record(now, now, true)
 	if b.State() != Closed {
 		t.Fatalf("state %v after a successful trial, want closed", b.State())
+	}
+}
+
+// Answers to requests allowed before the breaker opened do not count as
+// half-open trials: a long request still running from the closed state
+// neither closes the breaker nor takes a trial's slot.
+func TestBreakerIgnoresAnswersFromEarlierState(t *testing.T) {
+	b, err := NewBreaker(BreakerConfig{MinRequests: 2, FailureRatio: 1, OpenTime: time.Second, HalfOpenProbes: 1}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := t0 // a long request allowed while closed
+	if !b.Allow(old) {
+		t.Fatal("closed breaker refused")
+	}
+	now := t0.Add(10 * time.Millisecond)
+	for range 2 {
+		b.Allow(now)
+		b.Record(now, now, false)
+	}
+	if b.State() != Open {
+		t.Fatalf("state %v, want open", b.State())
+	}
+	now = now.Add(time.Second)
+	if !b.Allow(now) {
+		t.Fatal("no trial after the open time")
+	}
+	// The old request answers successfully now: it is not the trial.
+	b.Record(old, now, true)
+	if b.State() != HalfOpen {
+		t.Fatalf("state %v after an answer from before the trip, want still half-open", b.State())
+	}
+	if b.Allow(now) {
+		t.Fatal("the old answer freed the trial's slot")
+	}
+	b.Record(now, now, true) // the trial itself
+	if b.State() != Closed {
+		t.Fatalf("state %v after the trial succeeded, want closed", b.State())
 	}
 }

@@ -399,9 +399,9 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 	}
 	if site.Breaker != nil {
 		if judged {
-			site.Breaker.Record(end, !upstream.Failed(err, resp.StatusCode()))
+			site.Breaker.Record(sent, end, !upstream.Failed(err, resp.StatusCode()))
 		} else {
-			site.Breaker.Release(end)
+			site.Breaker.Release(sent, end)
 		}
 	}
 	return err
