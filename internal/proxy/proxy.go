@@ -472,7 +472,11 @@ func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, site *Site, err error, b
 	default:
 		site.m.otherErr.Inc()
 	}
-	p.log.Debug("upstream error", "site", site.Name, "err", err)
+	if p.log.Enabled(ctx, slog.LevelDebug) {
+		// Checked first: a failing origin makes this the path of every
+		// request, and building the arguments allocates.
+		p.log.Debug("upstream error", "site", site.Name, "err", err)
+	}
 	writePage(ctx, pg)
 	if pg.status == 503 {
 		ctx.Response.Header.Set("Retry-After", "1")
