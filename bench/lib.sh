@@ -44,9 +44,9 @@ build_tools() {
 	local go=go
 	command -v go >/dev/null 2>&1 || go=/usr/local/go/bin/go
 	mkdir -p "$BENCH_OUT"
-	log "building levee, connflood and bareproxy into $BENCH_OUT"
+	log "building levee, connflood, bareproxy and evproxy into $BENCH_OUT"
 	(cd "$REPO" && "$go" build -o "$BENCH_OUT/levee" ./cmd/levee && "$go" build -o "$BENCH_OUT/connflood" ./bench/cmd/connflood &&
-		"$go" build -o "$BENCH_OUT/bareproxy" ./bench/cmd/bareproxy) ||
+		"$go" build -o "$BENCH_OUT/bareproxy" ./bench/cmd/bareproxy && "$go" build -o "$BENCH_OUT/evproxy" ./bench/cmd/evproxy) ||
 		die "build failed (another package may be mid-edit); retry, or BENCH_NO_BUILD=1 to use the previous bench/out/levee"
 	# The working tree is shared: record which commit it was at, and whether
 	# other files were modified, next to the binary.

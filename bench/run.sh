@@ -68,12 +68,16 @@ BANNED_SRC=127.0.0.66 # the flooding source in the reject scenarios
 
 # The proxies of the throughput run; BENCH_BARE=1 adds a bare fasthttp
 # reverse proxy (bench/cmd/bareproxy, GOMAXPROCS=1) as the floor of what Go
-# and fasthttp cost before any of Levee's own work.
+# and fasthttp cost before any of Levee's own work. BENCH_EV=1 adds
+# bench/cmd/evproxy ("evloop"), the same bare proxy on one epoll event loop
+# instead of a goroutine per connection, with the flags in EV_FLAGS (for
+# example "-defer -rawpoll"): the design question of BENCHMARKS.md.
 PROXIES=(levee nginx haproxy)
 [[ ${BENCH_BARE:-0} == 1 ]] && PROXIES+=(fasthttp)
+[[ ${BENCH_EV:-0} == 1 ]] && PROXIES+=(evloop)
 
 ensure_packages
-if [[ ${BENCH_NO_BUILD:-0} == 1 && -x $BENCH_OUT/levee && -x $BENCH_OUT/connflood && (${BENCH_BARE:-0} != 1 || -x $BENCH_OUT/bareproxy) ]]; then
+if [[ ${BENCH_NO_BUILD:-0} == 1 && -x $BENCH_OUT/levee && -x $BENCH_OUT/connflood && (${BENCH_BARE:-0} != 1 || -x $BENCH_OUT/bareproxy) && (${BENCH_EV:-0} != 1 || -x $BENCH_OUT/evproxy) ]]; then
 	log "BENCH_NO_BUILD=1: using the existing $BENCH_OUT/levee and connflood"
 else
 	build_tools
@@ -380,6 +384,15 @@ start_proxies() {
 		PID[fasthttp]=$STARTED_PID
 		log "$mode: bare fasthttp proxy :${PORT[fasthttp]} (pid ${PID[fasthttp]})"
 	fi
+	if [[ $mode == plain && ${BENCH_EV:-0} == 1 ]]; then
+		free_port
+		PORT[evloop]=$FREE_PORT
+		# shellcheck disable=SC2086 # EV_FLAGS is a list of flags
+		start_bg evloop-"$mode" "${PORT[evloop]}" env GOMAXPROCS=1 "$BENCH_OUT/evproxy" \
+			-listen "127.0.0.1:${PORT[evloop]}" -upstream "127.0.0.1:$ORIGIN_PORT" ${EV_FLAGS:-}
+		PID[evloop]=$STARTED_PID
+		log "$mode: bare event-loop proxy :${PORT[evloop]} (pid ${PID[evloop]}, flags '${EV_FLAGS:-}')"
+	fi
 }
 
 # check_alive NAME MODE: when proxy NAME has exited, print its log tail and
@@ -491,6 +504,7 @@ throughput_summary() {
 	local o
 	local others=(haproxy nginx)
 	[[ ${BENCH_BARE:-0} == 1 ]] && others+=(fasthttp)
+	[[ ${BENCH_EV:-0} == 1 ]] && others+=(evloop)
 	for o in "${others[@]}"; do
 		echo "levee/$o: req/s $(ratio "${RPS[levee]}" "${RPS[$o]}"), p50 $(ratio "${P50[levee]}" "${P50[$o]}"), p99 $(ratio "${P99[levee]}" "${P99[$o]}"), cpu/req $(ratio "${CPU[levee]}" "${CPU[$o]}")"
 	done
