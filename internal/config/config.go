@@ -87,8 +87,14 @@ type KnownClients struct {
 	// KeyFile holds the signing key: base64 of at least 32 bytes. Default
 	// <data_dir>/known.key, generated with mode 0600 when missing. Give
 	// every node behind one name the same file; replacing it invalidates
-	// every cookie.
+	// every cookie (see OldKeyFiles to rotate it without that).
 	KeyFile string `yaml:"key_file"`
+	// OldKeyFiles hold keys that no longer sign but still verify, in the
+	// same format: to rotate, move the current key file's path here, write
+	// a new key_file and reload; cookies signed with the old key keep
+	// counting until they expire (max_age) or the file is removed from the
+	// list. At most MaxOldKeyFiles. Default none.
+	OldKeyFiles []string `yaml:"old_key_files"`
 	// MaxAge is how long a cookie stays valid (and its Max-Age). Default
 	// 720h (30 days).
 	MaxAge time.Duration `yaml:"max_age"`
@@ -96,6 +102,10 @@ type KnownClients struct {
 	// before an attack is declared does not help in it. Default 10m.
 	MinAge time.Duration `yaml:"min_age"`
 }
+
+// MaxOldKeyFiles bounds known_clients.old_key_files: a cookie that no key
+// verifies costs one HMAC per key.
+const MaxOldKeyFiles = 4
 
 // Detection configures the detector. Zero values take the detector's
 // documented defaults (internal/detect).

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,8 @@ func TestParseErrorsHaveLines(t *testing.T) {
 			[]string{"known_clients.cookie_name: \"levee_clearance\" is the challenge's clearance cookie"}},
 		{"known ages", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nknown_clients: {min_age: 2h, max_age: 1h}\n",
 			[]string{"known_clients.min_age: min_age 2h0m0s must be below max_age 1h0m0s"}},
+		{"known old key files", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nknown_clients: {key_file: /k, old_key_files: [\"\", /k/, a, b, c]}\n",
+			[]string{"known_clients.old_key_files: at most 4 files, got 5", "known_clients.old_key_files[0]: empty path", "known_clients.old_key_files[1]: \"/k/\" is the key_file itself"}},
 		{"two docs", "sites: []\n---\nsites: []\n", []string{"only one YAML document"}},
 		{"syntax", "sites: [\n", []string{"t.yaml:"}},
 	}
@@ -191,7 +194,7 @@ func TestExampleConfigIsValidAndDocumentsDefaults(t *testing.T) {
 	if c.LimitMemory != d.LimitMemory || len(c.Limits) != len(d.Limits) || c.Limits[0] != d.Limits[0] || c.Limits[1] != d.Limits[1] {
 		t.Errorf("example limits differ from the defaults: %+v vs %+v", c.Limits, d.Limits)
 	}
-	if c.KnownClients != d.KnownClients {
+	if !reflect.DeepEqual(c.KnownClients, d.KnownClients) {
 		t.Errorf("example known_clients differs from the defaults:\nexample %+v\ndefault %+v", c.KnownClients, d.KnownClients)
 	}
 	var ds Config

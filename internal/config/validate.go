@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -236,6 +237,17 @@ func (c *Config) Validate() error {
 		v.add("known_clients.cookie_name", "use letters, digits, '-' and '_', got %q", k.CookieName)
 	} else if k.CookieName == c.Challenge.CookieName || (c.Challenge.CookieName == "" && k.CookieName == "levee_clearance") {
 		v.add("known_clients.cookie_name", "%q is the challenge's clearance cookie; choose another name", k.CookieName)
+	}
+	if len(k.OldKeyFiles) > MaxOldKeyFiles {
+		v.add("known_clients.old_key_files", "at most %d files, got %d (each costs an HMAC for every cookie no key verifies)", MaxOldKeyFiles, len(k.OldKeyFiles))
+	}
+	for i, f := range k.OldKeyFiles {
+		switch {
+		case f == "":
+			v.add(fmt.Sprintf("known_clients.old_key_files[%d]", i), "empty path")
+		case filepath.Clean(f) == filepath.Clean(k.KeyFile):
+			v.add(fmt.Sprintf("known_clients.old_key_files[%d]", i), "%q is the key_file itself", f)
+		}
 	}
 	v.positiveDur("known_clients.max_age", k.MaxAge)
 	v.positiveDur("known_clients.min_age", k.MinAge)

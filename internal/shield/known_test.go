@@ -207,3 +207,88 @@ limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
 		t.Errorf("HTTP/2 under attack, fresh client: %d", resp.StatusCode)
 	}
 }
+
+// TestKnownClientKeyRotation: the operator's rotation through a reload.
+// After moving known.key to old_key_files and reloading, new cookies are
+// signed with a new key while a cookie signed with the old one still
+// counts under attack; dropping the old file and reloading revokes it. A
+// missing old key file is refused and the running keys stay.
+func TestKnownClientKeyRotation(t *testing.T) {
+	originAddr, _ := htmlOrigin(t)
+	base := fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+`, originAddr)
+	s := startShield(t, base+"known_clients: {min_age: 1s}\n")
+	dir := s.Config().DataDir
+	path := s.opts.ConfigPath
+	reload := func(known string) error {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(base+"known_clients: "+known+"\ndata_dir: "+dir+"\nadmin: {address: \"off\"}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return s.Reload()
+	}
+	fetch := func(src, path string, hdr ...string) (*http.Response, string) {
+		t.Helper()
+		c, err := dialFrom(t, src, addrOf(s, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		resp, body, err := get(c, path, append([]string{"Accept: text/html"}, hdr...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	resp, _ := fetch("127.0.34.5", "/")
+	oldTok, _ := knownCookieOf(resp)
+	if oldTok == "" {
+		t.Fatal("no cookie in normal mode")
+	}
+	issued := time.Now()
+
+	// A missing old key file: refused, the running cookie keys stay.
+	if err := reload(`{min_age: 1s, old_key_files: [` + filepath.Join(dir, "missing.key") + `]}`); err == nil ||
+		!strings.Contains(err.Error(), "old_key_files[0]") {
+		t.Fatalf("reload with a missing old key file: %v", err)
+	}
+	// Rotate: the current key becomes an old key; known.key is generated anew.
+	oldKey := filepath.Join(dir, "known.old.key")
+	if err := os.Rename(filepath.Join(dir, "known.key"), oldKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := reload(`{min_age: 1s, old_key_files: [` + oldKey + `]}`); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = fetch("127.0.35.5", "/")
+	newTok, _ := knownCookieOf(resp)
+	addr := netip.MustParseAddr("127.0.35.5")
+	onlyNew := *s.Config() // a copy: the running config is shared
+	onlyNew.KnownClients.OldKeyFiles = nil
+	c, err := knownCookies(&onlyNew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if valid, _ := c.Check(time.Now(), addr, []byte(newTok)); newTok == "" || !valid {
+		t.Errorf("the cookie issued after the rotation (%q) is not signed with the new key", newTok)
+	}
+	if valid, _ := c.Check(time.Now(), netip.MustParseAddr("127.0.34.5"), []byte(oldTok)); valid {
+		t.Error("the old cookie verifies with the new key alone")
+	}
+
+	s.engine.SetMode(decide.ModeState{Mode: decide.UnderAttack, Until: time.Now().Add(time.Minute)})
+	time.Sleep(time.Until(issued.Add(1100 * time.Millisecond)))
+	if resp, body := fetch("127.0.34.5", "/after-rotation", "Cookie: levee_known="+oldTok); resp.StatusCode != 200 || !strings.Contains(body, "page /after-rotation") {
+		t.Errorf("old-key cookie after rotation: %d %.60q, want the page", resp.StatusCode, body)
+	}
+	// Revoke the old key.
+	if err := reload(`{min_age: 1s}`); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := fetch("127.0.34.5", "/after-revocation", "Cookie: levee_known="+oldTok); resp.StatusCode == 200 || !strings.Contains(body, "/.levee/") {
+		t.Errorf("old-key cookie after its key was dropped: %d, want a challenge", resp.StatusCode)
+	}
+}
