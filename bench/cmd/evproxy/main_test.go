@@ -41,7 +41,9 @@ func startProxy(t *testing.T, flags ...string) string {
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
 	// The loop has no stop: it ends with the test binary.
-	go func() { errc <- run(append([]string{"-listen", "127.0.0.1:0", "-upstream", oln.Addr().String()}, flags...), io.Discard, ready) }()
+	go func() {
+		errc <- run(append([]string{"-listen", "127.0.0.1:0", "-upstream", oln.Addr().String()}, flags...), io.Discard, ready)
+	}()
 	select {
 	case addr := <-ready:
 		return addr
