@@ -223,6 +223,16 @@ func (t Ticket) Done(now time.Time, ok bool) {
 	}
 }
 
+// DoneFrom is Done for a request whose origin work started only at from,
+// for example when the client finished uploading its body: the latency
+// sample runs from the later of from and the grant to now, so a slow but
+// legal upload does not read as a slow origin. A zero from is Done.
+func (t Ticket) DoneFrom(from, now time.Time, ok bool) {
+	if t.g != nil {
+		t.g.release(now, later(t.start, from), t.inflight, ok, true)
+	}
+}
+
 // Cancel releases the slot without a latency sample, for a request that
 // never reached the origin.
 func (t Ticket) Cancel(now time.Time) {

@@ -516,3 +516,57 @@ func TestGateServesLoneStaleWaiter(t *testing.T) {
 	}
 	got["new"].t.Done(ms(308), true)
 }
+
+// TestGateDoneFromExcludesUpload: a request whose client took 2 s to
+// upload its body, answered by the origin 20 ms after the upload ended,
+// is a 20 ms sample with DoneFrom; with Done it would read as a 2 s answer
+// and drop the limit (the control below shows it does).
+func TestGateDoneFromExcludesUpload(t *testing.T) {
+	run := func(from bool) (before, after int) {
+		l, err := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := NewGate(GateConfig{}, l, Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := t0
+		// One round: as many requests as the limit allows start at now
+		// (the origin is busy, so the limit is not decayed as idle), and
+		// all are answered origin after their upload ended.
+		round := func(upload, origin time.Duration) {
+			tks := make([]Ticket, g.lim.Limit())
+			for i := range tks {
+				tk, err := g.Acquire(context.Background(), now, Normal)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tks[i] = tk
+			}
+			sent := now.Add(upload)
+			for _, tk := range tks {
+				if from {
+					tk.DoneFrom(sent, sent.Add(origin), true)
+				} else {
+					tk.Done(sent.Add(origin), true)
+				}
+			}
+			now = sent.Add(origin)
+		}
+		for range 20 { // no body: 20 ms
+			round(0, 20*time.Millisecond)
+		}
+		before = l.Limit()
+		for range 20 { // slow uploads, same origin time
+			round(2*time.Second, 20*time.Millisecond)
+		}
+		return before, l.Limit()
+	}
+	if before, after := run(true); after < before {
+		t.Errorf("DoneFrom: limit %d -> %d after slow uploads to a fast origin", before, after)
+	}
+	if before, after := run(false); after >= before {
+		t.Errorf("control (Done): limit %d -> %d, want a drop (upload time read as origin latency)", before, after)
+	}
+}

@@ -362,12 +362,17 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 	end := time.Now()
 	// A request body that was too slow, too large or cut off is the
 	// client's fault, not the origin's: it does not count for passive
-	// health. Nor does the latency of a request with a body, which
-	// includes the client's upload time.
+	// health. With a body, latency counts from the end of the upload (the
+	// client's time before it); a body not read to its end (the origin
+	// answered first) gives no latency sample.
 	judged := body == nil || body.err == nil
 	rtt := func(from time.Time) time.Duration {
 		if body != nil {
-			return -1
+			sent := body.sentAt()
+			if sent.IsZero() {
+				return -1
+			}
+			from = later(from, sent)
 		}
 		return end.Sub(from)
 	}
@@ -389,8 +394,10 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 	if site.Gate != nil {
 		if judged {
 			// Overload signals feed the limiter; application errors do not.
+			// With a request body, the sample starts when the body was
+			// read to its end: the upload time is the client's.
 			sc := resp.StatusCode()
-			tk.Done(end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+			tk.DoneFrom(body.sentAt(), end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
 		} else {
 			// The client failed first (body cut off, too slow or too
 			// large): the time says nothing about the origin.
@@ -522,6 +529,18 @@ type bodyReader struct {
 	timeout time.Duration
 	minRate int64
 	err     error
+	// eof is when the body was read to its end (Unix ns), 0 before.
+	eof int64
+}
+
+// sentAt returns when the request body had been read to its end (and so
+// handed to the origin connection), or the zero time for no body or one
+// not read to its end.
+func (b *bodyReader) sentAt() time.Time {
+	if b == nil || b.eof == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, b.eof)
 }
 
 func newBodyReader(r io.Reader, c net.Conn, cfg *Config) *bodyReader {
@@ -559,5 +578,16 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		}
 		return n, b.err
 	}
+	if err == io.EOF && b.eof == 0 {
+		b.eof = time.Now().UnixNano()
+	}
 	return n, err
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

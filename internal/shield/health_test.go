@@ -1,6 +1,7 @@
 package shield
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -315,5 +316,91 @@ detection: {disable: true}
 	resp, body, err := get(c, "/after")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("after 8 aborted uploads: %v %v %q (the breaker counted the clients' failures against the origin)", err, resp, body)
+	}
+}
+
+// TestPassiveHealthLatencyFromEndOfUpload: requests with a body are judged
+// on the time the origin took after the body was sent, not on the client's
+// upload. Slow uploads (400 ms) to fast origins eject nothing under a
+// 200 ms latency threshold; fast uploads to an origin that takes 300 ms to
+// answer eject it for latency. (The latency check needs 20 samples per
+// origin, so each phase sends 48 requests at once, from 48 addresses.)
+func TestPassiveHealthLatencyFromEndOfUpload(t *testing.T) {
+	origin := func(slow bool) string {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if slow && r.URL.Path == "/slow" {
+				time.Sleep(300 * time.Millisecond)
+			}
+			io.WriteString(w, "ok")
+		})}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return ln.Addr().String()
+	}
+	fast, slow := origin(false), origin(true)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites:
+  - name: app
+    upstreams: [{url: "http://%s"}, {url: "http://%s"}]
+    passive_health: {enabled: true, max_ejection_percent: 50, latency_threshold: 200ms}
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+detection: {disable: true}
+`, fast, slow))
+	post := func(src, path string, pause time.Duration) error {
+		c, err := dialFrom(t, src, addrOf(s, 0))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		// 64 KiB: more than the server reads with the headers, so the
+		// body streams to the origin while it arrives.
+		half := strings.Repeat("x", 32<<10)
+		if _, err := io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: test.local\r\nContent-Length: 65536\r\n\r\n"+half); err != nil {
+			return err
+		}
+		time.Sleep(pause)
+		if _, err := io.WriteString(c, half); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("POST %s: %d", path, resp.StatusCode)
+		}
+		return nil
+	}
+	phase := func(net, path string, pause time.Duration) {
+		t.Helper()
+		errs := make(chan error, 48)
+		for i := range 48 {
+			go func() { errs <- post(fmt.Sprintf("127.0.%s.%d", net, i+1), path, pause) }()
+		}
+		for range 48 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ejected := func(addr string) string {
+		return "levee_admission_outlier_ejections_total{reason=latency,site=app,upstream=" + addr + "} 1"
+	}
+	phase("36", "/upload", 400*time.Millisecond)
+	if m := metricLines(t, s); strings.Contains(m, ejected(fast)) || strings.Contains(m, ejected(slow)) {
+		t.Fatalf("slow uploads to fast origins ejected one for latency:\n%s", m)
+	}
+	phase("37", "/slow", 0)
+	if m := metricLines(t, s); !strings.Contains(m, ejected(slow)) || strings.Contains(m, ejected(fast)) {
+		t.Errorf("want only the slow origin ejected for latency; metrics:\n%s", m)
 	}
 }
