@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/levee-dev/levee/internal/guard"
 	"github.com/levee-dev/levee/internal/proxy"
 	"github.com/levee-dev/levee/internal/proxyproto"
+	"github.com/levee-dev/levee/internal/rawaccept"
 )
 
 // listener is one client-facing socket and the accept loop in front of the
@@ -30,6 +32,86 @@ type listener struct {
 	ln    net.Listener
 	h1    *connQueue
 	certs atomic.Pointer[certStore]
+
+	// raw accepts while the listener is flooded (see acceptLoop); nil for
+	// PROXY protocol listeners (the address to judge comes later) and
+	// where internal/rawaccept is not supported.
+	raw      *rawaccept.Listener
+	rawAdmit rawaccept.Admit
+	flood    floodMeter
+	// rawMode is whether the accept loop is on the raw path now.
+	rawMode atomic.Bool
+}
+
+// newListener wraps a bound socket.
+func newListener(s *Shield, lc config.Listener, ln net.Listener) *listener {
+	l := &listener{s: s, cfg: lc, ln: ln, h1: newConnQueue(ln.Addr())}
+	if !lc.ProxyProtocol && !rawDisabled {
+		if r, ok := rawaccept.New(ln); ok {
+			l.raw = r
+			l.rawAdmit = l.admitRaw
+		}
+	}
+	return l
+}
+
+// close closes the listening socket (both descriptors of it) and the
+// HTTP/1.1 queue.
+func (l *listener) close() {
+	l.ln.Close()
+	if l.raw != nil {
+		l.raw.Close()
+	}
+}
+
+// rawDisabled turns the raw accept path off (LEVEE_RAWACCEPT=off at start),
+// for A/B measurements and as an escape hatch.
+var rawDisabled = os.Getenv("LEVEE_RAWACCEPT") == "off"
+
+// floodRefusals is the number of refusals in a second from which a listener
+// accepts with raw calls (internal/rawaccept): a refusal then costs accept4,
+// setsockopt and close, and an admitted connection about five system calls
+// more than Go's Accept. Below it, Go's Accept is cheaper overall.
+const floodRefusals = 64
+
+// floodMeter counts a listener's refusals per second. Only its accept loop
+// uses it.
+type floodMeter struct {
+	sec     int64 // the current second (Unix)
+	n, prev int   // refusals in it and in the second before
+}
+
+func (m *floodMeter) roll(sec int64) {
+	if sec == m.sec {
+		return
+	}
+	if sec == m.sec+1 {
+		m.prev = m.n
+	} else {
+		m.prev = 0
+	}
+	m.sec, m.n = sec, 0
+}
+
+func (m *floodMeter) add(sec int64, n int) {
+	m.roll(sec)
+	m.n += n
+}
+
+// flooded reports whether this or the previous second saw floodRefusals.
+func (m *floodMeter) flooded(sec int64) bool {
+	m.roll(sec)
+	return m.n >= floodRefusals || m.prev >= floodRefusals
+}
+
+// admitRaw is the guard check of the raw accept path: the connection is
+// reset by internal/rawaccept when it returns false.
+func (l *listener) admitRaw(addr netip.Addr) bool {
+	if r := l.s.guard.Admit(time.Now(), addr); r != guard.Admitted {
+		l.s.sampled.warn("reject:"+r.String(), "connection rejected", "client", addr, "reason", r.String())
+		return false
+	}
+	return true
 }
 
 // connQueue is a net.Listener fed by the accept loop, from which fasthttp's
@@ -73,11 +155,37 @@ func (q *connQueue) Addr() net.Addr { return q.addr }
 // connections go straight to the HTTP/1.1 server; PROXY protocol, TLS and
 // h2c sniffing run in a goroutine per connection so a slow client cannot
 // stall the loop.
+//
+// While the listener refuses floodRefusals connections a second or more (a
+// connection flood from banned or over-limit sources), it accepts with raw
+// system calls instead (internal/rawaccept): refused connections are then
+// reset without ever reaching Go's netpoller, about half the CPU per
+// refusal (BENCHMARKS.md). The guard's decisions are the same either way.
 func (l *listener) acceptLoop() {
 	s := l.s
 	var backoff time.Duration
 	for {
-		c, err := l.ln.Accept()
+		var (
+			c    net.Conn
+			addr netip.Addr
+			err  error
+		)
+		raw := l.raw != nil && l.flood.flooded(time.Now().Unix())
+		if raw != l.rawMode.Load() {
+			l.rawMode.Store(raw)
+			if raw {
+				s.log.Warn("connection flood: refusing at accept with raw system calls", "listener", l.ln.Addr().String(),
+					"refusals_per_second", max(l.flood.n, l.flood.prev))
+			} else {
+				s.log.Info("connection flood over: back to Go's accept", "listener", l.ln.Addr().String())
+			}
+		}
+		if raw {
+			c, addr, err = l.raw.Accept(l.rawAdmit)
+			l.flood.add(time.Now().Unix(), l.raw.Refused())
+		} else {
+			c, err = l.ln.Accept()
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -94,10 +202,15 @@ func (l *listener) acceptLoop() {
 			go l.proxied(c)
 			continue
 		}
-		addr := guard.AddrOf(c.RemoteAddr())
-		gc := l.admit(c, addr, nil, nil)
-		if gc == nil {
-			continue
+		var gc *guard.Conn
+		if raw {
+			gc = s.guard.NewConn(c, addr, nil, nil) // admitted by admitRaw
+		} else {
+			addr = guard.AddrOf(c.RemoteAddr())
+			if gc = l.admit(c, addr, nil, nil); gc == nil {
+				l.flood.add(time.Now().Unix(), 1)
+				continue
+			}
 		}
 		if l.cfg.TLS.Enabled() || l.cfg.H2C {
 			go l.dispatch(gc, addr)

@@ -513,11 +513,11 @@ func (s *Shield) Start() error {
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", lc.Address, err)
 		}
-		l := &listener{s: s, cfg: lc, ln: ln, h1: newConnQueue(ln.Addr())}
+		l := newListener(s, lc, ln)
 		if lc.TLS.Enabled() {
 			cs, err := loadCerts(lc.TLS.Certificates)
 			if err != nil {
-				ln.Close()
+				l.close()
 				s.closeListeners()
 				return err
 			}
@@ -604,7 +604,7 @@ func (s *Shield) serveH2(c net.Conn, peer netip.Addr) {
 
 func (s *Shield) closeListeners() {
 	for _, l := range s.listeners {
-		l.ln.Close()
+		l.close()
 		l.h1.Close()
 	}
 }
@@ -623,7 +623,7 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	}
 	s.proxy.SetDraining(true)
 	for _, l := range s.listeners {
-		l.ln.Close()
+		l.close()
 	}
 	// Graceful GOAWAY to HTTP/2 connections.
 	_ = s.h2base.Shutdown(ctx)

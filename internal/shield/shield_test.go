@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -651,5 +652,86 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", addrOf(s, 0), time.Second); err == nil {
 		t.Fatal("listener still accepting after shutdown")
+	}
+}
+
+// TestConnectionFloodRawAccept: a flood of connections from a banned
+// address switches the listener to raw accept (refusals reset without the
+// netpoller); every flood connection is refused, new connections from
+// other addresses are admitted and served meanwhile, and once the flood
+// has been over for two seconds the listener is back on Go's Accept.
+func TestConnectionFloodRawAccept(t *testing.T) {
+	if rawDisabled {
+		t.Skip("LEVEE_RAWACCEPT=off")
+	}
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+block: [127.0.66.0/24]
+`, o.addr))
+	l := s.listeners[0]
+	if l.raw == nil {
+		t.Skip("raw accept not supported here")
+	}
+	rejected := func() float64 {
+		t.Helper()
+		for _, line := range strings.Split(metricLines(t, s), "\n") {
+			if v, ok := strings.CutPrefix(line, "levee_guard_connections_rejected_total{reason=banned} "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f
+			}
+		}
+		return 0
+	}
+	before := rejected()
+	flood := func(n int) {
+		t.Helper()
+		for i := range n {
+			c, err := dialFrom(t, fmt.Sprintf("127.0.66.%d", 1+i%200), addrOf(s, 0))
+			if err != nil {
+				continue // reset before connect returned: refused too
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("a banned connection got data")
+			}
+			c.Close()
+		}
+	}
+	served := func(src string) {
+		t.Helper()
+		c, err := dialFrom(t, src, addrOf(s, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if resp, _, err := get(c, "/"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("client %s during the flood: %v %v", src, resp, err)
+		}
+	}
+	flood(200)
+	served("127.0.0.7") // admitted on the raw path (or the call that switches to it)
+	if !l.rawMode.Load() {
+		t.Fatal("200 refusals did not switch the listener to raw accept")
+	}
+	flood(300)
+	for i := range 5 {
+		served(fmt.Sprintf("127.0.0.%d", 10+i))
+	}
+	if !l.rawMode.Load() {
+		t.Fatal("left raw accept during the flood")
+	}
+	if got := rejected() - before; got != 500 {
+		t.Errorf("banned refusals counted: %v, want 500", got)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	served("127.0.0.20") // returns from the raw Accept; the next one is Go's
+	served("127.0.0.21")
+	if l.rawMode.Load() {
+		t.Error("still on raw accept two seconds after the flood")
 	}
 }
