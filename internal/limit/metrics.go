@@ -2,16 +2,19 @@ package limit
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// collector exposes a Table's counters at scrape time. The hot path only
-// increments plain per-shard counters under the shard lock it already holds;
-// nothing Prometheus-specific runs per request.
+// collector exposes a Table's counters at scrape time. Inserts and
+// evictions increment plain per-shard counters under the shard lock they
+// hold, refunds an atomic one; checks count nothing (they run without the
+// lock, and a shared counter would bring back the contention the lock-free
+// path removes: the decision engine counts denials per limit,
+// levee_decide_limit_denied_total). Nothing Prometheus-specific runs per
+// request.
 type collector struct {
 	get       func() *Table
 	slots     *prometheus.Desc
 	bytes     *prometheus.Desc
 	live      *prometheus.Desc
 	evictions *prometheus.Desc
-	checks    *prometheus.Desc
 	refunds   *prometheus.Desc
 }
 
@@ -45,8 +48,6 @@ func newCollectorFunc(name string, get func() *Table) *collector {
 		evictions: prometheus.NewDesc("levee_limit_evictions_total",
 			"Keys evicted from a full bucket; state=recovered lost no information, state=active means the table is too small.",
 			[]string{"state"}, cl),
-		checks: prometheus.NewDesc("levee_limit_checks_total",
-			"Rate limit checks that reached the table, by result.", []string{"result"}, cl),
 		refunds: prometheus.NewDesc("levee_limit_refunds_total",
 			"Allowed checks taken back because another limit of the same event denied it.", nil, cl),
 	}
@@ -58,7 +59,6 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.live
 	ch <- c.evictions
-	ch <- c.checks
 	ch <- c.refunds
 }
 
@@ -74,7 +74,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(st.Live))
 	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(st.EvictionsRecovered), "recovered")
 	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(st.EvictionsActive), "active")
-	ch <- prometheus.MustNewConstMetric(c.checks, prometheus.CounterValue, float64(st.Allowed), "allowed")
-	ch <- prometheus.MustNewConstMetric(c.checks, prometheus.CounterValue, float64(st.Denied), "denied")
 	ch <- prometheus.MustNewConstMetric(c.refunds, prometheus.CounterValue, float64(st.Refunded))
 }

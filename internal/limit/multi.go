@@ -1,6 +1,9 @@
 package limit
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Check is one limit to apply to one key, for AllowAllAt. It is a plain
 // value; the zero value checks key 0 against no limit (always passes).
@@ -47,24 +50,36 @@ func (t *Table) AllowAllAt(now int64, checks []Check) (ok bool, retryAfter time.
 // refund takes back a charge of inc nanoseconds from key, if the key is
 // still in the table. A TAT refunded to before now means "recovered" just
 // as well, so it is clamped at now to keep the slot a preferred victim.
+// Like a check, it runs without the shard lock unless the slot is changing
+// hands; a key evicted meanwhile has nothing left to refund.
 func (t *Table) refund(now int64, key uint64, inc int64) {
 	k := normKey(key)
 	bi := t.bucketOf(k)
 	b := &t.buckets[bi]
 	sh := &t.shards[bi&t.shardMask]
+	if s := b.find(k); s != nil && uncharge(s, k, now, inc) {
+		sh.refunded.Add(1)
+		return
+	}
 	sh.mu.Lock()
-	for i := range b {
-		s := &b[i]
-		if s.key&^refBit == k {
-			s.tat = max(s.tat-inc, now)
-			sh.refunded++
-			break
-		}
-		if s.key == 0 {
-			break
-		}
+	if s := b.find(k); s != nil && uncharge(s, k, now, inc) {
+		sh.refunded.Add(1)
 	}
 	sh.mu.Unlock()
+}
+
+// uncharge lowers slot s's TAT by inc (not below now) while it holds key
+// k; false when it is changing hands or holds another key.
+func uncharge(s *slot, k uint64, now, inc int64) bool {
+	for {
+		old := atomic.LoadInt64(&s.tat)
+		if old == tatBusy || atomic.LoadUint64(&s.key)&^refBit != k {
+			return false
+		}
+		if atomic.CompareAndSwapInt64(&s.tat, old, max(old-inc, now)) {
+			return true
+		}
+	}
 }
 
 // touch reads a bucket's first word without its lock, only to bring the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"runtime"
@@ -87,26 +88,37 @@ func (c Config) Validate() error {
 
 // slot is one key's state. key is the normalised key with the CLOCK
 // reference bit in bit 0; 0 marks an empty slot. tat is the key's
-// theoretical arrival time in Unix nanoseconds.
+// theoretical arrival time in Unix nanoseconds, or tatBusy while the slot
+// changes hands. Both words are read and written atomically: checks of keys
+// already in the table run without the shard lock (see Table.allow).
 type slot struct {
 	key uint64
 	tat int64
 }
+
+// Test hooks: testHookCharge runs in a check between its read of a slot's
+// TAT and the re-read of the slot's key, testHookEvict in an eviction
+// between its store of the new key and of the new TAT. Nil outside tests.
+var testHookCharge, testHookEvict func()
+
+// tatBusy parks a slot's TAT while an eviction gives it to another key: a
+// lock-free check that reads it retries under the shard lock.
+const tatBusy = math.MinInt64
 
 // bucket is the probe window of a key: eight slots, scanned in order. Slots
 // are filled in order and never emptied, so the first empty slot ends a scan.
 type bucket [slotsPerBucket]slot
 
 // shard is a lock and the counters it protects, padded to a cache line.
+// The lock serialises inserts and evictions in its buckets; checks and
+// refunds of keys already present do not take it.
 type shard struct {
 	mu             sync.Mutex
-	allowed        uint64
-	denied         uint64
 	inserted       uint64
 	evictRecovered uint64
 	evictActive    uint64
-	refunded       uint64
-	_              [shardBytes - 56]byte
+	refunded       atomic.Uint64 // refunds run without the lock
+	_              [shardBytes - 40]byte
 }
 
 // Table is a fixed-size, sharded table of GCRA rate limiter states keyed by
@@ -223,47 +235,126 @@ func (t *Table) AllowNAt(now int64, key uint64, l Limit, n int) (ok bool, retryA
 
 // allow runs GCRA for one key: the event costs inc nanoseconds of TAT and
 // conforms while TAT-now stays within tau.
+//
+// A key already in the table is checked without the shard lock: its slot's
+// TAT is updated with a compare-and-swap, and the slot's key is read again
+// after the TAT so that a TAT read from a slot that just changed hands is
+// never used. Inserts and evictions take the lock (allowLocked). An
+// eviction parks the TAT on tatBusy before it changes the key and never
+// gives the new key the old key's TAT, so a lock-free check of the evicted
+// key that read the TAT before the eviction cannot land its
+// compare-and-swap on the new key. (It could only if the new key's TAT came
+// back to that exact nanosecond while the check stood still between its
+// reads and its compare-and-swap.)
 func (t *Table) allow(now int64, key uint64, inc, tau int64) (bool, time.Duration) {
 	k := normKey(key)
 	bi := t.bucketOf(k)
+	b := &t.buckets[bi]
+	if s := b.find(k); s != nil {
+		if ok, ra, done := charge(s, k, now, inc, tau); done {
+			return ok, ra
+		}
+	}
+	return t.allowLocked(now, k, bi, inc, tau)
+}
+
+// find returns k's slot in b, or nil if the scan meets an empty slot first.
+// Without the lock, a key inserted meanwhile may be missed: the caller then
+// retries under the lock.
+func (b *bucket) find(k uint64) *slot {
+	for i := range b {
+		w := atomic.LoadUint64(&b[i].key)
+		if w&^refBit == k {
+			return &b[i]
+		}
+		if w == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// charge runs GCRA on slot s, which held key k when found. done is false
+// when the slot is changing hands or no longer holds k: nothing was
+// changed, and the caller must retry under the shard lock.
+func charge(s *slot, k uint64, now, inc, tau int64) (ok bool, retryAfter time.Duration, done bool) {
+	for {
+		old := atomic.LoadInt64(&s.tat)
+		if testHookCharge != nil {
+			testHookCharge()
+		}
+		if old == tatBusy {
+			return false, 0, false
+		}
+		w := atomic.LoadUint64(&s.key)
+		if w&^refBit != k {
+			return false, 0, false
+		}
+		nt := max(old, now) + inc
+		if nt-now > tau {
+			reference(s, w)
+			return false, time.Duration(nt - now - tau), true
+		}
+		if atomic.CompareAndSwapInt64(&s.tat, old, nt) {
+			reference(s, w)
+			return true, 0, true
+		}
+	}
+}
+
+// reference sets the CLOCK reference bit of s, whose key word was w, when
+// it is not set already (it nearly always is: only a full bucket's sweep
+// clears it). Should the slot have changed hands since, the bit lands on
+// the new key, which only makes it a later eviction choice.
+func reference(s *slot, w uint64) {
+	if w&refBit == 0 {
+		atomic.OrUint64(&s.key, refBit)
+	}
+}
+
+// allowLocked is allow under the shard lock: it finds k again (a check or
+// insert may have raced), inserts it into a free slot or evicts a victim.
+func (t *Table) allowLocked(now int64, k, bi uint64, inc, tau int64) (bool, time.Duration) {
 	b := &t.buckets[bi]
 	sh := &t.shards[bi&t.shardMask]
 	sh.mu.Lock()
 	for i := range b {
 		s := &b[i]
-		w := s.key
+		w := atomic.LoadUint64(&s.key)
 		if w&^refBit == k {
-			tat := max(s.tat, now)
-			nt := tat + inc
-			s.key = k | refBit
-			if nt-now > tau {
-				sh.denied++
-				sh.mu.Unlock()
-				return false, time.Duration(nt - now - tau)
-			}
-			s.tat = nt
-			sh.allowed++
+			// Under the lock no eviction can move this slot: done.
+			ok, ra, _ := charge(s, k, now, inc, tau)
 			sh.mu.Unlock()
-			return true, 0
+			return ok, ra
 		}
 		if w == 0 {
 			// Key absent and a free slot: a fresh key always conforms
-			// because inc <= tau.
-			s.key, s.tat = k, now+inc
+			// because inc <= tau. TAT first: a lock-free reader that sees
+			// the key must see its TAT.
+			atomic.StoreInt64(&s.tat, now+inc)
+			atomic.StoreUint64(&s.key, k)
 			sh.inserted++
-			sh.allowed++
 			sh.mu.Unlock()
 			return true, 0
 		}
 	}
 	v, recovered := b.victim(now)
-	b[v] = slot{key: k, tat: now + inc}
+	s := &b[v]
+	nt := now + inc
+	if nt == atomic.LoadInt64(&s.tat) {
+		nt++ // never the evicted key's TAT (see allow)
+	}
+	atomic.StoreInt64(&s.tat, tatBusy)
+	atomic.StoreUint64(&s.key, k)
+	if testHookEvict != nil {
+		testHookEvict()
+	}
+	atomic.StoreInt64(&s.tat, nt)
 	if recovered {
 		sh.evictRecovered++
 	} else {
 		sh.evictActive++
 	}
-	sh.allowed++
 	sh.mu.Unlock()
 	if !recovered {
 		t.warnFull(now)
@@ -292,27 +383,32 @@ func (t *Table) bucketOf(k uint64) uint64 {
 // forgetting it changes no future decision); an unreferenced slot with the
 // earliest TAT (the state closest to recovery); otherwise, as CLOCK's second
 // chance, it clears every reference bit and takes the earliest TAT.
+//
+// Called with the shard lock held; lock-free checks may still move TATs
+// and set reference bits meanwhile, which can only make the choice a little
+// stale.
 func (b *bucket) victim(now int64) (i int, recovered bool) {
 	best, bestRef := -1, -1
 	var bestTat, bestRefTat int64
 	for j := range b {
 		s := &b[j]
-		if s.tat <= now {
+		tat := atomic.LoadInt64(&s.tat)
+		if tat <= now {
 			return j, true
 		}
-		if s.key&refBit == 0 {
-			if best < 0 || s.tat < bestTat {
-				best, bestTat = j, s.tat
+		if atomic.LoadUint64(&s.key)&refBit == 0 {
+			if best < 0 || tat < bestTat {
+				best, bestTat = j, tat
 			}
-		} else if bestRef < 0 || s.tat < bestRefTat {
-			bestRef, bestRefTat = j, s.tat
+		} else if bestRef < 0 || tat < bestRefTat {
+			bestRef, bestRefTat = j, tat
 		}
 	}
 	if best >= 0 {
 		return best, false
 	}
 	for j := range b {
-		b[j].key &^= refBit
+		atomic.AndUint64(&b[j].key, ^uint64(refBit))
 	}
 	return bestRef, false
 }
@@ -348,9 +444,6 @@ type Stats struct {
 	// EvictionsActive counts evicted keys that still had state: a sign that
 	// the table is too small for the number of active keys.
 	EvictionsActive uint64
-	// Allowed and Denied count checks that reached the table (unlimited
-	// limits do not).
-	Allowed, Denied uint64
 	// Refunded counts allowed checks taken back by AllowAllAt because a
 	// later check of the same event was denied.
 	Refunded uint64
@@ -369,9 +462,7 @@ func (t *Table) Stats() Stats {
 		st.Live += int64(sh.inserted)
 		st.EvictionsRecovered += sh.evictRecovered
 		st.EvictionsActive += sh.evictActive
-		st.Allowed += sh.allowed
-		st.Denied += sh.denied
-		st.Refunded += sh.refunded
+		st.Refunded += sh.refunded.Load()
 		sh.mu.Unlock()
 	}
 	return st

@@ -74,7 +74,7 @@ func TestConfig(t *testing.T) {
 			if st.Slots < tt.minSlots || st.Slots*slotBytes > st.Bytes {
 				t.Errorf("slots = %d, want >= %d and within %d bytes", st.Slots, tt.minSlots, st.Bytes)
 			}
-			if st.Live != 0 || st.Allowed != 0 {
+			if st.Live != 0 {
 				t.Errorf("fresh table stats %+v", st)
 			}
 			if len(tb.shards)*shardBytes*16 > int(budget) && tt.cfg.Shards == 0 {
@@ -344,7 +344,7 @@ func TestUnlimited(t *testing.T) {
 			t.Errorf("%+v.Unlimited() = false", l)
 		}
 	}
-	if st := tb.Stats(); st.Live != 0 || st.Allowed != 0 {
+	if st := tb.Stats(); st.Live != 0 {
 		t.Errorf("unlimited checks touched the table: %+v", st)
 	}
 }
@@ -604,12 +604,6 @@ func TestMetrics(t *testing.T) {
 	}
 	st := a.Stats()
 	want := fmt.Sprintf(`
-# HELP levee_limit_checks_total Rate limit checks that reached the table, by result.
-# TYPE levee_limit_checks_total counter
-levee_limit_checks_total{result="allowed",table="addr"} 2
-levee_limit_checks_total{result="denied",table="addr"} 3
-levee_limit_checks_total{result="allowed",table="prefix"} 0
-levee_limit_checks_total{result="denied",table="prefix"} 0
 # HELP levee_limit_table_live_keys Occupied slots of the rate limiter table (recovered keys stay until their slot is reused).
 # TYPE levee_limit_table_live_keys gauge
 levee_limit_table_live_keys{table="addr"} 1
@@ -620,7 +614,7 @@ levee_limit_table_slots{table="addr"} %d
 levee_limit_table_slots{table="prefix"} %d
 `, st.Slots, st.Slots)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"levee_limit_checks_total", "levee_limit_table_live_keys", "levee_limit_table_slots"); err != nil {
+		"levee_limit_table_live_keys", "levee_limit_table_slots"); err != nil {
 		t.Fatal(err)
 	}
 	if n := testutil.CollectAndCount(newCollector(a), "levee_limit_evictions_total"); n != 2 {
@@ -723,5 +717,165 @@ func TestAllowWallClock(t *testing.T) {
 	}
 	if ok, ra := s.Allow(l); ok || ra <= 990*time.Second || ra > 1000*time.Second {
 		t.Fatalf("Single.Allow: second event (%v, %v), want denied with ~1000s", ok, ra)
+	}
+}
+
+// TestConcurrentEvictionOfCheckedKeys races lock-free checks of keys with
+// the evictions of those same keys: ten keys share one 8-slot bucket and
+// four goroutines check them in random order at one frozen time, so every
+// insert evicts a key that others are checking (two keys more than slots,
+// so that most checks find their key and charge it). No key recovers at that time, so
+// each residency of a key in the table allows at most Burst events (its
+// insert and Burst-1 charges); a check that used another key's TAT or a
+// TAT from before an eviction could allow more. The total allowed must stay
+// within Burst times the number of residencies.
+func TestConcurrentEvictionOfCheckedKeys(t *testing.T) {
+	tb := newTable(t, Config{MemoryBytes: MinMemoryBytes})
+	l := Limit{Rate: 1, Burst: 5}
+	var keys []uint64
+	target := tb.bucketOf(normKey(withID(3, 0)))
+	for i := uint64(0); len(keys) < 10; i++ {
+		if k := withID(3, i); tb.bucketOf(normKey(k)) == target {
+			keys = append(keys, k)
+		}
+	}
+	rounds := 20_000
+	if raceEnabled {
+		rounds = 2_000
+	}
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			n, p := 0, newPicker(len(keys))
+			p.s += uint64(w)
+			for range rounds {
+				k := keys[p.next()]
+				if ok, _ := tb.AllowAt(epoch, k, l); ok {
+					n++
+				}
+			}
+			allowed.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	st := tb.Stats()
+	residencies := int64(st.Live) + int64(st.EvictionsActive+st.EvictionsRecovered)
+	if st.EvictionsRecovered != 0 {
+		t.Errorf("%d evictions of recovered keys at a frozen time", st.EvictionsRecovered)
+	}
+	if got, most := allowed.Load(), int64(l.Burst)*residencies; got > most || got < residencies {
+		t.Fatalf("allowed %d events over %d residencies: want within [%d, %d]", got, residencies, residencies, most)
+	}
+	t.Logf("%d events allowed over %d residencies (%d evictions)", allowed.Load(), residencies, st.EvictionsActive)
+}
+
+// bucketKeys returns n keys that share one bucket of tb.
+func bucketKeys(tb *Table, n int) []uint64 {
+	var keys []uint64
+	target := tb.bucketOf(normKey(withID(4, 0)))
+	for i := uint64(0); len(keys) < n; i++ {
+		if k := withID(4, i); tb.bucketOf(normKey(k)) == target {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// remaining counts the events key can still pass at now (it uses them up).
+func remaining(tb *Table, now int64, key uint64, l Limit) int {
+	n := 0
+	for ok, _ := tb.AllowAt(now, key, l); ok; ok, _ = tb.AllowAt(now, key, l) {
+		n++
+	}
+	return n
+}
+
+// TestCheckRacingEvictionOfItsKey stops a lock-free check of key A after
+// it has read A's TAT, evicts A for a new key B meanwhile, then lets the
+// check go on: it must notice that the slot changed hands and redo the
+// check under the lock (A inserted again) instead of charging B's state.
+func TestCheckRacingEvictionOfItsKey(t *testing.T) {
+	tb := newTable(t, Config{MemoryBytes: MinMemoryBytes})
+	l := Limit{Rate: 1, Burst: 5}
+	keys := bucketKeys(tb, 9)
+	for _, k := range keys[:8] { // the bucket is full
+		tb.AllowAt(epoch, k, l)
+	}
+	a, b := keys[0], keys[8]
+	now := epoch + int64(10*time.Second) // every key recovered: A is the first victim
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	testHookCharge = func() { once.Do(func() { close(paused); <-resume }) }
+	defer func() { testHookCharge = nil }()
+	done := make(chan bool)
+	go func() {
+		ok, _ := tb.AllowAt(now, a, l)
+		done <- ok
+	}()
+	<-paused
+	if ok, _ := tb.AllowAt(now, b, l); !ok { // evicts A
+		t.Fatal("B's first event denied")
+	}
+	close(resume)
+	if !<-done {
+		t.Fatal("A's check was denied")
+	}
+	testHookCharge = nil
+	if got := remaining(tb, now, b, l); got != l.Burst-1 {
+		t.Errorf("B can pass %d more events, want %d: A's check charged B's state", got, l.Burst-1)
+	}
+	if got := remaining(tb, now, a, l); got != l.Burst-1 {
+		t.Errorf("A can pass %d more events, want %d: its check was not recorded", got, l.Burst-1)
+	}
+}
+
+// TestCheckDuringEvictionToItsKey stops an eviction after it has given the
+// slot to key B but before B's TAT is stored, and checks B meanwhile: the
+// check must not use the evicted key's TAT (it waits for the eviction under
+// the lock), so B ends with two events charged.
+func TestCheckDuringEvictionToItsKey(t *testing.T) {
+	tb := newTable(t, Config{MemoryBytes: MinMemoryBytes})
+	l := Limit{Rate: 1, Burst: 5}
+	keys := bucketKeys(tb, 9)
+	for _, k := range keys[:8] {
+		tb.AllowAt(epoch, k, l)
+	}
+	b := keys[8]
+	now := epoch + int64(10*time.Second)
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	testHookEvict = func() { once.Do(func() { close(paused); <-resume }) }
+	defer func() { testHookEvict = nil }()
+	evicted := make(chan bool)
+	go func() {
+		ok, _ := tb.AllowAt(now, b, l) // inserts B over the first victim
+		evicted <- ok
+	}()
+	<-paused
+	checked := make(chan bool, 1)
+	go func() {
+		ok, _ := tb.AllowAt(now, b, l)
+		checked <- ok
+	}()
+	// A correct check now waits for the shard lock; give a wrong one the
+	// time to finish on the old TAT.
+	early := false
+	select {
+	case <-checked:
+		early = true
+		t.Error("a check of B finished while B's slot was half written")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(resume)
+	if !<-evicted {
+		t.Fatal("B's insert was denied")
+	}
+	testHookEvict = nil
+	if !early {
+		<-checked
+	}
+	if got := remaining(tb, now, b, l); got != l.Burst-2 {
+		t.Errorf("B can pass %d more events after two, want %d", got, l.Burst-2)
 	}
 }
