@@ -174,6 +174,11 @@ func (l *listener) acceptLoop() {
 		if raw != l.rawMode.Load() {
 			l.rawMode.Store(raw)
 			if raw {
+				s.floodListeners.Add(1)
+			} else {
+				s.floodListeners.Add(-1)
+			}
+			if raw {
 				s.log.Warn("connection flood: refusing at accept with raw system calls", "listener", l.ln.Addr().String(),
 					"refusals_per_second", max(l.flood.n, l.flood.prev))
 			} else {

@@ -56,12 +56,14 @@ type Shield struct {
 	log     *slog.Logger
 	sampled *sampledLog
 
-	guard  *guard.Guard
-	h2g    *h2guard.Guard
-	proxy  *proxy.Proxy
-	h1     *fasthttp.Server
-	h2     *http2.Server
-	h2base *http.Server
+	guard *guard.Guard
+	// floodListeners counts listeners on the raw accept path (listener.go).
+	floodListeners atomic.Int32
+	h2g            *h2guard.Guard
+	proxy          *proxy.Proxy
+	h1             *fasthttp.Server
+	h2             *http2.Server
+	h2base         *http.Server
 
 	mu        sync.Mutex // serializes Apply and Shutdown
 	pools     []*upstream.Pool
@@ -103,6 +105,12 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	}
 	s := &Shield{opts: opts, reg: reg, log: opts.Logger, stop: make(chan struct{})}
 	if err := reg.Register(upstreamCollector{s}); err != nil {
+		return nil, fmt.Errorf("shield: register metrics: %w", err)
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "levee_guard_flood_listeners",
+		Help: "Listeners refusing a connection flood (64 or more refusals a second) with raw accept calls.",
+	}, func() float64 { return float64(s.floodListeners.Load()) })); err != nil {
 		return nil, fmt.Errorf("shield: register metrics: %w", err)
 	}
 	s.sampled = newSampledLog(s.log, cfg.Guard.LogSampleInterval)

@@ -725,6 +725,9 @@ block: [127.0.66.0/24]
 	if !l.rawMode.Load() {
 		t.Fatal("left raw accept during the flood")
 	}
+	if m := metricLines(t, s); !strings.Contains(m, "levee_guard_flood_listeners{} 1") {
+		t.Error("levee_guard_flood_listeners is not 1 during the flood")
+	}
 	if got := rejected() - before; got != 500 {
 		t.Errorf("banned refusals counted: %v, want 500", got)
 	}
@@ -733,5 +736,8 @@ block: [127.0.66.0/24]
 	served("127.0.0.21")
 	if l.rawMode.Load() {
 		t.Error("still on raw accept two seconds after the flood")
+	}
+	if m := metricLines(t, s); !strings.Contains(m, "levee_guard_flood_listeners{} 0") {
+		t.Error("levee_guard_flood_listeners is not 0 after the flood")
 	}
 }
