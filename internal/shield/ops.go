@@ -65,13 +65,16 @@ type UpstreamStatus struct {
 
 // StatusReport is the body of GET /v1/status.
 type StatusReport struct {
-	Version         string           `json:"version"`
-	Uptime          string           `json:"uptime"`
-	StartedAt       time.Time        `json:"started_at"`
-	Mode            string           `json:"mode"`
-	Listeners       []string         `json:"listeners"`
-	Sites           []SiteStatus     `json:"sites"`
-	OpenConnections int64            `json:"open_connections"`
+	Version         string       `json:"version"`
+	Uptime          string       `json:"uptime"`
+	StartedAt       time.Time    `json:"started_at"`
+	Mode            string       `json:"mode"`
+	Listeners       []string     `json:"listeners"`
+	Sites           []SiteStatus `json:"sites"`
+	OpenConnections int64        `json:"open_connections"`
+	// FloodListeners counts listeners refusing a connection flood on the
+	// raw accept path (64+ refusals a second).
+	FloodListeners  int              `json:"flood_listeners"`
 	TrackedAddrs    int              `json:"tracked_addresses"`
 	Reloads         int64            `json:"reloads"`
 	LastReloadError string           `json:"last_reload_error,omitempty"`
@@ -98,6 +101,7 @@ func (s *Shield) Status() any {
 		StartedAt:       s.started,
 		Mode:            s.engine.ModeAt(time.Now()).Name,
 		OpenConnections: s.guard.Open(),
+		FloodListeners:  int(s.floodListeners.Load()),
 		TrackedAddrs:    s.guard.Tracked(),
 		Reloads:         s.reloads.Load(),
 	}

@@ -728,6 +728,9 @@ block: [127.0.66.0/24]
 	if m := metricLines(t, s); !strings.Contains(m, "levee_guard_flood_listeners{} 1") {
 		t.Error("levee_guard_flood_listeners is not 1 during the flood")
 	}
+	if st := s.Status().(StatusReport); st.FloodListeners != 1 {
+		t.Errorf("status flood_listeners %d during the flood, want 1", st.FloodListeners)
+	}
 	if got := rejected() - before; got != 500 {
 		t.Errorf("banned refusals counted: %v, want 500", got)
 	}
