@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,5 +275,87 @@ func TestIncidentAPIFiltersByWindow(t *testing.T) {
 	}
 	if err := c.Do("GET", "/v1/incidents/nope", nil, &inc); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("unknown incident: %v", err)
+	}
+}
+
+// TestDetectionSeesRefusedConnectionFlood: a connection flood that the
+// guard refuses at accept (a blocked /24) never reaches a site, yet the
+// detector declares a connection surge and the incident lists the flood's
+// sources: refused connections are recorded for the default site.
+func TestDetectionSeesRefusedConnectionFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ~10 s of traffic")
+	}
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
+block: [127.0.67.0/24]
+detection: {warm_up: 5s, disable_mitigation: true}
+`, o.addr))
+	addr := addrOf(s, 0)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 1; i <= 10; i++ { // normal clients: a new connection and a request every ~200 ms
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				if c, err := dialFrom(t, fmt.Sprintf("127.0.9.%d", i), addr); err == nil {
+					get(c, "/")
+					c.Close()
+				}
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(7 * time.Second) // past the warm-up
+	floodStart := time.Now()
+	var refused atomic.Int64
+	var fwg sync.WaitGroup
+	for g := range 4 {
+		fwg.Go(func() {
+			for n := 0; time.Since(floodStart) < 3*time.Second; n++ {
+				c, err := dialFrom(t, fmt.Sprintf("127.0.67.%d", 1+(n*4+g)%250), addr)
+				if err != nil {
+					refused.Add(1)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Read(make([]byte, 1)); err != nil {
+					refused.Add(1)
+				}
+				c.Close()
+			}
+		})
+	}
+	fwg.Wait()
+	var list []incident.Summary
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && len(list) == 0; time.Sleep(200 * time.Millisecond) {
+		list, _ = s.det.incidents.List(t.Context(), incident.ListOptions{Site: "shop"})
+	}
+	if len(list) == 0 {
+		t.Fatalf("no incident for a flood of %d refused connections", refused.Load())
+	}
+	inc, err := s.det.lookup(t.Context(), list[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flood := 0
+	for _, src := range inc.Sources {
+		if strings.HasPrefix(src.Value, "127.0.67.") {
+			flood++
+		}
+	}
+	t.Logf("%d connections refused in 3 s; incident %s: kinds %v, declared %v after onset, %d flood sources listed",
+		refused.Load(), inc.ID, inc.Kinds, inc.Declared.Sub(floodStart).Round(10*time.Millisecond), flood)
+	if !slices.Contains(inc.Kinds, "connection_surge") {
+		t.Errorf("incident kinds %v lack connection_surge", inc.Kinds)
+	}
+	if flood < 10 {
+		t.Errorf("incident lists %d sources from the refused /24, want the flood's", flood)
 	}
 }

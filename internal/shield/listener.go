@@ -108,10 +108,18 @@ func (m *floodMeter) flooded(sec int64) bool {
 // reset by internal/rawaccept when it returns false.
 func (l *listener) admitRaw(addr netip.Addr) bool {
 	if r := l.s.guard.Admit(time.Now(), addr); r != guard.Admitted {
-		l.s.sampled.warn("reject:"+r.String(), "connection rejected", "client", addr, "reason", r.String())
+		l.s.refused(addr, r)
 		return false
 	}
 	return true
+}
+
+// refused logs (sampled) and records a connection refused at accept.
+func (s *Shield) refused(addr netip.Addr, r guard.Reason) {
+	s.sampled.warn("reject:"+r.String(), "connection rejected", "client", addr, "reason", r.String())
+	if rec := s.acceptRec.Load(); rec != nil {
+		rec.RecordConn(addr)
+	}
 }
 
 // connQueue is a net.Listener fed by the accept loop, from which fasthttp's
@@ -229,7 +237,7 @@ func (l *listener) admit(c net.Conn, addr netip.Addr, remote, local net.Addr) *g
 	s := l.s
 	if r := s.guard.Admit(time.Now(), addr); r != guard.Admitted {
 		guard.Reject(c)
-		s.sampled.warn("reject:"+r.String(), "connection rejected", "client", addr, "reason", r.String())
+		s.refused(addr, r)
 		return nil
 	}
 	return s.guard.NewConn(c, addr, remote, local)

@@ -35,6 +35,7 @@ import (
 	"github.com/levee-dev/levee/internal/iplist"
 	"github.com/levee-dev/levee/internal/proxy"
 	"github.com/levee-dev/levee/internal/store"
+	"github.com/levee-dev/levee/internal/telemetry"
 	"github.com/levee-dev/levee/internal/upstream"
 )
 
@@ -59,11 +60,14 @@ type Shield struct {
 	guard *guard.Guard
 	// floodListeners counts listeners on the raw accept path (listener.go).
 	floodListeners atomic.Int32
-	h2g            *h2guard.Guard
-	proxy          *proxy.Proxy
-	h1             *fasthttp.Server
-	h2             *http2.Server
-	h2base         *http.Server
+	// acceptRec receives the connections refused at accept (see
+	// acceptRecorder); nil without detection.
+	acceptRec atomic.Pointer[telemetry.Recorder]
+	h2g       *h2guard.Guard
+	proxy     *proxy.Proxy
+	h1        *fasthttp.Server
+	h2        *http2.Server
+	h2base    *http.Server
 
 	mu        sync.Mutex // serializes Apply and Shutdown
 	pools     []*upstream.Pool
@@ -380,6 +384,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		p.Start()
 	}
 	s.guard.Reconfigure(guardConfig(cfg))
+	s.acceptRec.Store(acceptRecorder(cfg, psites))
 	s.proxy.Publish(&proxy.State{Router: router, Config: proxy.Config{
 		MaxURLLength:      int(cfg.Guard.MaxURLLength),
 		MaxBodyBytes:      int64(cfg.Guard.MaxBodyBytes),
@@ -677,4 +682,21 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, cerr)
 	}
 	return err
+}
+
+// acceptRecorder is the telemetry recorder that counts connections refused
+// at accept time, before any Host header says which site they were for:
+// the default site's (the one without hosts), else the first site's. The
+// detector then sees a connection flood that the guard turns away (as a
+// connection surge, with its sources and prefixes) instead of nothing.
+func acceptRecorder(cfg *config.Config, sites []*proxy.Site) *telemetry.Recorder {
+	if len(sites) == 0 {
+		return nil
+	}
+	for i, site := range cfg.Sites {
+		if len(site.Hosts) == 0 && i < len(sites) {
+			return sites[i].Rec
+		}
+	}
+	return sites[0].Rec
 }
