@@ -103,8 +103,12 @@ func (l *Listener) acceptReady(lfd uintptr) bool {
 	for {
 		var rsa syscall.RawSockaddrAny
 		alen := uint32(syscall.SizeofSockaddrAny)
+		// The new socket stays blocking: os.NewFile then leaves it out of
+		// the netpoller (net.FileConn registers its non-blocking
+		// duplicate), which saves an epoll_ctl pair per admitted
+		// connection. A refused one is reset at once either way.
 		r, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, lfd, uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)),
-			syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+			syscall.SOCK_CLOEXEC, 0, 0)
 		switch e {
 		case 0:
 		case syscall.EAGAIN:
