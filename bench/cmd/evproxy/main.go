@@ -16,6 +16,9 @@
 //	            loop keeps its P (no entersyscall, no hand-off by sysmon)
 //	-noheaders  forward the request as parsed, without X-Forwarded-For,
 //	            X-Forwarded-Proto and Via
+//	-spin N     make up to N empty non-blocking polls before blocking, so
+//	            that the origin's and the client's writes find the loop
+//	            awake (no wake-up to pay)
 //
 // Safety: it listens and forwards on loopback addresses only.
 //
@@ -41,6 +44,9 @@ import (
 // options are the design choices under measurement.
 type options struct {
 	deferWrites, rawPoll, noHeaders bool
+	// spin is how many empty non-blocking polls the loop makes before
+	// it blocks in epoll_pwait (0: block at once).
+	spin int
 }
 
 func main() {
@@ -61,6 +67,7 @@ func run(args []string, stderr io.Writer, ready chan<- string) error {
 	var o options
 	fs.BoolVar(&o.deferWrites, "defer", false, "write after each batch of events instead of at once")
 	fs.BoolVar(&o.rawPoll, "rawpoll", false, "raw epoll_pwait (keeps the P) with a 1 ms timeout")
+	fs.IntVar(&o.spin, "spin", 0, "empty non-blocking polls before blocking (stay awake for the peers' answers)")
 	fs.BoolVar(&o.noHeaders, "noheaders", false, "do not add X-Forwarded-For, X-Forwarded-Proto and Via")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -203,7 +210,15 @@ func (l *loop) run() error {
 		// the process's other goroutines still run.
 		var r uintptr
 		var e syscall.Errno
-		if l.opt.rawPoll {
+		for i := 0; i < l.opt.spin; i++ {
+			r, _, e = syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+			if r != 0 || e != 0 {
+				break
+			}
+		}
+		if r != 0 || e != 0 {
+			// events (or an error) from the spin
+		} else if l.opt.rawPoll {
 			r, _, e = syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 1, 0, 0)
 			runtime.Gosched()
 		} else {
