@@ -1,14 +1,14 @@
 package admin
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/levee-dev/levee/internal/keyfile"
 )
 
 // LoadToken returns the admin bearer token: from the environment variable
@@ -34,24 +34,12 @@ func LoadToken(env, file string, create bool) (string, error) {
 	if !errors.Is(err, fs.ErrNotExist) || !create {
 		return "", fmt.Errorf("admin token: %w (set $%s or create the file)", err, env)
 	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", err
+	t, err := keyfile.Create(file, hex.EncodeToString)
+	if errors.Is(err, fs.ErrExist) { // raced with another process: use its token
+		return LoadToken("", file, false)
 	}
-	t := hex.EncodeToString(raw[:])
-	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return "", fmt.Errorf("admin token: create directory: %w", err)
-	}
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) { // raced with another process: use its token
-			return LoadToken("", file, false)
-		}
 		return "", fmt.Errorf("admin token: %w", err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString(t + "\n"); err != nil {
-		return "", fmt.Errorf("admin token: write %s: %w", file, err)
 	}
 	return t, nil
 }

@@ -1,7 +1,6 @@
 package shield
 
 import (
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/challenge"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/keyfile"
 )
 
 // openChallenge creates the challenge service. With no keys configured it
@@ -52,21 +52,9 @@ func ensureKeyFile(path string) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
+	_, err := keyfile.Create(path, base64.StdEncoding.EncodeToString)
+	if errors.Is(err, fs.ErrExist) { // created meanwhile by another process
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = f.WriteString(base64.StdEncoding.EncodeToString(raw[:]) + "\n")
 	return err
 }
