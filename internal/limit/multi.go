@@ -69,15 +69,17 @@ func (t *Table) refund(now int64, key uint64, inc int64) {
 }
 
 // uncharge lowers slot s's TAT by inc (not below now) while it holds key
-// k; false when it is changing hands or holds another key.
+// k; false when it is changing hands or holds another key (a refund that
+// landed on another key is taken back, as in charge).
 func uncharge(s *slot, k uint64, now, inc int64) bool {
 	for {
 		old := atomic.LoadInt64(&s.tat)
 		if old == tatBusy || atomic.LoadUint64(&s.key)&^refBit != k {
 			return false
 		}
-		if atomic.CompareAndSwapInt64(&s.tat, old, max(old-inc, now)) {
-			return true
+		nt := max(old-inc, now)
+		if atomic.CompareAndSwapInt64(&s.tat, old, nt) {
+			return nt == old || still(s, k, nt, old)
 		}
 	}
 }

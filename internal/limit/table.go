@@ -97,9 +97,10 @@ type slot struct {
 }
 
 // Test hooks: testHookCharge runs in a check between its read of a slot's
-// TAT and the re-read of the slot's key, testHookEvict in an eviction
-// between its store of the new key and of the new TAT. Nil outside tests.
-var testHookCharge, testHookEvict func()
+// TAT and the re-read of the slot's key, testHookCAS just before its
+// compare-and-swap, testHookEvict in an eviction between its store of the
+// new key and of the new TAT. Nil outside tests.
+var testHookCharge, testHookCAS, testHookEvict func()
 
 // tatBusy parks a slot's TAT while an eviction gives it to another key: a
 // lock-free check that reads it retries under the shard lock.
@@ -238,14 +239,16 @@ func (t *Table) AllowNAt(now int64, key uint64, l Limit, n int) (ok bool, retryA
 //
 // A key already in the table is checked without the shard lock: its slot's
 // TAT is updated with a compare-and-swap, and the slot's key is read again
-// after the TAT so that a TAT read from a slot that just changed hands is
-// never used. Inserts and evictions take the lock (allowLocked). An
-// eviction parks the TAT on tatBusy before it changes the key and never
-// gives the new key the old key's TAT, so a lock-free check of the evicted
-// key that read the TAT before the eviction cannot land its
-// compare-and-swap on the new key. (It could only if the new key's TAT came
-// back to that exact nanosecond while the check stood still between its
-// reads and its compare-and-swap.)
+// after the TAT and after the compare-and-swap. Inserts and evictions take
+// the lock (allowLocked). An eviction parks the TAT on tatBusy before it
+// changes the key, so a check never reads the new key with the old key's
+// TAT. A check of the evicted key that read its TAT before the eviction
+// can still land its compare-and-swap on the new key, when the new key's
+// TAT happens to equal the value it read (with callers on a millisecond
+// clock, equal TATs are common): the key read after the compare-and-swap
+// then differs, the check swaps the TAT back if nobody moved it since, and
+// redoes itself under the lock. What remains is a charge of the new key
+// that falls between those two steps, a window of a few instructions.
 func (t *Table) allow(now int64, key uint64, inc, tau int64) (bool, time.Duration) {
 	k := normKey(key)
 	bi := t.bucketOf(k)
@@ -276,7 +279,8 @@ func (b *bucket) find(k uint64) *slot {
 
 // charge runs GCRA on slot s, which held key k when found. done is false
 // when the slot is changing hands or no longer holds k: nothing was
-// changed, and the caller must retry under the shard lock.
+// changed (or the change was taken back), and the caller must retry under
+// the shard lock.
 func charge(s *slot, k uint64, now, inc, tau int64) (ok bool, retryAfter time.Duration, done bool) {
 	for {
 		old := atomic.LoadInt64(&s.tat)
@@ -295,11 +299,31 @@ func charge(s *slot, k uint64, now, inc, tau int64) (ok bool, retryAfter time.Du
 			reference(s, w)
 			return false, time.Duration(nt - now - tau), true
 		}
+		if testHookCAS != nil {
+			testHookCAS()
+		}
 		if atomic.CompareAndSwapInt64(&s.tat, old, nt) {
+			if !still(s, k, nt, old) {
+				return false, 0, false
+			}
 			reference(s, w)
 			return true, 0, true
 		}
 	}
+}
+
+// still is called after a compare-and-swap set slot s's TAT from old to
+// nt for key k. It reports whether s still holds k; if not, the slot
+// changed hands meanwhile and the swap may have landed on the new key's
+// TAT (equal to old by chance), so it is taken back while the TAT is still
+// nt. A swap that landed on the evicted key's state before the eviction
+// needs nothing: the eviction has overwritten it.
+func still(s *slot, k uint64, nt, old int64) bool {
+	if atomic.LoadUint64(&s.key)&^refBit == k {
+		return true
+	}
+	atomic.CompareAndSwapInt64(&s.tat, nt, old)
+	return false
 }
 
 // reference sets the CLOCK reference bit of s, whose key word was w, when
@@ -340,11 +364,11 @@ func (t *Table) allowLocked(now int64, k, bi uint64, inc, tau int64) (bool, time
 	}
 	v, recovered := b.victim(now)
 	s := &b[v]
+	old := atomic.SwapInt64(&s.tat, tatBusy)
 	nt := now + inc
-	if nt == atomic.LoadInt64(&s.tat) {
-		nt++ // never the evicted key's TAT (see allow)
+	if nt == old {
+		nt++ // not the evicted key's last TAT (see allow)
 	}
-	atomic.StoreInt64(&s.tat, tatBusy)
 	atomic.StoreUint64(&s.key, k)
 	if testHookEvict != nil {
 		testHookEvict()

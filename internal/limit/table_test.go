@@ -879,3 +879,55 @@ func TestCheckDuringEvictionToItsKey(t *testing.T) {
 		t.Errorf("B can pass %d more events after two, want %d", got, l.Burst-2)
 	}
 }
+
+// TestCheckLandingOnEvictingKeysEqualTAT: a check of k1 reads k1's TAT and
+// stops just before its compare-and-swap; k1 is charged again, then
+// evicted for k2, whose fresh TAT equals the value the stopped check read
+// (all at one time, as with callers on a millisecond clock). The check's
+// compare-and-swap then succeeds on k2's slot: it must see that the slot
+// changed hands, take its change back and redo the check under the lock,
+// leaving k2 with its own single event.
+func TestCheckLandingOnEvictingKeysEqualTAT(t *testing.T) {
+	tb := newTable(t, Config{MemoryBytes: MinMemoryBytes})
+	l := Limit{Rate: 1, Burst: 5}
+	keys := bucketKeys(tb, 9)
+	now := epoch
+	k1, k2 := keys[0], keys[8]
+	tb.AllowAt(now, k1, l) // TAT now+1s, unreferenced
+	for _, k := range keys[1:8] {
+		for range 3 {
+			tb.AllowAt(now, k, l) // TAT now+3s, referenced
+		}
+	}
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool // not sync.Once: the checks below call the hook too
+	testHookCAS = func() {
+		if first.CompareAndSwap(false, true) {
+			close(paused)
+			<-resume
+		}
+	}
+	defer func() { testHookCAS = nil }()
+	done := make(chan bool)
+	go func() {
+		ok, _ := tb.AllowAt(now, k1, l) // stops before its compare-and-swap
+		done <- ok
+	}()
+	<-paused
+	tb.AllowAt(now, k1, l)                   // k1: TAT now+2s, referenced
+	if ok, _ := tb.AllowAt(now, k2, l); !ok { // evicts k1 (earliest TAT after the sweep); k2: now+1s
+		t.Fatal("k2's first event denied")
+	}
+	// Mark k2 referenced without charging it (as a denied check would), so
+	// that the redo of k1's check under the lock evicts another key.
+	k2n := normKey(k2)
+	atomic.OrUint64(&tb.buckets[tb.bucketOf(k2n)].find(k2n).key, refBit)
+	close(resume)
+	if !<-done {
+		t.Fatal("the stopped check of k1 was denied")
+	}
+	testHookCAS = nil
+	if got := remaining(tb, now, k2, l); got != l.Burst-1 {
+		t.Errorf("k2 can pass %d more events, want %d: the check of k1 charged k2", got, l.Burst-1)
+	}
+}
