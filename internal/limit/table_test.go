@@ -914,7 +914,7 @@ func TestCheckLandingOnEvictingKeysEqualTAT(t *testing.T) {
 		done <- ok
 	}()
 	<-paused
-	tb.AllowAt(now, k1, l)                   // k1: TAT now+2s, referenced
+	tb.AllowAt(now, k1, l)                    // k1: TAT now+2s, referenced
 	if ok, _ := tb.AllowAt(now, k2, l); !ok { // evicts k1 (earliest TAT after the sweep); k2: now+1s
 		t.Fatal("k2's first event denied")
 	}
