@@ -233,6 +233,16 @@ func (t Ticket) DoneFrom(from, now time.Time, ok bool) {
 	}
 }
 
+// DoneWithoutLatency is Done for an answer whose latency says nothing about
+// the origin (a request body that was not read to its end: the time
+// includes the client's upload). An overload signal (ok=false) still
+// counts; a success adds no sample.
+func (t Ticket) DoneWithoutLatency(now time.Time, ok bool) {
+	if t.g != nil {
+		t.g.release(now, t.start, t.inflight, ok, !ok)
+	}
+}
+
 // Cancel releases the slot without a latency sample, for a request that
 // never reached the origin.
 func (t Ticket) Cancel(now time.Time) {

@@ -570,3 +570,51 @@ func TestGateDoneFromExcludesUpload(t *testing.T) {
 		t.Errorf("control (Done): limit %d -> %d, want a drop (upload time read as origin latency)", before, after)
 	}
 }
+
+// TestGateDoneWithoutLatency: no latency sample from a success (the limit
+// does not move however long the request took), but an overload signal
+// still drops the limit.
+func TestGateDoneWithoutLatency(t *testing.T) {
+	l, err := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGate(GateConfig{}, l, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	round := func(d time.Duration, ok, latency bool) {
+		tks := make([]Ticket, l.Limit())
+		for i := range tks {
+			if tks[i], err = g.Acquire(context.Background(), now, Normal); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = now.Add(d)
+		for _, tk := range tks {
+			if latency {
+				tk.Done(now, ok)
+			} else {
+				tk.DoneWithoutLatency(now, ok)
+			}
+		}
+	}
+	for range 20 {
+		round(20*time.Millisecond, true, true)
+	}
+	before := l.Limit()
+	for range 20 { // 2 s each, but no latency sample
+		round(2*time.Second, true, false)
+	}
+	if got := l.Limit(); got < before {
+		t.Errorf("limit %d -> %d from answers without latency samples", before, got)
+	}
+	before = l.Limit()
+	for range 5 {
+		round(20*time.Millisecond, false, false)
+	}
+	if got := l.Limit(); got >= before {
+		t.Errorf("limit %d -> %d: overload signals without latency must still lower it", before, got)
+	}
+}

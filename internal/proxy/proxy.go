@@ -395,9 +395,16 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 		if judged {
 			// Overload signals feed the limiter; application errors do not.
 			// With a request body, the sample starts when the body was
-			// read to its end: the upload time is the client's.
+			// read to its end: the upload time is the client's. A body
+			// not read to its end (the origin answered or failed first)
+			// gives no latency sample, only an overload signal.
 			sc := resp.StatusCode()
-			tk.DoneFrom(body.sentAt(), end, !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429)
+			ok := !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429
+			if body != nil && body.sentAt().IsZero() {
+				tk.DoneWithoutLatency(end, ok)
+			} else {
+				tk.DoneFrom(body.sentAt(), end, ok)
+			}
 		} else {
 			// The client failed first (body cut off, too slow or too
 			// large): the time says nothing about the origin.
@@ -529,18 +536,19 @@ type bodyReader struct {
 	timeout time.Duration
 	minRate int64
 	err     error
-	// eof is when the body was read to its end (Unix ns), 0 before.
-	eof int64
+	// eof is when the body was read to its end (with the monotonic
+	// clock reading, for latencies), zero before.
+	eof time.Time
 }
 
 // sentAt returns when the request body had been read to its end (and so
 // handed to the origin connection), or the zero time for no body or one
 // not read to its end.
 func (b *bodyReader) sentAt() time.Time {
-	if b == nil || b.eof == 0 {
+	if b == nil {
 		return time.Time{}
 	}
-	return time.Unix(0, b.eof)
+	return b.eof
 }
 
 func newBodyReader(r io.Reader, c net.Conn, cfg *Config) *bodyReader {
@@ -578,8 +586,8 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		}
 		return n, b.err
 	}
-	if err == io.EOF && b.eof == 0 {
-		b.eof = time.Now().UnixNano()
+	if err == io.EOF && b.eof.IsZero() {
+		b.eof = time.Now()
 	}
 	return n, err
 }

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || 386
 
 package rawaccept
 
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 )
 
 const supported = false
@@ -18,7 +19,7 @@ func (l *Listener) init(*net.TCPListener) error { return errors.ErrUnsupported }
 func (l *Listener) Close() error { return nil }
 
 // Accept is not supported on this platform (New reports false).
-func (l *Listener) Accept(Admit) (net.Conn, netip.Addr, error) {
+func (l *Listener) Accept(Admit, time.Duration) (net.Conn, netip.Addr, error) {
 	return nil, netip.Addr{}, errors.ErrUnsupported
 }
 

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !386
 
 package rawaccept
 
@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,7 +56,7 @@ func TestRefusesAndAdmits(t *testing.T) {
 	c, addr, err := l.Accept(func(a netip.Addr) bool {
 		seen = append(seen, a)
 		return a != banned
-	})
+	}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +92,7 @@ func TestIPv6(t *testing.T) {
 	l, _ := New(ln)
 	defer l.Close()
 	dialFrom(t, "::1", ln.Addr().String())
-	c, addr, err := l.Accept(func(netip.Addr) bool { return true })
+	c, addr, err := l.Accept(func(netip.Addr) bool { return true }, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +109,7 @@ func TestWaitsAndEndsOnClose(t *testing.T) {
 	ln, l := listen(t, "tcp", "127.0.0.1:0")
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := l.Accept(func(netip.Addr) bool { return true })
+		_, _, err := l.Accept(func(netip.Addr) bool { return true }, 0)
 		done <- err
 	}()
 	select {
@@ -192,10 +194,134 @@ func BenchmarkRefuse(b *testing.B) {
 	b.Run("accept=raw", func(b *testing.B) {
 		run(b, func(_ net.Listener, l *Listener) {
 			for {
-				if _, _, err := l.Accept(func(netip.Addr) bool { return false }); err != nil {
+				if _, _, err := l.Accept(func(netip.Addr) bool { return false }, 0); err != nil {
 					return
 				}
 			}
 		})
 	})
+}
+
+// TestWaitTimeout: with no connection within wait, Accept returns nothing
+// and no error, so the caller can reconsider.
+func TestWaitTimeout(t *testing.T) {
+	_, l := listen(t, "tcp", "127.0.0.1:0")
+	start := time.Now()
+	c, addr, err := l.Accept(func(netip.Addr) bool { return true }, 50*time.Millisecond)
+	if c != nil || addr.IsValid() || err != nil {
+		t.Fatalf("Accept with nothing to accept: %v %v %v", c, addr, err)
+	}
+	if el := time.Since(start); el < 40*time.Millisecond || el > 2*time.Second {
+		t.Errorf("returned after %v, want about 50 ms", el)
+	}
+}
+
+// TestCloseDuringFlood: refusals come in batches, so neither a flood that
+// keeps the backlog full nor a Close issued meanwhile keeps Accept from
+// returning.
+func TestCloseDuringFlood(t *testing.T) {
+	ln, l := listen(t, "tcp", "127.0.0.1:0")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+					c.Close()
+				}
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+	refuse := func(netip.Addr) bool { time.Sleep(100 * time.Microsecond); return false }
+	batches := 0
+	for batches < 2 {
+		c, _, err := l.Accept(refuse, 0)
+		if err != nil || c != nil {
+			t.Fatalf("Accept during the flood: %v %v", c, err)
+		}
+		if l.Refused() > 0 {
+			batches++
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := l.Accept(refuse, 0); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Accept still running 3 s after Close during a flood")
+	}
+	<-closed
+}
+
+// TestAdmittedButNotWrapped: when the admitted connection cannot become a
+// net.Conn (no descriptor left for net.FileConn's duplicate), Accept says
+// which address it had admitted, so the caller can undo the admission, and
+// resets the connection.
+func TestAdmittedButNotWrapped(t *testing.T) {
+	ln, l := listen(t, "tcp", "127.0.0.1:0")
+	client := dialFrom(t, "127.0.9.11", ln.Addr().String())
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Skip(err)
+	}
+	// Leave exactly one free descriptor, for the accepted socket: lower the
+	// limit a little above what is open, fill every free slot, then free
+	// one.
+	fds, _ := os.ReadDir("/proc/self/fd")
+	lim := old
+	lim.Cur = uint64(len(fds) + 64)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skip(err)
+	}
+	var fillers []int
+	for {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		fillers = append(fillers, fd)
+	}
+	if len(fillers) == 0 {
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+		t.Skip("could not fill the descriptor table")
+	}
+	syscall.Close(fillers[len(fillers)-1])
+	fillers = fillers[:len(fillers)-1]
+	defer func() {
+		for _, fd := range fillers {
+			syscall.Close(fd)
+		}
+	}()
+	c, addr, err := l.Accept(func(netip.Addr) bool { return true }, 0)
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	if c != nil {
+		c.Close()
+		t.Skip("the descriptor limit left room for the duplicate")
+	}
+	if err == nil || addr != netip.MustParseAddr("127.0.9.11") {
+		t.Fatalf("Accept at the descriptor limit: %v %v, want an error and the admitted address", addr, err)
+	}
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client of the dropped connection: %v, want a reset", err)
+	}
 }

@@ -33,36 +33,66 @@ type listener struct {
 	h1    *connQueue
 	certs atomic.Pointer[certStore]
 
-	// raw accepts while the listener is flooded (see acceptLoop); nil for
-	// PROXY protocol listeners (the address to judge comes later) and
-	// where internal/rawaccept is not supported.
-	raw      *rawaccept.Listener
+	// rawOK tells whether the raw accept path may be used: not for PROXY
+	// protocol listeners (the address to judge comes later), nor where
+	// internal/rawaccept is not supported, nor with LEVEE_RAWACCEPT=off.
+	rawOK bool
+	// raw is the raw accept path while the listener is flooded (see
+	// acceptLoop), nil otherwise: its duplicate descriptor would add an
+	// event per new connection in normal operation.
+	raw      atomic.Pointer[rawaccept.Listener]
 	rawAdmit rawaccept.Admit
 	flood    floodMeter
 	// rawMode is whether the accept loop is on the raw path now.
 	rawMode atomic.Bool
+	closing atomic.Bool
 }
 
 // newListener wraps a bound socket.
 func newListener(s *Shield, lc config.Listener, ln net.Listener) *listener {
 	l := &listener{s: s, cfg: lc, ln: ln, h1: newConnQueue(ln.Addr())}
-	if !lc.ProxyProtocol && !rawDisabled {
-		if r, ok := rawaccept.New(ln); ok {
-			l.raw = r
-			l.rawAdmit = l.admitRaw
-		}
-	}
+	_, tcp := ln.(*net.TCPListener)
+	l.rawOK = tcp && !lc.ProxyProtocol && !rawDisabled && rawaccept.Supported
+	l.rawAdmit = l.admitRaw
 	return l
 }
 
-// close closes the listening socket (both descriptors of it) and the
-// HTTP/1.1 queue.
+// close closes the listening socket, and the raw path's descriptor of it
+// when there is one. (The accept loop closes a raw path it opens after
+// this, see startRaw.)
 func (l *listener) close() {
+	l.closing.Store(true)
 	l.ln.Close()
-	if l.raw != nil {
-		l.raw.Close()
+	if r := l.raw.Load(); r != nil {
+		r.Close()
 	}
 }
+
+// startRaw opens the raw accept path; false if it cannot (the listener
+// stays on Go's Accept).
+func (l *listener) startRaw() bool {
+	r, ok := rawaccept.New(l.ln)
+	if !ok {
+		return false
+	}
+	l.raw.Store(r)
+	if l.closing.Load() { // close ran meanwhile and may have missed r
+		r.Close()
+	}
+	return true
+}
+
+// stopRaw closes the raw accept path.
+func (l *listener) stopRaw() {
+	if r := l.raw.Swap(nil); r != nil {
+		r.Close()
+	}
+}
+
+// rawWait bounds one raw Accept call without connections, so that the
+// loop leaves the raw path within about a second once a flood is over even
+// when no client comes.
+const rawWait = time.Second
 
 // rawDisabled turns the raw accept path off (LEVEE_RAWACCEPT=off at start),
 // for A/B measurements and as an escape hatch.
@@ -172,30 +202,37 @@ func (q *connQueue) Addr() net.Addr { return q.addr }
 func (l *listener) acceptLoop() {
 	s := l.s
 	var backoff time.Duration
+	defer func() {
+		if l.rawMode.Load() {
+			s.floodListeners.Add(-1)
+		}
+		l.stopRaw()
+	}()
 	for {
 		var (
 			c    net.Conn
 			addr netip.Addr
 			err  error
 		)
-		raw := l.raw != nil && l.flood.flooded(time.Now().Unix())
+		raw := l.rawOK && l.flood.flooded(time.Now().Unix())
 		if raw != l.rawMode.Load() {
-			l.rawMode.Store(raw)
-			if raw {
-				s.floodListeners.Add(1)
+			if raw && !l.startRaw() {
+				raw = false
 			} else {
-				s.floodListeners.Add(-1)
-			}
-			if raw {
-				s.log.Warn("connection flood: refusing at accept with raw system calls", "listener", l.ln.Addr().String(),
-					"refusals_per_second", max(l.flood.n, l.flood.prev))
-			} else {
-				s.log.Info("connection flood over: back to Go's accept", "listener", l.ln.Addr().String())
+				l.setRawMode(raw)
 			}
 		}
 		if raw {
-			c, addr, err = l.raw.Accept(l.rawAdmit)
-			l.flood.add(time.Now().Unix(), l.raw.Refused())
+			c, addr, err = l.raw.Load().Accept(l.rawAdmit, rawWait)
+			l.flood.add(time.Now().Unix(), l.raw.Load().Refused())
+			if c == nil && err == nil {
+				continue // a batch of refusals, or a quiet second
+			}
+			if err != nil && addr.IsValid() {
+				// Admitted, then lost (no descriptor left for it): undo
+				// the admission.
+				s.guard.Release(addr)
+			}
 		} else {
 			c, err = l.ln.Accept()
 		}
@@ -231,6 +268,22 @@ func (l *listener) acceptLoop() {
 		}
 		l.h1.push(gc)
 	}
+}
+
+// setRawMode records a switch of the accept path (metric, log) and closes
+// the raw path when leaving it.
+func (l *listener) setRawMode(raw bool) {
+	s := l.s
+	l.rawMode.Store(raw)
+	if raw {
+		s.floodListeners.Add(1)
+		s.log.Warn("connection flood: refusing at accept with raw system calls", "listener", l.ln.Addr().String(),
+			"refusals_per_second", max(l.flood.n, l.flood.prev))
+		return
+	}
+	s.floodListeners.Add(-1)
+	l.stopRaw()
+	s.log.Info("connection flood over: back to Go's accept", "listener", l.ln.Addr().String())
 }
 
 func (l *listener) admit(c net.Conn, addr netip.Addr, remote, local net.Addr) *guard.Conn {
