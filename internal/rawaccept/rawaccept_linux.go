@@ -19,8 +19,9 @@ const supported = true
 
 // maxBatch bounds the refusals of one Accept call, so that a flood that
 // keeps the backlog full cannot keep Accept (and a Close waiting on it)
-// from returning.
-const maxBatch = 256
+// from returning, and so that the caller can let other work run between
+// batches (HAProxy's tune.maxaccept is 64 too).
+const maxBatch = 64
 
 type sys struct {
 	f      *os.File // the duplicate of the listening socket

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,7 +230,11 @@ func (l *listener) acceptLoop() {
 			c, addr, err = l.raw.Load().Accept(l.rawAdmit, rawWait)
 			l.flood.add(time.Now().Unix(), l.raw.Load().Refused())
 			if c == nil && err == nil {
-				continue // a batch of refusals, or a quiet second
+				// A batch of refusals, or a quiet second. Let the
+				// connections already admitted run before the next batch:
+				// with one P a flood would otherwise starve them.
+				runtime.Gosched()
+				continue
 			}
 			if err != nil && addr.IsValid() {
 				// Admitted, then lost (no descriptor left for it): undo
