@@ -103,16 +103,17 @@ var rawDisabled = os.Getenv("LEVEE_RAWACCEPT") == "off"
 // accepts with raw calls (internal/rawaccept): a refusal then costs accept4,
 // setsockopt and close instead of Go's Accept, netpoller registration,
 // setsockopt and close (about 19 against 37 us on the benchmark machine),
-// while an admitted connection costs about a dozen system calls more. With
-// refusals this frequent the saving outweighs the admitted connections'
-// extra cost unless nearly all traffic is new connections.
+// while an admitted connection costs about a dozen system calls more. So
+// the raw path is taken only while refusals also outnumber admissions:
+// then the saving outweighs the admitted connections' extra cost.
 const floodRefusals = 64
 
-// floodMeter counts a listener's refusals per second. Only its accept loop
-// uses it.
+// floodMeter counts a listener's refusals and admissions per second. Only
+// its accept loop uses it.
 type floodMeter struct {
-	sec     int64 // the current second (Unix)
-	n, prev int   // refusals in it and in the second before
+	sec          int64 // the current second (Unix)
+	n, prev      int   // refusals in it and in the second before
+	adm, prevAdm int   // admissions likewise
 }
 
 func (m *floodMeter) roll(sec int64) {
@@ -120,22 +121,25 @@ func (m *floodMeter) roll(sec int64) {
 		return
 	}
 	if sec == m.sec+1 {
-		m.prev = m.n
+		m.prev, m.prevAdm = m.n, m.adm
 	} else {
-		m.prev = 0
+		m.prev, m.prevAdm = 0, 0
 	}
-	m.sec, m.n = sec, 0
+	m.sec, m.n, m.adm = sec, 0, 0
 }
 
-func (m *floodMeter) add(sec int64, n int) {
+// add counts refused refusals and admitted admissions at second sec.
+func (m *floodMeter) add(sec int64, refused, admitted int) {
 	m.roll(sec)
-	m.n += n
+	m.n += refused
+	m.adm += admitted
 }
 
-// flooded reports whether this or the previous second saw floodRefusals.
+// flooded reports whether this or the previous second saw floodRefusals
+// refusals, and refusals outnumber admissions over both.
 func (m *floodMeter) flooded(sec int64) bool {
 	m.roll(sec)
-	return m.n >= floodRefusals || m.prev >= floodRefusals
+	return (m.n >= floodRefusals || m.prev >= floodRefusals) && m.n+m.prev >= m.adm+m.prevAdm
 }
 
 // admitRaw is the guard check of the raw accept path: the connection is
@@ -228,7 +232,11 @@ func (l *listener) acceptLoop() {
 		}
 		if raw {
 			c, addr, err = l.raw.Load().Accept(l.rawAdmit, rawWait)
-			l.flood.add(time.Now().Unix(), l.raw.Load().Refused())
+			admitted := 0
+			if c != nil {
+				admitted = 1
+			}
+			l.flood.add(time.Now().Unix(), l.raw.Load().Refused(), admitted)
 			if c == nil && err == nil {
 				// A batch of refusals, or a quiet second. Let the
 				// connections already admitted run before the next batch:
@@ -266,9 +274,10 @@ func (l *listener) acceptLoop() {
 		} else {
 			addr = guard.AddrOf(c.RemoteAddr())
 			if gc = l.admit(c, addr, nil, nil); gc == nil {
-				l.flood.add(time.Now().Unix(), 1)
+				l.flood.add(time.Now().Unix(), 1, 0)
 				continue
 			}
+			l.flood.add(time.Now().Unix(), 0, 1)
 		}
 		if l.cfg.TLS.Enabled() || l.cfg.H2C {
 			go l.dispatch(gc, addr)

@@ -751,3 +751,32 @@ block: [127.0.66.0/24]
 		t.Error("levee_guard_flood_listeners is not 0 after the flood")
 	}
 }
+
+// TestFloodMeter: the raw path pays off only while refusals are frequent
+// and outnumber admissions (admitted connections cost more on it).
+func TestFloodMeter(t *testing.T) {
+	for _, tt := range []struct {
+		name              string
+		refused, admitted int
+		want              bool
+	}{
+		{"quiet", 10, 1000, false},
+		{"flood of refusals", 500, 20, true},
+		{"refusals below the floor", floodRefusals - 1, 0, false},
+		{"busy site with some refusals", 200, 2000, false},
+		{"even", 300, 300, true},
+	} {
+		var m floodMeter
+		m.add(100, tt.refused, tt.admitted)
+		if got := m.flooded(100); got != tt.want {
+			t.Errorf("%s: flooded = %v, want %v", tt.name, got, tt.want)
+		}
+		// The previous second still counts; two seconds later nothing does.
+		if got := m.flooded(101); got != tt.want {
+			t.Errorf("%s, one second later: flooded = %v, want %v", tt.name, got, tt.want)
+		}
+		if m.flooded(103) {
+			t.Errorf("%s: still flooded three seconds later", tt.name)
+		}
+	}
+}
