@@ -83,7 +83,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(tw, "mode\t%s\n", st.Mode)
 	fmt.Fprintf(tw, "listeners\t%v\n", st.Listeners)
 	if st.FloodListeners > 0 {
-		fmt.Fprintf(tw, "connection flood\t%d listener(s) refusing 64+ connections/s (raw accept)\n", st.FloodListeners)
+		fmt.Fprintf(tw, "connection flood\t%d listener(s) refusing 64+ connections/s, more than admitted (raw accept)\n", st.FloodListeners)
 	}
 	fmt.Fprintf(tw, "open connections\t%d\n", st.OpenConnections)
 	fmt.Fprintf(tw, "tracked addresses\t%d\n", st.TrackedAddrs)

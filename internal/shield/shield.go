@@ -113,7 +113,7 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "levee_guard_flood_listeners",
-		Help: "Listeners refusing a connection flood (64 or more refusals a second) with raw accept calls.",
+		Help: "Listeners refusing a connection flood (64 or more refusals a second, more than admissions) with raw accept calls.",
 	}, func() float64 { return float64(s.floodListeners.Load()) })); err != nil {
 		return nil, fmt.Errorf("shield: register metrics: %w", err)
 	}
