@@ -64,6 +64,17 @@ func enqueue(t *testing.T, g *Gate, out chan<- result, name string, now time.Tim
 	waitQueued(t, g, n+1)
 }
 
+// recvAll receives n results, by name.
+func recvAll(t *testing.T, out <-chan result, n int) map[string]result {
+	t.Helper()
+	got := map[string]result{}
+	for range n {
+		r := recv(t, out)
+		got[r.name] = r
+	}
+	return got
+}
+
 func recv(t *testing.T, out <-chan result) result {
 	t.Helper()
 	select {
@@ -143,11 +154,7 @@ func TestGateStandingQueueShedsAndServesLIFO(t *testing.T) {
 	// At 60ms the queue has stood 60ms = Interval: n-old and s-old (older
 	// than 20ms) are shed, suspect first; n-b (newest) gets the slot.
 	hold.Done(ms(60), true)
-	got := map[string]result{}
-	for i := 0; i < 3; i++ {
-		r := recv(t, out)
-		got[r.name] = r
-	}
+	got := recvAll(t, out, 3)
 	if !errors.Is(got["s-old"].err, ErrShed) || !errors.Is(got["n-old"].err, ErrShed) {
 		t.Fatalf("old waiters not shed: %+v", got)
 	}
@@ -188,11 +195,7 @@ func TestGateStandingSurvivesBriefEmptyQueue(t *testing.T) {
 	// newest, b, still gets the free slot (better than an idle origin),
 	// a is shed and the queue is empty.
 	hold.Done(ms(70), true)
-	got := map[string]result{}
-	for range 2 {
-		r := recv(t, out)
-		got[r.name] = r
-	}
+	got := recvAll(t, out, 2)
 	if !errors.Is(got["a"].err, ErrShed) || got["b"].err != nil {
 		t.Fatalf("got %+v, want a shed and b admitted", got)
 	}
@@ -241,11 +244,7 @@ func TestGateStandingLIFOWithinClass(t *testing.T) {
 	// newest, c, is served.
 	now := t0.Add(time.Second + 500*time.Microsecond)
 	hold.Done(now, true)
-	got := map[string]result{}
-	for range 2 {
-		r := recv(t, out)
-		got[r.name] = r
-	}
+	got := recvAll(t, out, 2)
 	if !errors.Is(got["a"].err, ErrShed) {
 		t.Fatalf("a: %+v, want shed", got["a"])
 	}
@@ -481,11 +480,7 @@ func TestGateServesLoneStaleWaiter(t *testing.T) {
 	enqueue(t, g, out, "a", ms(0), Normal)
 	enqueue(t, g, out, "b", ms(1), Normal)
 	hold.Done(ms(150), true) // stood 150 ms: overloaded; b served, a shed
-	got := map[string]result{}
-	for range 2 {
-		r := recv(t, out)
-		got[r.name] = r
-	}
+	got := recvAll(t, out, 2)
 	if !errors.Is(got["a"].err, ErrShed) || got["b"].err != nil {
 		t.Fatalf("got %+v, want a shed and b admitted", got)
 	}
@@ -517,51 +512,68 @@ func TestGateServesLoneStaleWaiter(t *testing.T) {
 	got["new"].t.Done(ms(308), true)
 }
 
+// busyGate is a gate with a learning limiter whose rounds keep the origin
+// busy: each round, as many requests as the limit allows start at once (so
+// the limit is not decayed as idle), last d, and end with done.
+type busyGate struct {
+	t   *testing.T
+	lim *Limiter
+	g   *Gate
+	now time.Time
+}
+
+func newBusyGate(t *testing.T) *busyGate {
+	l, err := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGate(GateConfig{}, l, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &busyGate{t: t, lim: l, g: g, now: t0}
+}
+
+// round runs one round of requests started at b.now that end d later;
+// done releases each ticket given its start and end.
+func (b *busyGate) round(d time.Duration, done func(tk Ticket, start, end time.Time)) {
+	tks := make([]Ticket, b.lim.Limit())
+	for i := range tks {
+		tk, err := b.g.Acquire(context.Background(), b.now, Normal)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		tks[i] = tk
+	}
+	start, end := b.now, b.now.Add(d)
+	for _, tk := range tks {
+		done(tk, start, end)
+	}
+	b.now = end
+}
+
 // TestGateDoneFromExcludesUpload: a request whose client took 2 s to
 // upload its body, answered by the origin 20 ms after the upload ended,
 // is a 20 ms sample with DoneFrom; with Done it would read as a 2 s answer
 // and drop the limit (the control below shows it does).
 func TestGateDoneFromExcludesUpload(t *testing.T) {
+	const upload, origin = 2 * time.Second, 20 * time.Millisecond
 	run := func(from bool) (before, after int) {
-		l, err := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := NewGate(GateConfig{}, l, Deps{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		now := t0
-		// One round: as many requests as the limit allows start at now
-		// (the origin is busy, so the limit is not decayed as idle), and
-		// all are answered origin after their upload ended.
-		round := func(upload, origin time.Duration) {
-			tks := make([]Ticket, g.lim.Limit())
-			for i := range tks {
-				tk, err := g.Acquire(context.Background(), now, Normal)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tks[i] = tk
-			}
-			sent := now.Add(upload)
-			for _, tk := range tks {
-				if from {
-					tk.DoneFrom(sent, sent.Add(origin), true)
-				} else {
-					tk.Done(sent.Add(origin), true)
-				}
-			}
-			now = sent.Add(origin)
-		}
+		b := newBusyGate(t)
 		for range 20 { // no body: 20 ms
-			round(0, 20*time.Millisecond)
+			b.round(origin, func(tk Ticket, _, end time.Time) { tk.Done(end, true) })
 		}
-		before = l.Limit()
+		before = b.lim.Limit()
 		for range 20 { // slow uploads, same origin time
-			round(2*time.Second, 20*time.Millisecond)
+			b.round(upload+origin, func(tk Ticket, start, end time.Time) {
+				if from {
+					tk.DoneFrom(start.Add(upload), end, true)
+				} else {
+					tk.Done(end, true)
+				}
+			})
 		}
-		return before, l.Limit()
+		return before, b.lim.Limit()
 	}
 	if before, after := run(true); after < before {
 		t.Errorf("DoneFrom: limit %d -> %d after slow uploads to a fast origin", before, after)
@@ -575,46 +587,22 @@ func TestGateDoneFromExcludesUpload(t *testing.T) {
 // does not move however long the request took), but an overload signal
 // still drops the limit.
 func TestGateDoneWithoutLatency(t *testing.T) {
-	l, err := NewLimiter(LimiterConfig{InitialLimit: 40, ProbeInterval: -1}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := NewGate(GateConfig{}, l, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := t0
-	round := func(d time.Duration, ok, latency bool) {
-		tks := make([]Ticket, l.Limit())
-		for i := range tks {
-			if tks[i], err = g.Acquire(context.Background(), now, Normal); err != nil {
-				t.Fatal(err)
-			}
-		}
-		now = now.Add(d)
-		for _, tk := range tks {
-			if latency {
-				tk.Done(now, ok)
-			} else {
-				tk.DoneWithoutLatency(now, ok)
-			}
-		}
-	}
+	b := newBusyGate(t)
 	for range 20 {
-		round(20*time.Millisecond, true, true)
+		b.round(20*time.Millisecond, func(tk Ticket, _, end time.Time) { tk.Done(end, true) })
 	}
-	before := l.Limit()
+	before := b.lim.Limit()
 	for range 20 { // 2 s each, but no latency sample
-		round(2*time.Second, true, false)
+		b.round(2*time.Second, func(tk Ticket, _, end time.Time) { tk.DoneWithoutLatency(end, true) })
 	}
-	if got := l.Limit(); got < before {
+	if got := b.lim.Limit(); got < before {
 		t.Errorf("limit %d -> %d from answers without latency samples", before, got)
 	}
-	before = l.Limit()
+	before = b.lim.Limit()
 	for range 5 {
-		round(20*time.Millisecond, false, false)
+		b.round(20*time.Millisecond, func(tk Ticket, _, end time.Time) { tk.DoneWithoutLatency(end, false) })
 	}
-	if got := l.Limit(); got >= before {
+	if got := b.lim.Limit(); got >= before {
 		t.Errorf("limit %d -> %d: overload signals without latency must still lower it", before, got)
 	}
 }

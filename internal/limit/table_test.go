@@ -782,6 +782,23 @@ func bucketKeys(tb *Table, n int) []uint64 {
 	return keys
 }
 
+// stopFirst sets *hook so that the first call to it closes paused and
+// waits for resume to be closed; later calls (other checks, made while
+// the first one stands) pass through. The hook is removed when the test
+// ends.
+func stopFirst(t *testing.T, hook *func()) (paused, resume chan struct{}) {
+	paused, resume = make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	*hook = func() {
+		if first.CompareAndSwap(false, true) {
+			close(paused)
+			<-resume
+		}
+	}
+	t.Cleanup(func() { *hook = nil })
+	return paused, resume
+}
+
 // remaining counts the events key can still pass at now (it uses them up).
 func remaining(tb *Table, now int64, key uint64, l Limit) int {
 	n := 0
@@ -804,10 +821,7 @@ func TestCheckRacingEvictionOfItsKey(t *testing.T) {
 	}
 	a, b := keys[0], keys[8]
 	now := epoch + int64(10*time.Second) // every key recovered: A is the first victim
-	paused, resume := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	testHookCharge = func() { once.Do(func() { close(paused); <-resume }) }
-	defer func() { testHookCharge = nil }()
+	paused, resume := stopFirst(t, &testHookCharge)
 	done := make(chan bool)
 	go func() {
 		ok, _ := tb.AllowAt(now, a, l)
@@ -843,10 +857,7 @@ func TestCheckDuringEvictionToItsKey(t *testing.T) {
 	}
 	b := keys[8]
 	now := epoch + int64(10*time.Second)
-	paused, resume := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	testHookEvict = func() { once.Do(func() { close(paused); <-resume }) }
-	defer func() { testHookEvict = nil }()
+	paused, resume := stopFirst(t, &testHookEvict)
 	evicted := make(chan bool)
 	go func() {
 		ok, _ := tb.AllowAt(now, b, l) // inserts B over the first victim
@@ -899,15 +910,7 @@ func TestCheckLandingOnEvictingKeysEqualTAT(t *testing.T) {
 			tb.AllowAt(now, k, l) // TAT now+3s, referenced
 		}
 	}
-	paused, resume := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool // not sync.Once: the checks below call the hook too
-	testHookCAS = func() {
-		if first.CompareAndSwap(false, true) {
-			close(paused)
-			<-resume
-		}
-	}
-	defer func() { testHookCAS = nil }()
+	paused, resume := stopFirst(t, &testHookCAS)
 	done := make(chan bool)
 	go func() {
 		ok, _ := tb.AllowAt(now, k1, l) // stops before its compare-and-swap

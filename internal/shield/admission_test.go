@@ -22,19 +22,12 @@ import (
 // when overloaded.
 func capacityOrigin(t *testing.T, workers int, service time.Duration) string {
 	sem := make(chan struct{}, workers)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		sem <- struct{}{}
 		time.Sleep(service)
 		<-sem
 		io.WriteString(w, "ok")
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	})
 }
 
 type loadResult struct {
@@ -182,7 +175,7 @@ detection: {disable: true}
 func TestMicroCacheAbsorbsRandomQueryFloodAndServesStale(t *testing.T) {
 	var hits atomic.Int64
 	var failing atomic.Bool
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		if failing.Load() {
 			w.WriteHeader(502)
@@ -190,17 +183,14 @@ func TestMicroCacheAbsorbsRandomQueryFloodAndServesStale(t *testing.T) {
 		}
 		w.Header().Set("Cache-Control", "public, max-age=1")
 		io.WriteString(w, "page "+r.URL.Path)
-	})}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	go srv.Serve(ln)
-	defer srv.Close()
+	})
 	s := startShield(t, fmt.Sprintf(`
 listen: [{address: "127.0.0.1:0"}]
 sites:
   - upstreams: [{url: "http://%s"}]
     cache: {enabled: true, keep_params: [page], stale_for: 1m}
 limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
-`, ln.Addr()))
+`, addr))
 	c, _ := net.Dial("tcp", addrOf(s, 0))
 	defer c.Close()
 	for i := 0; i < 500; i++ {
@@ -232,7 +222,7 @@ limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
 // random query string.
 func TestOriginProtectionHTTP2(t *testing.T) {
 	var inflight, peak, hits atomic.Int64
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	originAddr := serveOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		n := inflight.Add(1)
 		for {
@@ -247,10 +237,7 @@ func TestOriginProtectionHTTP2(t *testing.T) {
 		inflight.Add(-1)
 		w.Header().Set("Cache-Control", "public, max-age=60")
 		io.WriteString(w, "page "+r.URL.Path)
-	})}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	go srv.Serve(ln)
-	defer srv.Close()
+	})
 	crt, key := selfSigned(t, t.TempDir(), "h2.test")
 	s := startShield(t, fmt.Sprintf(`
 listen:
@@ -262,7 +249,7 @@ sites:
     cache: {enabled: true, ignore_params: [r]}
 limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
 detection: {disable: true}
-`, crt, key, ln.Addr()))
+`, crt, key, originAddr))
 	addr := addrOf(s, 0)
 	tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: "h2.test", InsecureSkipVerify: true}}
 	defer tr.CloseIdleConnections()

@@ -24,7 +24,7 @@ type switchOrigin struct {
 func startSwitchOrigin(t *testing.T) *switchOrigin {
 	t.Helper()
 	o := &switchOrigin{}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	o.addr = serveOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		o.hits.Add(1)
 		w.Header().Set("X-Origin", o.addr)
 		if o.failing.Load() {
@@ -36,14 +36,7 @@ func startSwitchOrigin(t *testing.T) *switchOrigin {
 			w.Header().Set("Cache-Control", "public, max-age=1")
 		}
 		io.WriteString(w, "page "+r.URL.Path)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.addr = ln.Addr().String()
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	})
 	return o
 }
 
@@ -327,20 +320,13 @@ detection: {disable: true}
 // origin, so each phase sends 48 requests at once, from 48 addresses.)
 func TestPassiveHealthLatencyFromEndOfUpload(t *testing.T) {
 	origin := func(slow bool) string {
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return serveOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 			io.Copy(io.Discard, r.Body)
 			if slow && r.URL.Path == "/slow" {
 				time.Sleep(300 * time.Millisecond)
 			}
 			io.WriteString(w, "ok")
-		})}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		return ln.Addr().String()
+		})
 	}
 	fast, slow := origin(false), origin(true)
 	s := startShield(t, fmt.Sprintf(`

@@ -102,6 +102,20 @@ func startOrigin(t *testing.T) *origin {
 	return o
 }
 
+// serveOrigin serves h on a loopback port until the test ends and returns
+// its address.
+func serveOrigin(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	srv := &http.Server{Handler: h}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // startShield runs a shield from a YAML config string in which {{ORIGIN}}
 // is replaced by the origin URL(s). Listeners should use port 0.
 func startShield(t *testing.T, yaml string) *Shield {

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -23,7 +22,7 @@ import (
 func htmlOrigin(t *testing.T) (string, *atomic.Int64) {
 	t.Helper()
 	var hits atomic.Int64
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		switch r.URL.Path {
 		case "/app.js":
@@ -35,14 +34,24 @@ func htmlOrigin(t *testing.T) (string, *atomic.Int64) {
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, "<p>page "+r.URL.Path+"</p>")
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	})
+	return addr, &hits
+}
+
+// fetchHTML GETs path from s's first listener as a browser at address src
+// would (Accept: text/html, plus hdr) on a new connection.
+func fetchHTML(t *testing.T, s *Shield, src, path string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	c, err := dialFrom(t, src, addrOf(s, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), &hits
+	defer c.Close()
+	resp, body, err := get(c, path, append([]string{"Accept: text/html"}, hdr...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
 }
 
 // knownCookieOf returns the levee_known value of a response's Set-Cookie.
@@ -72,16 +81,7 @@ limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
 `, originAddr))
 	fetch := func(src, path string, hdr ...string) (*http.Response, string) {
 		t.Helper()
-		c, err := dialFrom(t, src, addrOf(s, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		resp, body, err := get(c, path, append([]string{"Accept: text/html"}, hdr...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, body
+		return fetchHTML(t, s, src, path, hdr...)
 	}
 	resp, _ := fetch("127.0.31.5", "/")
 	tok, attrs := knownCookieOf(resp)
@@ -232,16 +232,7 @@ limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
 	}
 	fetch := func(src, path string, hdr ...string) (*http.Response, string) {
 		t.Helper()
-		c, err := dialFrom(t, src, addrOf(s, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		resp, body, err := get(c, path, append([]string{"Accept: text/html"}, hdr...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, body
+		return fetchHTML(t, s, src, path, hdr...)
 	}
 	resp, _ := fetch("127.0.34.5", "/")
 	oldTok, _ := knownCookieOf(resp)
