@@ -110,20 +110,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	prepareRequest(&req.Header, peer, trusted, true, site.RewriteHost)
 
 	// Micro-cache, admission gate and circuit breaker, as on HTTP/1.1.
-	var creq cache.Request
-	var stale *cache.Entry
-	if site.Cache != nil {
-		creq = cacheRequest(req)
-		e, state := site.Cache.Get(start, &creq)
-		switch state {
-		case cache.Hit:
-			writeEntryHTTP(w, r, e, start)
-			site.m.cacheHit.Inc()
-			site.m.count(vPass, e.Status)
-			return
-		case cache.Stale:
-			stale = e
-		}
+	creq, hit, stale := site.cacheLookup(req, start)
+	if hit != nil {
+		writeEntryHTTP(w, r, hit, start)
+		return
 	}
 	verified := false
 	if site.Gate != nil {

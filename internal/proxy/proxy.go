@@ -233,20 +233,10 @@ func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState)
 	resp := &ctx.Response
 	// Micro-cache: a fresh entry is served without touching the origin; a
 	// stale one is kept to answer if the origin fails or is overloaded.
-	var creq cache.Request
-	var stale *cache.Entry
-	if site.Cache != nil {
-		creq = cacheRequest(req)
-		e, state := site.Cache.Get(start, &creq)
-		switch state {
-		case cache.Hit:
-			e.WriteFastHTTP(start, resp)
-			site.m.cacheHit.Inc()
-			site.m.count(vPass, e.Status)
-			return site, client, vPass
-		case cache.Stale:
-			stale = e
-		}
+	creq, hit, stale := site.cacheLookup(req, start)
+	if hit != nil {
+		hit.WriteFastHTTP(start, resp)
+		return site, client, vPass
 	}
 	verified := false
 	if site.Gate != nil {
@@ -367,14 +357,10 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 	// answered first) gives no latency sample.
 	judged := body == nil || body.err == nil
 	rtt := func(from time.Time) time.Duration {
-		if body != nil {
-			sent := body.sentAt()
-			if sent.IsZero() {
-				return -1
-			}
-			from = later(from, sent)
+		if from, timed := body.originStart(from); timed {
+			return end.Sub(from)
 		}
-		return end.Sub(from)
+		return -1 // no latency sample
 	}
 	if judged {
 		b.Observe(end, rtt(sent), upstream.Failed(err, resp.StatusCode()))
@@ -394,16 +380,13 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 	if site.Gate != nil {
 		if judged {
 			// Overload signals feed the limiter; application errors do not.
-			// With a request body, the sample starts when the body was
-			// read to its end: the upload time is the client's. A body
-			// not read to its end (the origin answered or failed first)
-			// gives no latency sample, only an overload signal.
+			// Latency as for passive health above.
 			sc := resp.StatusCode()
 			ok := !(err != nil && (isTimeout(err) || isDialError(err))) && sc != 503 && sc != 429
-			if body != nil && body.sentAt().IsZero() {
-				tk.DoneWithoutLatency(end, ok)
+			if from, timed := body.originStart(tk.Start()); timed {
+				tk.DoneFrom(from, end, ok)
 			} else {
-				tk.DoneFrom(body.sentAt(), end, ok)
+				tk.DoneWithoutLatency(end, ok)
 			}
 		} else {
 			// The client failed first (body cut off, too slow or too
@@ -419,6 +402,27 @@ func (p *Proxy) forward(site *Site, req *fasthttp.Request, resp *fasthttp.Respon
 		}
 	}
 	return err
+}
+
+// cacheLookup looks req up in the site's micro-cache (nothing without one):
+// a fresh entry to answer with (counted here as a pass served from the
+// cache), or a stale one to keep for when the origin fails or is
+// overloaded. creq is the request's cache view, for storing the answer.
+func (site *Site) cacheLookup(req *fasthttp.Request, now time.Time) (creq cache.Request, hit, stale *cache.Entry) {
+	if site.Cache == nil {
+		return creq, nil, nil
+	}
+	creq = cacheRequest(req)
+	e, state := site.Cache.Get(now, &creq)
+	switch state {
+	case cache.Hit:
+		site.m.cacheHit.Inc()
+		site.m.count(vPass, e.Status)
+		return creq, e, nil
+	case cache.Stale:
+		return creq, nil, e
+	}
+	return creq, nil, nil
 }
 
 // maybeStore offers a small, complete origin response to the cache. Only
@@ -541,14 +545,19 @@ type bodyReader struct {
 	eof time.Time
 }
 
-// sentAt returns when the request body had been read to its end (and so
-// handed to the origin connection), or the zero time for no body or one
-// not read to its end.
-func (b *bodyReader) sentAt() time.Time {
-	if b == nil {
-		return time.Time{}
+// originStart returns when the origin could start on a request sent at
+// start: start itself without a body, else the end of the upload (the
+// time before it is the client's). timed is false when the body was not
+// read to its end (the origin answered or failed first): the time then
+// says nothing about the origin.
+func (b *bodyReader) originStart(start time.Time) (from time.Time, timed bool) {
+	switch {
+	case b == nil:
+		return start, true
+	case b.eof.IsZero():
+		return time.Time{}, false
 	}
-	return b.eof
+	return later(start, b.eof), true
 }
 
 func newBodyReader(r io.Reader, c net.Conn, cfg *Config) *bodyReader {
