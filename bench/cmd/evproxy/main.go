@@ -317,21 +317,35 @@ func (l *loop) readable(c *conn) {
 	}
 }
 
-func (l *loop) clientData(c *conn) {
-	if c.peer != nil {
-		return // a request is in flight; pipelined data waits
-	}
+// parse reads a complete header block at the start of c's unread input
+// into h (a fasthttp request or response header): its length, or 0 while
+// the block is incomplete.
+func (l *loop) parse(c *conn, h interface {
+	Reset()
+	Read(*bufio.Reader) error
+}) (int, error) {
 	data := c.in[c.r:c.w]
 	end := bytes.Index(data, []byte("\r\n\r\n"))
 	if end < 0 {
-		return
+		return 0, nil
 	}
 	hlen := end + 4
 	l.rd.Reset(data[:hlen])
 	l.br.Reset(&l.rd)
-	h := &l.reqH
 	h.Reset()
-	if err := h.Read(l.br); err != nil || h.ContentLength() > 0 || h.ContentLength() == -1 {
+	return hlen, h.Read(l.br)
+}
+
+func (l *loop) clientData(c *conn) {
+	if c.peer != nil {
+		return // a request is in flight; pipelined data waits
+	}
+	h := &l.reqH
+	hlen, err := l.parse(c, h)
+	if hlen == 0 && err == nil {
+		return // headers incomplete
+	}
+	if err != nil || h.ContentLength() > 0 || h.ContentLength() == -1 {
 		l.close(c)
 		return
 	}
@@ -410,17 +424,12 @@ func (l *loop) upstreamData(u *conn) {
 		return
 	}
 	if !u.hdrDone {
-		data := u.in[u.r:u.w]
-		end := bytes.Index(data, []byte("\r\n\r\n"))
-		if end < 0 {
-			return
-		}
-		hlen := end + 4
-		l.rd.Reset(data[:hlen])
-		l.br.Reset(&l.rd)
 		h := &l.respH
-		h.Reset()
-		if err := h.Read(l.br); err != nil || h.ContentLength() < 0 {
+		hlen, err := l.parse(u, h)
+		if hlen == 0 && err == nil {
+			return // headers incomplete
+		}
+		if err != nil || h.ContentLength() < 0 {
 			l.close(u)
 			return
 		}
