@@ -152,9 +152,25 @@ func (l *listener) admitRaw(addr netip.Addr) bool {
 	return true
 }
 
-// refused logs (sampled) and records a connection refused at accept.
+// rejectKeys are the sampled-log keys of refusals, one per reason, built
+// once: a flood of refusals builds no strings.
+var rejectKeys = func() (k [8]string) {
+	for i := range k {
+		k[i] = "reject:" + guard.Reason(i).String()
+	}
+	return k
+}()
+
+// refused logs (sampled) and records a connection refused at accept. A
+// suppressed line costs no allocation.
 func (s *Shield) refused(addr netip.Addr, r guard.Reason) {
-	s.sampled.warn("reject:"+r.String(), "connection rejected", "client", addr, "reason", r.String())
+	key := "reject:unknown"
+	if int(r) < len(rejectKeys) {
+		key = rejectKeys[r]
+	}
+	if n, ok := s.sampled.due(key); ok {
+		s.sampled.emit(n, "connection rejected", "client", addr, "reason", r.String())
+	}
 	if rec := s.acceptRec.Load(); rec != nil {
 		rec.RecordConn(addr)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/levee-dev/levee/internal/guard"
 )
 
 func TestProxyBasicsAndHeaders(t *testing.T) {
@@ -778,5 +781,20 @@ func TestFloodMeter(t *testing.T) {
 		if m.flooded(103) {
 			t.Errorf("%s: still flooded three seconds later", tt.name)
 		}
+	}
+}
+
+// TestRefusedAllocs: once its log line for the interval is written, a
+// refusal at accept (sampled log, telemetry) allocates nothing.
+func TestRefusedAllocs(t *testing.T) {
+	o := startOrigin(t)
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{upstreams: [{url: "http://%s"}]}]
+`, o.addr))
+	addr := netip.MustParseAddr("127.0.66.1")
+	s.refused(addr, guard.Banned) // writes the line of this interval
+	if n := testing.AllocsPerRun(100, func() { s.refused(addr, guard.Banned) }); n != 0 {
+		t.Errorf("%v allocations per suppressed refusal, want 0", n)
 	}
 }
