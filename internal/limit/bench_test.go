@@ -295,3 +295,28 @@ func BenchmarkFlood(b *testing.B) {
 	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(st.EvictionsActive+st.EvictionsRecovered)/float64(b.N), "evictions/op")
 }
+
+// BenchmarkAllowAtOverhead splits a check at 1M keys into what AllowAt
+// adds (converting the Limit to an interval and a tolerance on every call)
+// and the table's own work (allow with both precomputed).
+func BenchmarkAllowAtOverhead(b *testing.B) {
+	const n = 1_000_000
+	t := newBenchTable(b, n)
+	interval, burst := benchLimit.gcra()
+	b.Run("api=AllowAt", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			p, c := newPicker(n), benchClock{}
+			for pb.Next() {
+				t.AllowAt(c.tick(), benchKey(p.next()), benchLimit)
+			}
+		})
+	})
+	b.Run("api=allow", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			p, c := newPicker(n), benchClock{}
+			for pb.Next() {
+				t.allow(c.tick(), benchKey(p.next()), interval, interval*burst)
+			}
+		})
+	})
+}

@@ -9,8 +9,10 @@
 // The price is on admitted connections: they become a net.Conn through
 // net.FileConn, which duplicates the descriptor, queries it and registers
 // the copy, and Go turns TCP keep-alive on for it (switched off again
-// here): about a dozen system calls more than Go's Accept (16 against 4,
-// counted with strace in review). A listener therefore uses the raw path
+// here): a dup, its registration, queries of its socket type and both
+// addresses, the keep-alive options and their undoing, about a dozen
+// system calls more than Go's Accept. A listener therefore uses the raw
+// path
 // only while it refuses many connections (a connection flood, see
 // internal/shield), and Go's Accept otherwise.
 //
