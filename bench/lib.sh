@@ -225,3 +225,50 @@ machine_note() {
 	echo "levee: $(cat "$BENCH_OUT/levee.rev" 2>/dev/null || echo "unknown build")"
 	echo "versions: $("$BENCH_OUT/levee" version 2>/dev/null | head -1); $(nginx -v 2>&1); $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 }
+
+# nginx_common DIR: the main-context lines every nginx here shares.
+nginx_common() {
+	local dir=$1 errlevel=$2
+	mkdir -p "$dir/tmp"
+	cat <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log $errlevel;
+events { worker_connections 4096; }
+EOF
+}
+
+nginx_temp_paths() {
+	local dir=$1
+	cat <<EOF
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+EOF
+}
+
+# write_origin PORT: nginx origin answering a 3-byte body.
+write_origin() {
+	local dir=$TMP/origin
+	mkdir -p "$dir"
+	{
+		nginx_common "$dir" warn
+		cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$dir")
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$1 backlog=4096;
+        location / { default_type text/plain; return 200 "ok\n"; }
+        location = /xff { default_type text/plain; return 200 "xff=\$http_x_forwarded_for\n"; }
+    }
+}
+EOF
+	} >"$dir/nginx.conf"
+	echo "$dir"
+}

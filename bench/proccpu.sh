@@ -37,29 +37,8 @@ mkdir -p "$BENCH_OUT"
 
 free_port
 ORIGIN=$FREE_PORT
-mkdir -p "$TMP/origin/tmp"
-cat >"$TMP/origin/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $TMP/origin/nginx.pid;
-error_log $TMP/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/origin/tmp;
-    proxy_temp_path $TMP/origin/tmp;
-    fastcgi_temp_path $TMP/origin/tmp;
-    uwsgi_temp_path $TMP/origin/tmp;
-    scgi_temp_path $TMP/origin/tmp;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    server {
-        listen 127.0.0.1:$ORIGIN backlog=4096;
-        location / { default_type text/plain; return 200 "ok\n"; }
-    }
-}
-CONF
-start_bg origin "$ORIGIN" nginx -p "$TMP/origin" -c "$TMP/origin/nginx.conf" -e "$TMP/origin/error.log"
+dir=$(write_origin "$ORIGIN")
+start_bg origin "$ORIGIN" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
 sleep 0.3
 WORKER=$(pgrep -P "$STARTED_PID" | head -1)
 [[ -n $WORKER ]] || die "no nginx worker"
