@@ -320,3 +320,45 @@ func BenchmarkAllowAtOverhead(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkMemoryFloor measures what no table design can go below on this
+// machine: one atomic read-modify-write (op=add) of a 16-byte slot chosen
+// uniformly among n, the least an exact per-key limiter does per check
+// once its live keys outgrow the caches. The array is n slots (16 MiB for
+// 1M keys, the smallest any table holding them could be, with no probing
+// and no free space) or the default 64 MiB budget. op=load reads instead
+// of writing, which lets the CPU overlap the misses of consecutive checks;
+// an atomic write cannot be overlapped with the next check's read on x86.
+// Compare with BenchmarkTable/keys=1M in the same run.
+func BenchmarkMemoryFloor(b *testing.B) {
+	const n = 1_000_000
+	for _, size := range []struct {
+		name  string
+		slots int
+	}{{"16MiB", n}, {"64MiB", 64 << 20 / int(unsafe.Sizeof(slot{}))}} {
+		arr := make([]slot, size.slots)
+		for i := range arr {
+			arr[i].tat = int64(i)
+		}
+		stride := size.slots / n // keys spread over the whole array
+		b.Run("size="+size.name+"/op=add", func(b *testing.B) {
+			runParallel(b, func(pb *testing.PB) {
+				p := newPicker(n)
+				for pb.Next() {
+					atomic.AddInt64(&arr[p.next()*stride].tat, 1)
+				}
+			})
+		})
+		b.Run("size="+size.name+"/op=load", func(b *testing.B) {
+			var sink atomic.Int64
+			runParallel(b, func(pb *testing.PB) {
+				p := newPicker(n)
+				var sum int64
+				for pb.Next() {
+					sum += atomic.LoadInt64(&arr[p.next()*stride].tat)
+				}
+				sink.Add(sum)
+			})
+		})
+	}
+}

@@ -99,7 +99,8 @@ type slot struct {
 // Test hooks: testHookCharge runs in a check between its read of a slot's
 // TAT and the re-read of the slot's key, testHookCAS just before its
 // compare-and-swap, testHookEvict in an eviction between its store of the
-// new key and of the new TAT. Nil outside tests.
+// new key and of the new TAT. Nil outside tests, and only called in builds
+// with the limithooks tag (hooksOn).
 var testHookCharge, testHookCAS, testHookEvict func()
 
 // tatBusy parks a slot's TAT while an eviction gives it to another key: a
@@ -284,7 +285,7 @@ func (b *bucket) find(k uint64) *slot {
 func charge(s *slot, k uint64, now, inc, tau int64) (ok bool, retryAfter time.Duration, done bool) {
 	for {
 		old := atomic.LoadInt64(&s.tat)
-		if testHookCharge != nil {
+		if hooksOn && testHookCharge != nil {
 			testHookCharge()
 		}
 		if old == tatBusy {
@@ -299,7 +300,7 @@ func charge(s *slot, k uint64, now, inc, tau int64) (ok bool, retryAfter time.Du
 			reference(s, w)
 			return false, time.Duration(nt - now - tau), true
 		}
-		if testHookCAS != nil {
+		if hooksOn && testHookCAS != nil {
 			testHookCAS()
 		}
 		if atomic.CompareAndSwapInt64(&s.tat, old, nt) {
@@ -370,7 +371,7 @@ func (t *Table) allowLocked(now int64, k, bi uint64, inc, tau int64) (bool, time
 		nt++ // not the evicted key's last TAT (see allow)
 	}
 	atomic.StoreUint64(&s.key, k)
-	if testHookEvict != nil {
+	if hooksOn && testHookEvict != nil {
 		testHookEvict()
 	}
 	atomic.StoreInt64(&s.tat, nt)
