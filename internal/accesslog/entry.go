@@ -12,7 +12,7 @@
 //	{"ts":"2026-03-01T12:00:00.123456789Z","site":"www","client":"192.0.2.1",
 //	 "method":"GET","host":"example.com","path":"/search","query":"q=x",
 //	 "status":200,"ua":"Mozilla/5.0 ...","bytes":5120,"duration_ms":12.5,
-//	 "verdict":"pass"}
+//	 "verdict":"pass","by":"per-address","log_rule":"watch-search"}
 //
 //	ts           RFC 3339 time with optional fraction (when the request ended)
 //	site         site name from the configuration
@@ -24,6 +24,9 @@
 //	bytes        response body bytes sent
 //	duration_ms  time to the origin's response in milliseconds (float)
 //	verdict      pass | blocked | limited | challenged | invalid | error
+//	by           the rule, limit or list that decided (omitted for a plain pass)
+//	log_rule     the first rule with action log, or in dry run, that matched
+//	             (omitted if none)
 //
 // Writers should use [AppendJSON], which produces exactly this format.
 package accesslog
@@ -69,7 +72,9 @@ type Entry struct {
 	Bytes      int64
 	Duration   time.Duration // 0: unknown
 	Verdict    telemetry.Verdict
-	HasVerdict bool // the line carried a verdict (JSON format)
+	HasVerdict bool   // the line carried a verdict (JSON format)
+	By         []byte // what decided: rule, limit or list name (JSON format)
+	LogRule    []byte // log-only or dry-run rule that matched (JSON format)
 }
 
 func (e *Entry) reset(f Format) {

@@ -44,7 +44,7 @@ func parseJSON(line []byte, e *Entry, scratch []byte) error {
 		}
 		p.ws()
 		switch string(key) {
-		case "ts", "site", "client", "method", "host", "path", "query", "ua", "verdict":
+		case "ts", "site", "client", "method", "host", "path", "query", "ua", "verdict", "by", "log_rule":
 			if p.peek() == 'n' { // null
 				if !p.skip() {
 					return errMalformed
@@ -80,6 +80,10 @@ func parseJSON(line []byte, e *Entry, scratch []byte) error {
 				e.Query = v
 			case "ua":
 				e.UserAgent = v
+			case "by":
+				e.By = v
+			case "log_rule":
+				e.LogRule = v
 			case "verdict":
 				vd, ok := verdictOf(v)
 				if !ok {
@@ -397,7 +401,16 @@ func AppendJSON(dst []byte, e *Entry) []byte {
 	dst = strconv.AppendFloat(dst, float64(e.Duration)/float64(time.Millisecond), 'f', -1, 64)
 	dst = append(dst, `,"verdict":"`...)
 	dst = append(dst, e.Verdict.String()...)
-	dst = append(dst, "\"}\n"...)
+	dst = append(dst, '"')
+	if len(e.By) > 0 {
+		dst = append(dst, `,"by":`...)
+		dst = appendJSONString(dst, e.By)
+	}
+	if len(e.LogRule) > 0 {
+		dst = append(dst, `,"log_rule":`...)
+		dst = appendJSONString(dst, e.LogRule)
+	}
+	dst = append(dst, "}\n"...)
 	return dst
 }
 

@@ -106,14 +106,19 @@ func equalEntry(a, b *Entry) bool {
 	return a.Format == b.Format && a.Time.Equal(b.Time) && a.Client == b.Client && bytes.Equal(a.Method, b.Method) &&
 		bytes.Equal(a.Host, b.Host) && bytes.Equal(a.Path, b.Path) && bytes.Equal(a.Query, b.Query) &&
 		bytes.Equal(a.UserAgent, b.UserAgent) && bytes.Equal(a.Site, b.Site) && a.Status == b.Status && a.Bytes == b.Bytes &&
-		a.Duration == b.Duration && a.Verdict == b.Verdict && a.HasVerdict == b.HasVerdict
+		a.Duration == b.Duration && a.Verdict == b.Verdict && a.HasVerdict == b.HasVerdict &&
+		bytes.Equal(a.By, b.By) && bytes.Equal(a.LogRule, b.LogRule)
 }
 
 func TestAppendJSONRoundTrip(t *testing.T) {
 	in := Entry{Format: FormatJSON, Time: time.Date(2026, 3, 1, 12, 0, 0, 5, time.UTC), Site: []byte("w\"w"), Client: netip.MustParseAddr("2001:db8::1"),
 		Method: []byte("GET"), Host: []byte("h"), Path: []byte("/a\\b\x01"), Query: []byte("x=1&y"), Status: 429,
-		UserAgent: []byte("ü\xff"), Bytes: 7, Duration: 1500 * time.Microsecond, Verdict: telemetry.VerdictLimited, HasVerdict: true}
+		UserAgent: []byte("ü\xff"), Bytes: 7, Duration: 1500 * time.Microsecond, Verdict: telemetry.VerdictLimited, HasVerdict: true,
+		By: []byte("per-address"), LogRule: []byte("watch \"search\"")}
 	line := AppendJSON(nil, &in)
+	if !bytes.Contains(line, []byte(`"by":"per-address","log_rule":"watch \"search\""}`)) {
+		t.Fatalf("by and log_rule missing from %s", line)
+	}
 	if !bytes.HasSuffix(line, []byte("\n")) {
 		t.Fatal("no newline")
 	}
@@ -241,6 +246,7 @@ func FuzzParseCombined(f *testing.F) {
 
 func FuzzParseJSON(f *testing.F) {
 	f.Add([]byte(`{"ts":"2026-03-01T12:00:00.1Z","client":"192.0.2.1","ua":"a\u00e9","status":200,"duration_ms":1.5,"verdict":"pass","x":[{}]}`))
+	f.Add([]byte(`{"ts":"2026-03-01T12:00:00Z","verdict":"limited","by":"per-address","log_rule":"w\u00e9"}`))
 	f.Add([]byte(`{"ts":"2026-03-01T12:00:00+01:00","path":"\ud83d\ude00"}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		scratch := make([]byte, len(line))
@@ -257,7 +263,8 @@ func FuzzParseJSON(f *testing.F) {
 		if err := ParseLine(out[:len(out)-1], &back, make([]byte, len(out))); err != nil {
 			t.Fatalf("re-parse of %s: %v", out, err)
 		}
-		if !back.Time.Equal(e.Time) || back.Client != e.Client || back.Status != e.Status || back.Verdict != e.Verdict {
+		if !back.Time.Equal(e.Time) || back.Client != e.Client || back.Status != e.Status || back.Verdict != e.Verdict ||
+			(len(e.By) > 0) != (len(back.By) > 0) || (len(e.LogRule) > 0) != (len(back.LogRule) > 0) {
 			t.Fatalf("round trip changed %+v into %+v", e, back)
 		}
 	})

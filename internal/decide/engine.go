@@ -91,6 +91,10 @@ type Decision struct {
 	By string
 	// RetryAfter is set for Limit verdicts from rate limits.
 	RetryAfter time.Duration
+	// Logged names the first rule with action log, or in dry run, that
+	// matched the request ("" if none): such rules never decide, so the
+	// access log records them here.
+	Logged string
 }
 
 // Deps are the engine's collaborators.
@@ -138,7 +142,15 @@ type rule struct {
 	dryRun bool
 	hits   atomic.Uint64
 	hitCtr prometheus.Counter
+	// Sampled log of log-only and dry-run hits: the next line is due at
+	// logNext (Unix ns); hits in between are counted in logSkipped.
+	logNext    atomic.Int64
+	logSkipped atomic.Int64
 }
+
+// ruleLogEvery is the interval between two log lines of one log-only or
+// dry-run rule; the hits in between are summed into the next line.
+const ruleLogEvery = int64(time.Second)
 
 type keyKind uint8
 
@@ -401,27 +413,58 @@ func (e *Engine) Decide(now int64, r *Request) Decision {
 	if s.allow.Contains(r.Client) {
 		return Decision{By: "allow"}
 	}
+	var logged string
 	if rs := e.runtime.Load(); rs != nil {
 		for i, ru := range rs.rules {
 			if exp := rs.expires[i]; exp != 0 && exp <= now {
 				continue
 			}
-			if d, final := e.applyRule(now, s, ru, r); final {
+			d, final := e.applyRule(now, s, ru, r)
+			if final {
+				d.Logged = logged
 				return d
+			}
+			if logged == "" {
+				logged = d.Logged
 			}
 		}
 	}
 	for _, ru := range s.rules {
-		if d, final := e.applyRule(now, s, ru, r); final {
+		d, final := e.applyRule(now, s, ru, r)
+		if final {
+			d.Logged = logged
 			return d
+		}
+		if logged == "" {
+			logged = d.Logged
 		}
 	}
 	// Under attack, unverified clients are challenged when challenges are
 	// available (otherwise the mode only tightens the limits).
 	if !r.Verified && !r.Known && e.challenges.Load() && e.modeNow(now) == UnderAttack {
-		return Decision{Verdict: Challenge, By: "mode"}
+		return Decision{Verdict: Challenge, By: "mode", Logged: logged}
 	}
-	return e.checkLimits(now, s, r)
+	d := e.checkLimits(now, s, r)
+	d.Logged = logged
+	return d
+}
+
+// logHit writes the log line of a log-only or dry-run rule's hit, at most
+// one per rule every ruleLogEvery; a line carries the number of hits since
+// the previous one. Hits in between cost two atomic operations.
+func (e *Engine) logHit(now int64, ru *rule, r *Request) {
+	next := ru.logNext.Load()
+	if now < next || !ru.logNext.CompareAndSwap(next, now+ruleLogEvery) {
+		ru.logSkipped.Add(1)
+		return
+	}
+	msg := "rule matched (log only)"
+	if ru.dryRun {
+		msg = "rule matched (dry run, not enforced)"
+	}
+	e.log.Info(msg, "rule", ru.name, "action", ru.action, "client", r.Client, "site", r.Site,
+		"host", string(r.Host), "method", string(r.Method), "path", string(r.Path),
+		"hits_not_logged", ru.logSkipped.Swap(0))
 }
 
 // NeedsHTTPFingerprint reports whether any configured rule matches on the
@@ -451,12 +494,11 @@ func (e *Engine) applyRule(now int64, s *snapshot, ru *rule, r *Request) (Decisi
 		}
 		ru.hits.Add(1)
 		ru.hitCtr.Inc()
-		if ru.dryRun {
-			return Decision{}, false
+		if ru.dryRun || ru.action == "log" {
+			e.logHit(now, ru, r)
+			return Decision{Logged: ru.name}, false
 		}
 		switch ru.action {
-		case "log":
-			return Decision{}, false
 		case "allow":
 			return Decision{By: ru.name}, true
 		case "rate_limit":

@@ -3,8 +3,11 @@ package proxy
 import (
 	"bufio"
 	"io"
+	"net/http"
+	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/levee-dev/levee/internal/accesslog"
 )
@@ -73,4 +76,77 @@ func (l *AccessLog) Write(e *accesslog.Entry) {
 	l.mu.Unlock()
 	*bp = b
 	bufPool.Put(bp)
+}
+
+// readOnlyBytes views s as bytes without copying, for Entry fields that
+// AppendJSON only reads.
+func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// h2Log wraps the response writer of an HTTP/2 request while an access log
+// is configured, and collects what its line records. The verdict is
+// pass unless a reject path notes another (noteVerdict).
+type h2Log struct {
+	http.ResponseWriter
+	status     int
+	bytes      int64
+	site       *Site
+	client     netip.Addr
+	v          verdictIdx
+	by, logged string
+}
+
+func (l *h2Log) WriteHeader(code int) {
+	if l.status == 0 && code >= 200 {
+		l.status = code
+	}
+	l.ResponseWriter.WriteHeader(code)
+}
+
+func (l *h2Log) Write(b []byte) (int, error) {
+	if l.status == 0 {
+		l.status = http.StatusOK
+	}
+	n, err := l.ResponseWriter.Write(b)
+	l.bytes += int64(n)
+	return n, err
+}
+
+// Flush passes on to the wrapped writer: streamed responses stay streamed.
+func (l *h2Log) Flush() {
+	if f, ok := l.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the wrapped writer (deadlines).
+func (l *h2Log) Unwrap() http.ResponseWriter { return l.ResponseWriter }
+
+// noteVerdict records the verdict of an HTTP/2 request for its access log
+// line; w is the request's writer (a no-op unless it is an h2Log).
+func noteVerdict(w http.ResponseWriter, v verdictIdx) {
+	if lw, ok := w.(*h2Log); ok {
+		lw.v = v
+	}
+}
+
+// logH2 writes the access log line of an HTTP/2 request, the same fields
+// as logH1's.
+func (p *Proxy) logH2(l *AccessLog, lw *h2Log, r *http.Request, start time.Time) {
+	e := accesslog.Entry{
+		Format: accesslog.FormatJSON, Time: start, Client: lw.client, Method: readOnlyBytes(r.Method),
+		Host: readOnlyBytes(r.Host), Path: readOnlyBytes(r.URL.Path), Query: readOnlyBytes(r.URL.RawQuery),
+		Status: uint16(lw.status), Bytes: lw.bytes, Duration: time.Since(start),
+		UserAgent: readOnlyBytes(r.UserAgent()), Verdict: telemetryVerdict[lw.v], HasVerdict: true,
+		By: readOnlyBytes(lw.by), LogRule: readOnlyBytes(lw.logged),
+	}
+	if !e.Client.IsValid() {
+		e.Client = peerFrom(r)
+	}
+	if lw.site != nil {
+		e.Site = lw.site.name
+	}
+	if lw.v == vDrop || lw.v == vTarpit {
+		e.Status = 0
+	}
+	l.Write(&e)
 }

@@ -33,6 +33,8 @@ type reqState struct {
 	verified bool // the client holds a valid clearance (passed a challenge)
 	// the known-client cookie, once checked (see knownCookie)
 	cookieChecked, cookieValid, cookieKnown bool
+	// for the access log: what decided, and the log-only rule that matched
+	by, logged string
 }
 
 var reqPool = sync.Pool{New: func() any { return new(reqState) }}
@@ -147,6 +149,7 @@ func (p *Proxy) decideH1(ctx *fasthttp.RequestCtx, st *State, site *Site, client
 	d := st.Decider.Decide(coarsetime.UnixNano(), &rs.dr)
 	rs.dr = decide.Request{}
 	rs.allowed = d.By == "allow" || rs.verified
+	rs.by, rs.logged = d.By, d.Logged
 	switch d.Verdict {
 	case decide.Pass:
 		return vPass
@@ -306,6 +309,9 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 	}
 	d := st.Decider.Decide(now.UnixNano(), dr)
 	allowed = d.By == "allow" || dr.Verified
+	if lw, ok := w.(*h2Log); ok {
+		lw.by, lw.logged = d.By, d.Logged
+	}
 	*dr = decide.Request{}
 	if site.Rec != nil {
 		rs.ev.Verdict = telemetry.VerdictPass
@@ -339,6 +345,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 			}
 			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d, known)))
 			site.m.count(vChallenge, 403)
+			noteVerdict(w, vChallenge)
 			return false, false
 		}
 		w.Header().Set("Retry-After", retryAfter(d.RetryAfter))
@@ -351,12 +358,14 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 			p.tarpit.held.Add(1)
 			defer p.tarpit.held.Add(-1)
 			site.m.count(vTarpit, 0)
+			noteVerdict(w, vTarpit)
 			select {
 			case <-time.After(st.Config.TarpitDelay):
 			case <-r.Context().Done():
 			}
 		} else {
 			site.m.count(vDrop, 0)
+			noteVerdict(w, vDrop)
 		}
 		// Resets the stream without a response.
 		panic(http.ErrAbortHandler)

@@ -53,8 +53,19 @@ var hopByHop = map[string]bool{
 // ServeHTTP proxies one HTTP/2 request through the same upstream pools as
 // HTTP/1.1.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := p.state.Load()
 	start := time.Now()
+	if l := p.alog.Load(); l != nil {
+		lw := &h2Log{ResponseWriter: w}
+		// Deferred: a dropped or tarpitted stream ends in a panic
+		// (http.ErrAbortHandler) and is logged too.
+		defer p.logH2(l, lw, r, start)
+		w = lw
+	}
+	p.serveHTTP(w, r, start)
+}
+
+func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request, start time.Time) {
+	st := p.state.Load()
 	site := st.Router.Match([]byte(r.Host))
 	if site == nil {
 		p.writePageHTTP(w, r, p.m.noSite, vNoSite, pageNoSite)
@@ -75,10 +86,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if trusted {
 		client = cfg.ClientIP.Resolve(peer, []byte(r.Header.Get("X-Forwarded-For")), []byte(r.Header.Get("Forwarded")))
 	}
+	if lw, ok := w.(*h2Log); ok {
+		lw.site, lw.client = site, client
+	}
 	if st.Challenge != nil && challenge.IsEndpoint([]byte(r.URL.Path)) {
 		_, _, bind := connFingerprint(connFrom(r))
 		st.Challenge.ServeEndpoint(w, r, start, client, bind)
 		site.m.count(vChallenge, 200)
+		noteVerdict(w, vChallenge)
 		return
 	}
 	pass, allowed := p.decideH2(w, r, st, site, client, start)
@@ -135,6 +150,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(503)
 			_, _ = w.Write(body)
 			site.m.count(vShed, 503)
+			noteVerdict(w, vShed)
 			return
 		}
 		w.Header().Set("Retry-After", retryAfter(site.Breaker.RetryAfter(time.Now())))
@@ -265,4 +281,5 @@ func (p *Proxy) writePageHTTP(w http.ResponseWriter, r *http.Request, sm *siteMe
 	w.WriteHeader(pg.status)
 	_, _ = w.Write(body)
 	sm.count(v, pg.status)
+	noteVerdict(w, v)
 }

@@ -156,14 +156,15 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		}
 		site.Rec.Record(&rs.ev)
 	}
-	rs.filled = false
-	reqPool.Put(rs)
 	if l := p.alog.Load(); l != nil {
-		p.logH1(l, ctx, start, site, client, v)
+		p.logH1(l, ctx, start, site, client, v, rs)
 	}
+	rs.filled = false
+	rs.by, rs.logged = "", ""
+	reqPool.Put(rs)
 }
 
-func (p *Proxy) logH1(l *AccessLog, ctx *fasthttp.RequestCtx, start time.Time, site *Site, client netip.Addr, v verdictIdx) {
+func (p *Proxy) logH1(l *AccessLog, ctx *fasthttp.RequestCtx, start time.Time, site *Site, client netip.Addr, v verdictIdx, rs *reqState) {
 	e := accesslog.Entry{
 		Format: accesslog.FormatJSON, Time: start, Client: client, Method: ctx.Method(), Host: ctx.Host(),
 		Path: ctx.Path(), Query: ctx.URI().QueryString(), Status: uint16(ctx.Response.StatusCode()),
@@ -176,6 +177,7 @@ func (p *Proxy) logH1(l *AccessLog, ctx *fasthttp.RequestCtx, start time.Time, s
 	if v == vDrop || v == vTarpit {
 		e.Status = 0
 	}
+	e.By, e.LogRule = readOnlyBytes(rs.by), readOnlyBytes(rs.logged)
 	l.Write(&e)
 }
 

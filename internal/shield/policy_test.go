@@ -2,8 +2,10 @@ package shield
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/levee-dev/levee/internal/accesslog"
 	"github.com/levee-dev/levee/internal/config"
@@ -246,15 +250,32 @@ func TestAccessLogLines(t *testing.T) {
 	o := startOrigin(t)
 	logPath := t.TempDir() + "/access.log"
 	s := startShield(t, fmt.Sprintf(`
-listen: [{address: "127.0.0.1:0"}]
+listen: [{address: "127.0.0.1:0", h2c: true}]
 sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
 log: {access_log: %s}
-rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}]
+rules:
+  - {name: watch-a, match: {path: {prefix: /a}}, action: log}
+  - {name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 `, o.addr, logPath))
 	c, _ := dialFrom(t, "127.0.6.1", addrOf(s, 0))
 	get(c, "/a?b=1", "User-Agent: Mozilla \"quoted\" \xff")
 	get(c, "/b", "User-Agent: sqlmap")
 	c.Close()
+	// HTTP/2 requests (h2c) are logged the same way.
+	tr := &http2.Transport{AllowHTTP: true}
+	tr.DialTLS = func(network, addr string, _ *tls.Config) (net.Conn, error) { return net.Dial(network, addr) }
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	for _, ua := range []string{"h2-client", "sqlmap-h2"} {
+		rq, _ := http.NewRequest("GET", "http://"+addrOf(s, 0)+"/a2?z=9", nil)
+		rq.Header.Set("User-Agent", ua)
+		resp, err := cl.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.Shutdown(ctx)
@@ -263,10 +284,10 @@ rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("want 2 lines, got %q", data)
+	if len(lines) != 4 {
+		t.Fatalf("want 4 lines, got %q", data)
 	}
-	var e struct {
+	type logLine struct {
 		TS       time.Time `json:"ts"`
 		Site     string    `json:"site"`
 		Client   string    `json:"client"`
@@ -277,23 +298,39 @@ rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 		UA       string    `json:"ua"`
 		Verdict  string    `json:"verdict"`
 		Duration float64   `json:"duration_ms"`
+		Bytes    int       `json:"bytes"`
+		By       string    `json:"by"`
+		LogRule  string    `json:"log_rule"`
 	}
+	var e logLine
 	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil {
 		t.Fatalf("line 1 is not JSON: %v: %s", err, lines[0])
 	}
-	if e.Site != "shop" || e.Client != "127.0.6.1" || e.Path != "/a" || e.Query != "b=1" || e.Status != 200 || e.Verdict != "pass" || e.UA != "Mozilla \"quoted\" \ufffd" || time.Since(e.TS) > time.Minute {
+	if e.Site != "shop" || e.Client != "127.0.6.1" || e.Path != "/a" || e.Query != "b=1" || e.Status != 200 || e.Verdict != "pass" || e.UA != "Mozilla \"quoted\" \ufffd" || time.Since(e.TS) > time.Minute ||
+		e.By != "" || e.LogRule != "watch-a" {
 		t.Fatalf("line 1: %+v", e)
 	}
 	// Verdict names are telemetry's (pass, blocked, limited, ...), the ones
 	// levee analyze reads.
-	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Status != 403 || e.Verdict != "blocked" {
+	e = logLine{}
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Status != 403 || e.Verdict != "blocked" || e.By != "scanners" || e.LogRule != "" {
 		t.Fatalf("line 2: %v %+v", err, e)
+	}
+	e = logLine{}
+	if err := json.Unmarshal([]byte(lines[2]), &e); err != nil || e.Status != 200 || e.Verdict != "pass" || e.Method != "GET" ||
+		e.Path != "/a2" || e.Query != "z=9" || e.UA != "h2-client" || e.Site != "shop" || e.Client != "127.0.0.1" ||
+		e.LogRule != "watch-a" || e.By != "" || e.Bytes == 0 {
+		t.Fatalf("line 3 (HTTP/2): %v %+v", err, e)
+	}
+	e = logLine{}
+	if err := json.Unmarshal([]byte(lines[3]), &e); err != nil || e.Status != 403 || e.Verdict != "blocked" || e.By != "scanners" || e.LogRule != "watch-a" {
+		t.Fatalf("line 4 (HTTP/2, blocked): %v %+v", err, e)
 	}
 	r, err := accesslog.NewReader(strings.NewReader(string(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 4; i++ {
 		le, err := r.Next()
 		if err != nil || le.Format != accesslog.FormatJSON || !le.HasVerdict || le.Status == 0 {
 			t.Fatalf("levee analyze's reader on line %d: %v %+v", i+1, err, le)
