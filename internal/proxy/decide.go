@@ -224,22 +224,24 @@ func (p *Proxy) drop(ctx *fasthttp.RequestCtx) {
 	ctx.Hijack(resetConn)
 }
 
+// resetConn makes closing c send a reset (SO_LINGER 0) rather than a FIN.
+// It unwraps the connection down to the TCP socket: fasthttp's hijacked
+// connection (UnsafeConn), guard.Conn (Unwrap), fastconn.Conn (NetConn).
 func resetConn(c net.Conn) {
-	type lingerer interface{ SetLinger(int) error }
 	for c != nil {
-		if l, ok := c.(lingerer); ok {
-			_ = l.SetLinger(0)
-			break
+		switch u := c.(type) {
+		case interface{ SetLinger(int) error }:
+			_ = u.SetLinger(0)
+			return
+		case interface{ UnsafeConn() net.Conn }:
+			c = u.UnsafeConn()
+		case interface{ Unwrap() net.Conn }:
+			c = u.Unwrap()
+		case interface{ NetConn() net.Conn }:
+			c = u.NetConn()
+		default:
+			return
 		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			if u2, ok2 := c.(interface{ Unwrap() net.Conn }); ok2 {
-				c = u2.Unwrap()
-				continue
-			}
-			break
-		}
-		c = u.NetConn()
 	}
 }
 

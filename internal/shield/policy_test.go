@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,12 +216,14 @@ rules:
 	if code, _ := do("/", "Mozilla"); code != 200 {
 		t.Errorf("browser: %d", code)
 	}
-	if _, err := do("/wp-login.php", "x"); err == nil {
-		t.Error("drop rule answered")
+	// Drop and tarpit reset the connection (RST, not FIN): the client
+	// reads ECONNRESET.
+	if _, err := do("/wp-login.php", "x"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("drop rule: err %v, want a connection reset", err)
 	}
 	start := time.Now()
-	if _, err := do("/xmlrpc.php", "x"); err == nil || time.Since(start) < 250*time.Millisecond {
-		t.Errorf("tarpit: err %v after %v", err, time.Since(start))
+	if _, err := do("/xmlrpc.php", "x"); !errors.Is(err, syscall.ECONNRESET) || time.Since(start) < 250*time.Millisecond {
+		t.Errorf("tarpit: err %v after %v, want a connection reset after the delay", err, time.Since(start))
 	}
 	codes := []int{}
 	for i := 0; i < 4; i++ {
