@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -49,7 +50,14 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg.Log, stderr)
 	defer startProfile(os.Getenv("LEVEE_CPUPROFILE"))()
-	s, err := shield.New(cfg, shield.Options{ConfigPath: *cfgPath, Logger: log})
+	opts := shield.Options{ConfigPath: *cfgPath, Logger: log}
+	if *cfgPath != "" {
+		// A reload re-reads the file with the same command-line overrides.
+		opts.Load = func() (*config.Config, error) {
+			return buildServeConfig(*cfgPath, ups, *listen, *adminAddr, *dataDir)
+		}
+	}
+	s, err := shield.New(cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -120,8 +128,16 @@ func buildServeConfig(path string, ups []string, listen, adminAddr, dataDir stri
 		cfg.Admin.Address = adminAddr
 	}
 	if dataDir != "" {
+		// The file was defaulted on load: paths derived from its data
+		// directory follow the override; paths it set itself stay.
+		old := cfg.DataDir
 		cfg.DataDir = dataDir
-		cfg.Admin.TokenFile = ""
+		if cfg.Admin.TokenFile == filepath.Join(old, "admin.token") {
+			cfg.Admin.TokenFile = ""
+		}
+		if cfg.KnownClients.KeyFile == filepath.Join(old, "known.key") {
+			cfg.KnownClients.KeyFile = ""
+		}
 	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {

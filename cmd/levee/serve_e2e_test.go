@@ -238,6 +238,32 @@ func TestSIGHUPReloadKeepsRunningConfigOnError(t *testing.T) {
 	}
 }
 
+// TestReloadKeepsCommandLineOverrides: a reload re-reads the file with the
+// overrides given at start (--upstream here, and --listen, --admin and
+// --data-dir from startServe), rather than the file alone.
+func TestReloadKeepsCommandLineOverrides(t *testing.T) {
+	o := originServer(t)
+	o.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "override") })
+	dir := t.TempDir()
+	fileData := filepath.Join(dir, "file-data")
+	path := filepath.Join(dir, "levee.yaml")
+	// The file's own upstream is dead and its data directory differs.
+	os.WriteFile(path, []byte("data_dir: "+fileData+"\nsites:\n  - upstreams:\n      - url: http://127.0.0.1:1\n"), 0o600)
+	s := startServe(t, dir, "-c", path, "--upstream", o.URL)
+	if code, body, err := getFrom("127.0.0.1", s.listen, "/"); code != 200 || body != "override" {
+		t.Fatalf("before reload: %d %q %v", code, body, err)
+	}
+	if out, err := s.cli(t, "reload", "--admin", s.admin); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	if code, body, err := getFrom("127.0.0.1", s.listen, "/"); code != 200 || body != "override" {
+		t.Fatalf("after reload the --upstream override was lost: %d %q %v", code, body, err)
+	}
+	if _, err := os.Stat(fileData); !os.IsNotExist(err) {
+		t.Fatalf("after reload the file's data_dir %s was used instead of --data-dir (stat: %v)", fileData, err)
+	}
+}
+
 func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")

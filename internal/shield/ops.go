@@ -12,12 +12,17 @@ import (
 )
 
 // Reload re-reads the configuration file (when the shield was started from
-// one), validates it and applies it. On any error the running configuration
-// stays in effect and the error is returned.
+// one, through Options.Load if set), validates it and applies it. On any
+// error the running configuration stays in effect and the error is
+// returned.
 func (s *Shield) Reload() error {
 	cfg := s.cfg.Load()
-	if s.opts.ConfigPath != "" {
-		nc, err := config.Load(s.opts.ConfigPath)
+	load := s.opts.Load
+	if load == nil && s.opts.ConfigPath != "" {
+		load = func() (*config.Config, error) { return config.Load(s.opts.ConfigPath) }
+	}
+	if load != nil {
+		nc, err := load()
 		if err != nil {
 			s.recordReload(err)
 			return fmt.Errorf("reload refused, running configuration kept: %w", err)
@@ -81,7 +86,30 @@ type StatusReport struct {
 	Bans            int              `json:"bans"`
 	Rules           []RuleView       `json:"rules"`
 	LimitTable      LimitTableStatus `json:"limit_table"`
-	Feeds           []string         `json:"feeds,omitempty"`
+	// Feeds are the threat feeds' names (FeedLists has their details).
+	Feeds []string `json:"feeds,omitempty"`
+	// FeedLists describes each threat feed in declaration order.
+	FeedLists []FeedStatus `json:"feed_lists,omitempty"`
+	// AllowPrefixes and BlockPrefixes are the sizes of the static allow
+	// and block lists of the running configuration (addresses or CIDRs).
+	AllowPrefixes int `json:"allow_prefixes"`
+	BlockPrefixes int `json:"block_prefixes"`
+}
+
+// FeedStatus describes one threat feed in Status.
+type FeedStatus struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+	// Format of the last good read (detected when the feed says auto).
+	Format string `json:"format"`
+	// Prefixes in effect: from the last good read.
+	Prefixes int `json:"prefixes"`
+	// Skipped bad lines in the last good read.
+	Skipped int `json:"skipped_lines,omitempty"`
+	// Loaded is the time of the last good read; zero if never.
+	Loaded time.Time `json:"loaded,omitzero"`
+	// Error is the last read failure, empty after a good read.
+	Error string `json:"error,omitempty"`
 }
 
 // LimitTableStatus summarizes the rate limit table.
@@ -114,7 +142,12 @@ func (s *Shield) Status() any {
 	st.LimitTable = LimitTableStatus{Slots: int64(ts.Slots), Bytes: int64(ts.Bytes), Live: int64(ts.Live), Evictions: uint64(ts.EvictionsActive)}
 	if f := s.engine.Feeds(); f != nil {
 		st.Feeds = f.Lists()
+		for _, l := range f.Status() {
+			st.FeedLists = append(st.FeedLists, FeedStatus{Name: l.Name, Path: l.Path, Format: l.Format,
+				Prefixes: l.Prefixes, Skipped: l.Skipped, Loaded: l.Loaded, Error: l.Error})
+		}
 	}
+	st.AllowPrefixes, st.BlockPrefixes = len(cfg.Allow), len(cfg.Block)
 	for _, a := range s.Addrs() {
 		st.Listeners = append(st.Listeners, a.String())
 	}

@@ -44,7 +44,11 @@ type Options struct {
 	// ConfigPath is re-read on Reload; empty means the configuration was not
 	// loaded from a file (zero-config start) and Reload re-applies it.
 	ConfigPath string
-	Logger     *slog.Logger
+	// Load, when set, is what Reload calls instead of config.Load(ConfigPath):
+	// the command line uses it to merge its overrides (--upstream, --listen,
+	// --admin, --data-dir) into every re-read of the file, as at start.
+	Load   func() (*config.Config, error)
+	Logger *slog.Logger
 	// Registry receives all metrics. Nil: a new registry.
 	Registry *prometheus.Registry
 }
