@@ -281,7 +281,16 @@ func (l *listener) acceptLoop() {
 		backoff = 0
 		c = fastconn.Wrap(c)
 		if l.cfg.ProxyProtocol {
-			go l.proxied(c)
+			// Until its header names the client, the connection counts
+			// as its peer's (the balancer's), so headerless connections
+			// cannot pile up past the caps.
+			peer := guard.AddrOf(c.RemoteAddr())
+			if r := s.guard.AdmitPending(time.Now(), peer); r != guard.Admitted {
+				guard.Reject(c)
+				s.refused(peer, r)
+				continue
+			}
+			go l.proxied(c, peer)
 			continue
 		}
 		var gc *guard.Conn
@@ -329,10 +338,11 @@ func (l *listener) admit(c net.Conn, addr netip.Addr, remote, local net.Addr) *g
 	return s.guard.NewConn(c, addr, remote, local)
 }
 
-// proxied reads the PROXY protocol header, then admits by the address it
-// names.
-func (l *listener) proxied(c net.Conn) {
+// proxied reads the PROXY protocol header of c, admitted as pending for
+// its peer, then admits the client it names.
+func (l *listener) proxied(c net.Conn, peer netip.Addr) {
 	pc, hdr, err := proxyproto.Accept(c, l.cfg.ProxyProtocolTimeout)
+	l.s.guard.Release(peer)
 	if err != nil {
 		guard.Reject(c)
 		l.s.sampled.warn("proxyproto", "bad PROXY protocol header", "peer", c.RemoteAddr().String(), "err", err)
