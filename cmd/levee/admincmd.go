@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/levee-dev/levee/internal/admin"
 	"github.com/levee-dev/levee/internal/config"
@@ -91,11 +93,21 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(tw, "bans\t%d\n", st.Bans)
 	fmt.Fprintf(tw, "limit table\t%d/%d keys, %d MiB, %d active evictions\n",
 		st.LimitTable.Live, st.LimitTable.Slots, st.LimitTable.Bytes>>20, st.LimitTable.Evictions)
-	if len(st.Feeds) > 0 {
+	fmt.Fprintf(tw, "allow list\t%s\n", plural(st.AllowPrefixes, "entry", "entries"))
+	fmt.Fprintf(tw, "block list\t%s\n", plural(st.BlockPrefixes, "entry", "entries"))
+	switch {
+	case len(st.FeedLists) > 0:
+		for _, f := range st.FeedLists {
+			fmt.Fprintf(tw, "feed %s\t%s\n", f.Name, feedLine(f, time.Now()))
+		}
+	case len(st.Feeds) > 0: // a shield from before feed details
 		fmt.Fprintf(tw, "feeds\t%v\n", st.Feeds)
 	}
 	if st.LastReloadError != "" {
 		fmt.Fprintf(tw, "last reload error\t%s\n", st.LastReloadError)
+	}
+	if len(st.RestartPending) > 0 {
+		fmt.Fprintf(tw, "needs a restart\t%s (changed since start; running with the start values)\n", strings.Join(st.RestartPending, ", "))
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
@@ -137,6 +149,34 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// feedLine renders one feed of `levee status`: its size, format, when it was
+// last read and its current error.
+func feedLine(f shield.FeedStatus, now time.Time) string {
+	line := plural(f.Prefixes, "prefix", "prefixes")
+	if f.Format != "" && f.Format != "auto" {
+		line += " (" + f.Format + ")"
+	}
+	if f.Loaded.IsZero() {
+		line += ", never loaded"
+	} else {
+		line += fmt.Sprintf(", loaded %s ago (%s)", now.Sub(f.Loaded).Truncate(time.Second), f.Loaded.UTC().Format(time.RFC3339))
+	}
+	if f.Skipped > 0 {
+		line += ", " + plural(f.Skipped, "bad line", "bad lines") + " skipped"
+	}
+	if f.Error != "" {
+		line += "; last read failed: " + f.Error
+	}
+	return line
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 func runReload(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("reload", "[--admin ADDR]", stderr)
 	af := addAdminFlags(fs)
@@ -151,6 +191,10 @@ func runReload(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, "reloaded")
+	var st shield.StatusReport
+	if err := c.Do("GET", "/v1/status", nil, &st); err == nil && len(st.RestartPending) > 0 {
+		fmt.Fprintf(stdout, "these settings keep their start values until a restart: %s\n", strings.Join(st.RestartPending, ", "))
+	}
 	return nil
 }
 

@@ -264,6 +264,37 @@ func TestReloadKeepsCommandLineOverrides(t *testing.T) {
 	}
 }
 
+// TestReloadReportsRestartOnlySettings: settings a reload cannot apply
+// (here the header timeout and the log level) are named by levee reload
+// and levee status, and no longer once the file is back to its start
+// values.
+func TestReloadReportsRestartOnlySettings(t *testing.T) {
+	o := originServer(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "levee.yaml")
+	base := "sites:\n  - upstreams:\n      - url: " + o.URL + "\n"
+	os.WriteFile(path, []byte(base), 0o600)
+	s := startServe(t, dir, "-c", path)
+	os.WriteFile(path, []byte(base+"guard: {header_timeout: 7s}\nlog: {level: debug}\n"), 0o600)
+	out, err := s.cli(t, "reload", "--admin", s.admin)
+	if err != nil || !strings.Contains(out, "until a restart: guard.header_timeout, log.level") {
+		t.Fatalf("levee reload: %v\n%s", err, out)
+	}
+	if out, _ := s.cli(t, "status", "--admin", s.admin); !strings.Contains(out, "needs a restart") || !strings.Contains(out, "guard.header_timeout") {
+		t.Fatalf("levee status does not name the pending settings:\n%s", out)
+	}
+	if !strings.Contains(s.log.String(), "keep their start values until a restart") {
+		t.Fatalf("not logged:\n%s", s.log.String())
+	}
+	os.WriteFile(path, []byte(base), 0o600)
+	if out, err := s.cli(t, "reload", "--admin", s.admin); err != nil || strings.Contains(out, "restart") {
+		t.Fatalf("reload back to the start values: %v\n%s", err, out)
+	}
+	if out, _ := s.cli(t, "status", "--admin", s.admin); strings.Contains(out, "needs a restart") {
+		t.Fatalf("levee status still reports pending settings:\n%s", out)
+	}
+}
+
 func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")

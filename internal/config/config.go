@@ -197,11 +197,13 @@ type Site struct {
 	HealthCheck HealthCheck `yaml:"health_check"`
 	// ConnectTimeout bounds dialing an upstream. Default 5s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// ResponseTimeout bounds the wait for the upstream's response headers.
-	// Default 60s.
+	// ResponseTimeout bounds each wait for the upstream while a response is
+	// read (an inactivity timeout: the headers, then every part of the
+	// body); 504 when it passes before the headers. Default 60s.
 	ResponseTimeout time.Duration `yaml:"response_timeout"`
 	// MaxConnsPerUpstream caps open connections to each upstream (pool limit).
-	// Requests beyond it wait up to ConnectTimeout, then get 502. Default 1024.
+	// Requests beyond it wait up to ConnectTimeout, then get 503 with
+	// Retry-After. Default 1024.
 	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
 	// IdleConnTimeout closes pooled upstream connections idle this long.
 	// Default 60s.

@@ -79,13 +79,17 @@ type StatusReport struct {
 	OpenConnections int64        `json:"open_connections"`
 	// FloodListeners counts listeners refusing a connection flood on the
 	// raw accept path (64+ refusals a second).
-	FloodListeners  int              `json:"flood_listeners"`
-	TrackedAddrs    int              `json:"tracked_addresses"`
-	Reloads         int64            `json:"reloads"`
-	LastReloadError string           `json:"last_reload_error,omitempty"`
-	Bans            int              `json:"bans"`
-	Rules           []RuleView       `json:"rules"`
-	LimitTable      LimitTableStatus `json:"limit_table"`
+	FloodListeners  int    `json:"flood_listeners"`
+	TrackedAddrs    int    `json:"tracked_addresses"`
+	Reloads         int64  `json:"reloads"`
+	LastReloadError string `json:"last_reload_error,omitempty"`
+	// RestartPending lists the settings of the running configuration
+	// that keep their start values until a restart (listeners, server
+	// timeouts and sizes, log handler, caches and admission gates).
+	RestartPending []string         `json:"restart_pending,omitempty"`
+	Bans           int              `json:"bans"`
+	Rules          []RuleView       `json:"rules"`
+	LimitTable     LimitTableStatus `json:"limit_table"`
 	// Feeds are the threat feeds' names (FeedLists has their details).
 	Feeds []string `json:"feeds,omitempty"`
 	// FeedLists describes each threat feed in declaration order.
@@ -135,6 +139,9 @@ func (s *Shield) Status() any {
 	}
 	if e := s.lastErr.Load(); e != nil {
 		st.LastReloadError = *e
+	}
+	if p := s.pending.Load(); p != nil {
+		st.RestartPending = *p
 	}
 	st.Bans = s.bans.Len()
 	st.Rules = s.ruleViews()

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,7 +99,12 @@ type Shield struct {
 	history    *admission.History
 	reloads    atomic.Int64
 	lastErr    atomic.Pointer[string]
-	stop       chan struct{}
+	// boot is the configuration the shield started with; pending lists
+	// the settings of the running configuration that differ from it and
+	// take effect only after a restart (restartOnly).
+	boot    *config.Config
+	pending atomic.Pointer[[]string]
+	stop    chan struct{}
 }
 
 // New builds a shield from a validated config without binding sockets.
@@ -369,17 +375,29 @@ func (s *Shield) Apply(cfg *config.Config) error {
 			}
 		}
 	}
-	if old := s.cfg.Load(); old != nil && !sameListeners(old, cfg) {
-		s.log.Warn("listener or admin address changes take effect after a restart")
+	var pending []string
+	if s.boot != nil {
+		pending = restartOnly(s.boot, cfg)
 	}
-	if err := s.applyPolicy(cfg); err != nil {
-		return fail(fmt.Errorf("policy: %w", err))
-	}
+	// The access log opens before the policy applies: applyPolicy swaps
+	// the engine's policy in, so nothing after it may fail.
 	alog, err := openAccessLog(cfg.Log.AccessLog)
 	if err != nil {
 		return fail(err)
 	}
+	if err := s.applyPolicy(cfg); err != nil {
+		if alog != nil {
+			alog.Close()
+		}
+		return fail(fmt.Errorf("policy: %w", err))
+	}
 	// Everything built: swap.
+	if s.boot == nil {
+		s.boot = cfg
+	} else if len(pending) > 0 {
+		s.log.Warn("configuration applied, but these settings keep their start values until a restart", "settings", pending)
+	}
+	s.pending.Store(&pending)
 	for l, cs := range newCerts {
 		l.certs.Store(cs)
 	}
@@ -503,8 +521,42 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
+// restartOnly lists the settings of cfg that differ from boot's and that
+// only a restart applies: listeners, the admin listener, the HTTP/1.1 and
+// HTTP/2 servers (built once at start), the log handler, and each site's
+// micro-cache and admission gate (kept across reloads with their state).
+func restartOnly(boot, cfg *config.Config) []string {
+	var out []string
+	add := func(changed bool, name string) {
+		if changed {
+			out = append(out, name)
+		}
+	}
+	add(!sameListeners(boot, cfg), "listen")
+	add(boot.Admin.Address != cfg.Admin.Address, "admin.address")
+	g, h := boot.Guard, cfg.Guard
+	add(g.HeaderTimeout != h.HeaderTimeout, "guard.header_timeout")
+	add(g.IdleTimeout != h.IdleTimeout, "guard.idle_timeout")
+	add(g.MaxHeaderBytes != h.MaxHeaderBytes, "guard.max_header_bytes")
+	add(g.HTTP2 != h.HTTP2, "guard.http2")
+	add(boot.Log.Level != cfg.Log.Level, "log.level")
+	add(boot.Log.Format != cfg.Log.Format, "log.format")
+	for _, b := range boot.Sites {
+		for _, c := range cfg.Sites {
+			if b.Name != c.Name {
+				continue
+			}
+			add(b.Cache.Enabled && c.Cache.Enabled && !reflect.DeepEqual(b.Cache, c.Cache), "sites["+c.Name+"].cache")
+			add(b.OriginProtection.Enabled && c.OriginProtection.Enabled && !reflect.DeepEqual(b.OriginProtection, c.OriginProtection),
+				"sites["+c.Name+"].origin_protection")
+		}
+	}
+	return out
+}
+
+// sameListeners reports whether a and b listen alike.
 func sameListeners(a, b *config.Config) bool {
-	if len(a.Listen) != len(b.Listen) || a.Admin.Address != b.Admin.Address {
+	if len(a.Listen) != len(b.Listen) {
 		return false
 	}
 	for i := range a.Listen {
