@@ -58,31 +58,67 @@ func newBansMetrics(reg prometheus.Registerer) (*bansMetrics, error) {
 	return m, register(reg, m.active, m.added, m.removed, m.expired, m.storeErrors)
 }
 
-type setMetrics struct {
-	prefixes    *prometheus.GaugeVec
-	reloads     *prometheus.CounterVec
-	skipped     *prometheus.CounterVec
-	lastSuccess *prometheus.GaugeVec
+// setCollector exposes the lists of a Set at scrape time, from
+// Set.Status: nothing is updated on the lookup path, and a scrape does not
+// wait for a load in progress.
+type setCollector struct {
+	get         func() *Set
+	prefixes    *prometheus.Desc
+	reloads     *prometheus.Desc
+	skipped     *prometheus.Desc
+	lastSuccess *prometheus.Desc
 }
 
-func newSetMetrics(reg prometheus.Registerer) (*setMetrics, error) {
-	m := &setMetrics{
-		prefixes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "levee_iplist_prefixes",
-			Help: "Prefixes loaded from each list.",
-		}, []string{"list"}),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "levee_iplist_reloads_total",
-			Help: "List file reads, by list and result (ok, error).",
-		}, []string{"list", "result"}),
-		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "levee_iplist_skipped_lines_total",
-			Help: "Bad lines skipped in lenient lists.",
-		}, []string{"list"}),
-		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "levee_iplist_last_success_timestamp_seconds",
-			Help: "Unix time of the last successful read of each list.",
-		}, []string{"list"}),
+var _ prometheus.Collector = (*setCollector)(nil)
+
+// NewSetCollector returns a collector of the metrics of the lists of the Set
+// current returns at each scrape (nothing while it returns nil):
+// levee_iplist_prefixes, levee_iplist_reloads_total,
+// levee_iplist_skipped_lines_total and
+// levee_iplist_last_success_timestamp_seconds, labelled list=name.
+//
+// It is for owners that replace their Set, for example on a configuration
+// reload that changes the list files: one collector, registered once,
+// follows the Set in use, so added lists appear and removed lists disappear
+// at the next scrape. Create such Sets with no Registerer in SetDeps. The
+// counters of a new Set start again from zero, which Prometheus reads as a
+// counter reset.
+func NewSetCollector(current func() *Set) prometheus.Collector {
+	l := []string{"list"}
+	return &setCollector{
+		get: current,
+		prefixes: prometheus.NewDesc("levee_iplist_prefixes",
+			"Prefixes loaded from each list.", l, nil),
+		reloads: prometheus.NewDesc("levee_iplist_reloads_total",
+			"List file reads, by list and result (ok, error).", []string{"list", "result"}, nil),
+		skipped: prometheus.NewDesc("levee_iplist_skipped_lines_total",
+			"Bad lines skipped in lenient lists.", l, nil),
+		lastSuccess: prometheus.NewDesc("levee_iplist_last_success_timestamp_seconds",
+			"Unix time of the last successful read of each list.", l, nil),
 	}
-	return m, register(reg, m.prefixes, m.reloads, m.skipped, m.lastSuccess)
+}
+
+// Describe implements prometheus.Collector.
+func (c *setCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.prefixes
+	ch <- c.reloads
+	ch <- c.skipped
+	ch <- c.lastSuccess
+}
+
+// Collect implements prometheus.Collector.
+func (c *setCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.get()
+	if s == nil {
+		return
+	}
+	for _, l := range s.Status() {
+		ch <- prometheus.MustNewConstMetric(c.prefixes, prometheus.GaugeValue, float64(l.Prefixes), l.Name)
+		ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(l.Reads), l.Name, "ok")
+		ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(l.Failures), l.Name, "error")
+		ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.CounterValue, float64(l.SkippedTotal), l.Name)
+		if !l.Loaded.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, float64(l.Loaded.UnixNano())/1e9, l.Name)
+		}
+	}
 }

@@ -309,7 +309,18 @@ func (p *parser) jsonLine(line []byte) error {
 		return p.bad(line, err)
 	}
 	p.st.Entries++
-	return p.fn(Entry{Prefix: pfx.Masked(), Line: p.st.Lines, Comment: rec.SBLID})
+	return p.fn(Entry{Prefix: normalizePrefix(pfx), Line: p.st.Lines, Comment: rec.SBLID})
+}
+
+// normalizePrefix returns p with its host bits cleared and, when it is an
+// IPv4-mapped IPv6 prefix of at least 96 bits (::ffff:1.2.3.0/120), as the
+// IPv4 prefix it covers (1.2.3.0/24). Every format goes through it, so a
+// prefix reads the same whichever form the file uses.
+func normalizePrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked()
 }
 
 // finish checks the input as a whole.
@@ -353,10 +364,7 @@ func parseEntry(data []byte, buf []netip.Prefix) ([]netip.Prefix, error) {
 		if err != nil {
 			return nil, err
 		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		return append(buf, p.Masked()), nil
+		return append(buf, normalizePrefix(p)), nil
 	}
 	a, err := parseAddr(s)
 	if err != nil {

@@ -1,6 +1,7 @@
 package iplist
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -170,6 +171,7 @@ func TestParseLines(t *testing.T) {
 		{"no final newline", "1.2.3.4\n5.6.7.0/24", []string{"1.2.3.4/32", "5.6.7.0/24"}},
 		{"host bits masked", "1.2.3.4/24", []string{"1.2.3.0/24"}},
 		{"mapped", "::ffff:1.2.3.4\n::ffff:1.2.3.0/120", []string{"1.2.3.4/32", "1.2.3.0/24"}},
+		{"mapped json", `{"cidr":"::ffff:1.2.3.0/120"}` + "\n" + `{"cidr":"::ffff:5.6.7.8/128"}`, []string{"1.2.3.0/24", "5.6.7.8/32"}},
 		{"tabs and spaces", "\t 1.2.3.4 \t# c\n", []string{"1.2.3.4/32"}},
 		{"range", "10.0.0.1-10.0.0.6", []string{"10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"}},
 		{"range v6", "2001:db8::-2001:db8::ffff", []string{"2001:db8::/112"}},
@@ -302,6 +304,77 @@ func addSeeds(f *testing.F) {
 	f.Add("1.2.3.4-1.2.3.4\n::-::1\n")
 	f.Add("1.1.1.1\n" + strings.Repeat("2", 300) + "\n3.3.3.3")
 	f.Add(`{"type":"metadata","records":1}` + "\n" + `{"cidr":"::/0"}`)
+	// IPv4-mapped prefixes, in the JSON and text forms.
+	f.Add(`{"cidr":"::ffff:1.2.3.0/120","sblid":"SBL1"}` + "\n" + `{"cidr":"::ffff:0.0.0.0/96"}`)
+	f.Add("::ffff:1.2.3.0/120 ; SBL1\n::ffff:5.6.7.8/128 ; SBL2\n")
+}
+
+// cidrForms renders one CIDR as a one-entry file of each format.
+func cidrForms(cidr string) map[Format]string {
+	q, _ := json.Marshal(cidr)
+	return map[Format]string{
+		FormatPlain:        cidr + "\n",
+		FormatNetset:       "# firehol test\n" + cidr + "\n",
+		FormatSpamhausJSON: `{"cidr":` + string(q) + `,"sblid":"SBL1","rir":"test"}` + "\n",
+		FormatSpamhausText: "; Spamhaus DROP test\n" + cidr + " ; SBL1\n",
+	}
+}
+
+// checkCIDRForms checks that a CIDR parses to the same prefix in every
+// format that accepts it: IPv4-mapped prefixes become IPv4 whichever form
+// the file uses, host bits are cleared in all of them. The JSON form accepts
+// exactly what the text forms accept.
+func checkCIDRForms(t *testing.T, cidr string) {
+	var want []string
+	wantOK := false
+	for i, f := range []Format{FormatPlain, FormatNetset, FormatSpamhausText, FormatSpamhausJSON} {
+		es, _, err := parseAll(t, cidrForms(cidr)[f], ParseOptions{Format: f})
+		got := prefixStrings(es)
+		if i == 0 {
+			want, wantOK = got, err == nil
+			if !wantOK {
+				return // not a prefix the text forms accept
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("%q as %v: %v, %v; plain gives %v", cidr, f, got, err, want)
+		}
+	}
+}
+
+func TestParseSameCIDRInEveryFormat(t *testing.T) {
+	for _, cidr := range []string{
+		"::ffff:1.2.3.0/120",  // -> 1.2.3.0/24
+		"::ffff:1.2.3.4/128",  // -> 1.2.3.4/32
+		"::ffff:1.2.3.77/120", // host bits -> 1.2.3.0/24
+		"::ffff:0.0.0.0/96",   // -> 0.0.0.0/0
+		"::ffff:0:0/95",       // wider than the mapped range: stays IPv6
+		"1.2.3.4/24",          // host bits
+		"2001:db8::1/32",      // host bits
+		"2a06:e480::/29",
+	} {
+		checkCIDRForms(t, cidr)
+	}
+	es, _, err := parseAll(t, cidrForms("::ffff:1.2.3.0/120")[FormatSpamhausJSON], ParseOptions{})
+	if err != nil || len(es) != 1 || es[0].Prefix.String() != "1.2.3.0/24" || es[0].Comment != "SBL1" {
+		t.Fatalf("mapped JSON entry: %v %+v; want 1.2.3.0/24", err, es)
+	}
+}
+
+// FuzzParseCIDRForms: any CIDR the plain parser accepts reads the same in
+// the netset, Spamhaus text and Spamhaus JSON forms.
+func FuzzParseCIDRForms(f *testing.F) {
+	for _, s := range []string{"::ffff:1.2.3.0/120", "::ffff:0.0.0.0/96", "::ffff:0:0/95", "1.2.3.4/24", "2001:db8::1/32", "0.0.0.0/0", "::/0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cidr string) {
+		if !strings.Contains(cidr, "/") || strings.ContainsAny(cidr, "#;-") ||
+			strings.IndexFunc(cidr, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+			return // ranges, bare addresses, comments and spacing are text-only
+		}
+		checkCIDRForms(t, cidr)
+	})
 }
 
 func FuzzParseAuto(f *testing.F) {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,11 @@ type SetConfig struct {
 // SetDeps are the collaborators of a Set. All fields are optional; the zero
 // value discards logs and registers no metrics.
 type SetDeps struct {
-	Logger     *slog.Logger          // nil: discard
-	Registerer prometheus.Registerer // nil: metrics are not registered
+	Logger *slog.Logger // nil: discard
+	// Registerer receives the Set's metrics (nil: not registered). An owner
+	// that replaces its Set (on a configuration reload) should leave it nil
+	// and register one NewSetCollector that follows the Set in use.
+	Registerer prometheus.Registerer
 }
 
 // Set is a group of list files compiled into one Table. It re-reads a file
@@ -59,11 +63,11 @@ type SetDeps struct {
 type Set struct {
 	cfg   SetConfig
 	log   *slog.Logger
-	m     *setMetrics
 	lists []*listState
 
-	mu   sync.Mutex // serializes loads
-	snap atomic.Pointer[Table]
+	mu     sync.Mutex // serializes loads
+	snap   atomic.Pointer[Table]
+	status atomic.Pointer[[]ListStatus] // published after every load
 }
 
 // listState is what a Set remembers of one file. Guarded by Set.mu.
@@ -76,6 +80,9 @@ type listState struct {
 	loaded   time.Time      // time of the last good read
 	detected Format         // format of the last good read
 	skipped  int            // bad lines skipped in the last good read
+	reads    uint64         // good reads so far
+	failures uint64         // failed reads so far
+	skips    uint64         // bad lines skipped over all good reads
 }
 
 // ListStatus describes one list of a Set, for status pages and the admin
@@ -88,21 +95,40 @@ type ListStatus struct {
 	Skipped  int       // bad lines skipped in the last good read
 	Loaded   time.Time // last good read; zero if never
 	Error    string    // the last read failure, empty after a good read
+
+	// Counters since the Set was created (a new Set starts from zero).
+	Reads        uint64 // good reads
+	Failures     uint64 // failed reads (missing file, bad line in a strict list, ...)
+	SkippedTotal uint64 // bad lines skipped over all good reads
 }
 
-// Status returns the state of every list in declaration order.
+// Status returns the state of every list in declaration order. It does not
+// wait for a load in progress: it returns the state published by the last
+// finished one.
 func (s *Set) Status() []ListStatus {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	p := s.status.Load()
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(*p)
+}
+
+// publishStatus snapshots the lists' state for Status. Called with s.mu
+// held.
+func (s *Set) publishStatus() {
 	out := make([]ListStatus, len(s.lists))
 	for i, l := range s.lists {
 		out[i] = ListStatus{
 			Name: l.cfg.Name, Path: l.cfg.Path, Format: l.detected.String(),
 			Prefixes: len(l.prefixes), Skipped: l.skipped, Loaded: l.loaded, Error: l.lastErr,
+			Reads: l.reads, Failures: l.failures, SkippedTotal: l.skips,
 		}
 	}
-	return out
+	s.status.Store(&out)
 }
+
+// Interval returns the polling interval in effect (after defaults).
+func (s *Set) Interval() time.Duration { return s.cfg.Interval }
 
 // Validate checks the configuration without reading any file: every list
 // has a path, a known format and a unique name.
@@ -151,11 +177,6 @@ func NewSet(cfg SetConfig, deps SetDeps) (*Set, error) {
 		return nil, err
 	}
 	s.lists = lists
-	m, err := newSetMetrics(deps.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	s.m = m
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.lists {
@@ -169,6 +190,10 @@ func NewSet(cfg SetConfig, deps SetDeps) (*Set, error) {
 		}
 	}
 	s.rebuild()
+	s.publishStatus()
+	if err := register(deps.Registerer, NewSetCollector(func() *Set { return s })); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -257,12 +282,13 @@ func (s *Set) load(all bool) error {
 	if changed {
 		s.rebuild()
 	}
+	s.publishStatus()
 	return errors.Join(errs...)
 }
 
 // fail logs err for l unless it was the last error logged for l.
 func (s *Set) fail(l *listState, err error) {
-	s.m.reloads.WithLabelValues(l.cfg.Name, "error").Inc()
+	l.failures++
 	if msg := err.Error(); msg != l.lastErr {
 		l.lastErr = msg
 		s.log.Error("list reload failed; keeping its previous contents", "list", l.cfg.Name, "path", l.cfg.Path, "err", err)
@@ -299,10 +325,8 @@ func (s *Set) read(l *listState) error {
 	l.prefixes = prefixes
 	l.lastErr = ""
 	l.loaded, l.detected, l.skipped = time.Now(), st.Format, st.Skipped
-	s.m.reloads.WithLabelValues(l.cfg.Name, "ok").Inc()
-	s.m.prefixes.WithLabelValues(l.cfg.Name).Set(float64(len(prefixes)))
-	s.m.skipped.WithLabelValues(l.cfg.Name).Add(float64(st.Skipped))
-	s.m.lastSuccess.WithLabelValues(l.cfg.Name).SetToCurrentTime()
+	l.reads++
+	l.skips += uint64(st.Skipped)
 	attrs := []any{"list", l.cfg.Name, "path", l.cfg.Path, "format", st.Format.String(), "prefixes", len(prefixes)}
 	if st.Skipped > 0 {
 		attrs = append(attrs, "skipped_lines", st.Skipped, "first_bad_line", st.Errors[0].Error())

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -54,6 +54,30 @@ func touch(t *testing.T, path string, d time.Duration) {
 	}
 }
 
+// gathered returns every sample of reg as "name{label=value,...}" -> value.
+func gathered(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := m.GetGauge().GetValue()
+			if m.GetCounter() != nil {
+				v = m.GetCounter().GetValue()
+			}
+			out[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	return out
+}
+
 func TestSetReloads(t *testing.T) {
 	dir := t.TempDir()
 	static := filepath.Join(dir, "allow.txt")
@@ -87,7 +111,7 @@ func TestSetReloads(t *testing.T) {
 	if err := s.Poll(); err != nil {
 		t.Fatal(err)
 	}
-	if got := testutil.ToFloat64(s.m.reloads.WithLabelValues("static", "ok")); got != 1 {
+	if got := gathered(t, reg)[`levee_iplist_reloads_total{list=static,result=ok}`]; got != 1 {
 		t.Errorf("static read %v times; want 1", got)
 	}
 
@@ -128,7 +152,7 @@ func TestSetReloads(t *testing.T) {
 	}
 	check("1.10.16.1", "")
 	check("5.134.128.1", "drop.json")
-	if got := testutil.ToFloat64(s.m.skipped.WithLabelValues("drop.json")); got != 1 {
+	if got := gathered(t, reg)[`levee_iplist_skipped_lines_total{list=drop.json}`]; got != 1 {
 		t.Errorf("skipped metric %v; want 1", got)
 	}
 
@@ -143,7 +167,7 @@ func TestSetReloads(t *testing.T) {
 	if err := s.Reload(); err == nil {
 		t.Error("Reload with a missing file returned nil")
 	}
-	if got := testutil.ToFloat64(s.m.reloads.WithLabelValues("static", "ok")); got != 4 {
+	if got := gathered(t, reg)[`levee_iplist_reloads_total{list=static,result=ok}`]; got != 4 {
 		t.Errorf("static read %v times; want 4", got)
 	}
 	if got := s.Lists(); len(got) != 2 || got[0] != "static" || got[1] != "drop.json" {
@@ -267,4 +291,87 @@ func TestSetLenientFeedMissingAtStart(t *testing.T) {
 	if got, ok := s.Lookup(netip.MustParseAddr("45.9.148.7")); !ok || got != "feed.netset" {
 		t.Errorf("after the feed appeared: Lookup = %q, %v", got, ok)
 	}
+}
+
+// TestSetCollectorFollowsCurrentSet: one collector registered once shows
+// the lists of whichever Set is current at scrape time, so a replaced Set
+// (a configuration reload) is reflected without re-registering, and shows
+// nothing while there is no Set.
+func TestSetCollectorFollowsCurrentSet(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
+	writeFile(t, a, "192.0.2.0/24\n")
+	writeFile(t, b, "198.51.100.0/24\n203.0.113.0/24\nbogus\n")
+	var cur atomic.Pointer[Set]
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(NewSetCollector(cur.Load)); err != nil {
+		t.Fatal(err)
+	}
+	for k := range gathered(t, reg) {
+		if strings.HasPrefix(k, "levee_iplist_") {
+			t.Fatalf("series %s with no Set", k)
+		}
+	}
+	s1, err := NewSet(SetConfig{Lists: []ListConfig{{Name: "a", Path: a}}}, SetDeps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Store(s1)
+	m := gathered(t, reg)
+	if m[`levee_iplist_prefixes{list=a}`] != 1 || m[`levee_iplist_reloads_total{list=a,result=ok}`] != 1 ||
+		m[`levee_iplist_last_success_timestamp_seconds{list=a}`] < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Fatalf("first set: %v", m)
+	}
+	s2, err := NewSet(SetConfig{Lists: []ListConfig{{Name: "a", Path: a}, {Name: "b", Path: b, Lenient: true}}}, SetDeps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Store(s2)
+	m = gathered(t, reg)
+	if m[`levee_iplist_prefixes{list=b}`] != 2 || m[`levee_iplist_skipped_lines_total{list=b}`] != 1 || m[`levee_iplist_prefixes{list=a}`] != 1 {
+		t.Fatalf("second set: %v", m)
+	}
+	// A change to a file of the current Set shows at the next scrape.
+	writeFile(t, a, "192.0.2.0/24\n192.0.3.0/24\n10.0.0.0/8\n")
+	touch(t, a, time.Second)
+	if err := s2.Poll(); err != nil {
+		t.Fatal(err)
+	}
+	if got := gathered(t, reg)[`levee_iplist_prefixes{list=a}`]; got != 3 {
+		t.Fatalf("after a poll: a has %v prefixes; want 3", got)
+	}
+	// A missing file counts as a failed read.
+	os.Remove(b)
+	_ = s2.Poll()
+	if got := gathered(t, reg)[`levee_iplist_reloads_total{list=b,result=error}`]; got != 1 {
+		t.Fatalf("failed reads of b: %v; want 1", got)
+	}
+	// Back to a Set without b: its series go away.
+	cur.Store(s1)
+	if _, ok := gathered(t, reg)[`levee_iplist_prefixes{list=b}`]; ok {
+		t.Fatal("series of a list no longer in use")
+	}
+}
+
+// TestSetStatusDoesNotWaitForLoad: Status (and so a metrics scrape) returns
+// the last published state while a load holds the Set's lock.
+func TestSetStatusDoesNotWaitForLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.txt")
+	writeFile(t, path, "192.0.2.0/24\n")
+	s, err := NewSet(SetConfig{Lists: []ListConfig{{Path: path}}}, SetDeps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	done := make(chan []ListStatus, 1)
+	go func() { done <- s.Status() }()
+	select {
+	case st := <-done:
+		if len(st) != 1 || st[0].Prefixes != 1 {
+			t.Errorf("Status() = %+v", st)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Status waited for the load lock")
+	}
+	s.mu.Unlock()
 }

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/levee-dev/levee/internal/admin"
@@ -35,7 +34,7 @@ func (s *Shield) openPolicy(ctx context.Context, cfg *config.Config) error {
 		st.Close()
 		return fmt.Errorf("bans: %w", err)
 	}
-	feeds, err := s.newFeeds(cfg, s.reg)
+	feeds, err := s.newFeeds(cfg)
 	if err != nil {
 		st.Close()
 		return err
@@ -45,6 +44,14 @@ func (s *Shield) openPolicy(ctx context.Context, cfg *config.Config) error {
 		st.Close()
 		return fmt.Errorf("policy: %w", err)
 	}
+	// One collector, registered once, reads the feed set in use at each
+	// scrape: a reload that replaces the set (feeds added, removed or
+	// changed) shows at the next scrape, and a shield started without feeds
+	// exposes them once a reload adds some.
+	if err := s.reg.Register(iplist.NewSetCollector(s.engine.Feeds)); err != nil {
+		st.Close()
+		return fmt.Errorf("feeds: register metrics: %w", err)
+	}
 	s.guard.SetBanChecker(s.engine)
 	if err := s.loadRuntimeRules(ctx); err != nil {
 		st.Close()
@@ -53,7 +60,10 @@ func (s *Shield) openPolicy(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-func (s *Shield) newFeeds(cfg *config.Config, reg prometheus.Registerer) (*iplist.Set, error) {
+// newFeeds loads the feed files of cfg into a new set (nil without feeds).
+// Its metrics are not registered: the collector registered in openPolicy
+// follows the engine's current set.
+func (s *Shield) newFeeds(cfg *config.Config) (*iplist.Set, error) {
 	if len(cfg.Feeds) == 0 {
 		return nil, nil
 	}
@@ -61,31 +71,58 @@ func (s *Shield) newFeeds(cfg *config.Config, reg prometheus.Registerer) (*iplis
 	for _, f := range cfg.Feeds {
 		lists = append(lists, iplist.ListConfig{Name: f.Name, Path: f.Path, Format: f.Format, Lenient: !f.Strict})
 	}
-	set, err := iplist.NewSet(iplist.SetConfig{Lists: lists, Interval: cfg.FeedRefresh}, iplist.SetDeps{Logger: s.log, Registerer: reg})
+	set, err := iplist.NewSet(iplist.SetConfig{Lists: lists, Interval: cfg.FeedRefresh}, iplist.SetDeps{Logger: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("feeds: %w", err)
 	}
 	return set, nil
 }
 
-// applyPolicy is the policy part of Apply.
+// applyPolicy is the policy part of Apply. A change to the feed list or to
+// feed_refresh loads a new feed set; it replaces the running one only once
+// the rest of the policy compiled, so a policy that fails to compile leaves
+// the running feeds (and their poller) in place.
 func (s *Shield) applyPolicy(cfg *config.Config) error {
-	if !reflect.DeepEqual(cfg.Feeds, s.feedCfg) {
-		set, err := s.newFeeds(cfg, nil)
-		if err != nil {
+	var set *iplist.Set
+	change := !reflect.DeepEqual(cfg.Feeds, s.feedCfg) || s.feedRefreshChanged(cfg)
+	if change {
+		var err error
+		if set, err = s.newFeeds(cfg); err != nil {
 			return err
 		}
-		if s.feedCancel != nil {
-			s.feedCancel()
-		}
+	}
+	if err := s.engine.Apply(&cfg.Policy); err != nil {
+		return err
+	}
+	if change {
 		s.engine.SetFeeds(set)
 		s.feedCfg = cfg.Feeds
 		s.runFeeds()
 	}
-	return s.engine.Apply(&cfg.Policy)
+	return nil
 }
 
+// feedRefreshChanged reports whether cfg asks for another polling interval
+// than the running feed set's.
+func (s *Shield) feedRefreshChanged(cfg *config.Config) bool {
+	cur := s.engine.Feeds()
+	if cur == nil {
+		return false
+	}
+	want := cfg.FeedRefresh
+	if want == 0 {
+		want = 60 * time.Second // NewSet's default, as config's
+	}
+	return cur.Interval() != want
+}
+
+// runFeeds stops the poller of the previous feed set, if any, and polls the
+// current one.
 func (s *Shield) runFeeds() {
+	if s.feedCancel != nil {
+		s.feedCancel()
+		s.feedCancel = nil
+	}
 	set := s.engine.Feeds()
 	if set == nil {
 		return
