@@ -22,7 +22,7 @@ func runBan(args []string, stdout, stderr io.Writer) error {
 	}
 	sub, fs, af, usage := as.name, as.fs, as.af, as.usage
 	dur := fs.Duration("for", 0, "ban duration, e.g. 30m or 24h (default: permanent)")
-	reason := fs.String("reason", "", "why (shown in `ban ls` and logs)")
+	reason := fs.String("reason", "", "why (shown by \"levee ban ls\" and in the logs)")
 	pos, err := parseFlags(fs, rest)
 	if err != nil {
 		return err

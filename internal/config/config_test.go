@@ -109,6 +109,14 @@ func TestParseErrorsHaveLines(t *testing.T) {
 			[]string{"known_clients.min_age: min_age 2h0m0s must be below max_age 1h0m0s"}},
 		{"known old key files", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nknown_clients: {key_file: /k, old_key_files: [\"\", /k/, a, b, c]}\n",
 			[]string{"known_clients.old_key_files: at most 4 files, got 5", "known_clients.old_key_files[0]: empty path", "known_clients.old_key_files[1]: \"/k/\" is the key_file itself"}},
+		{"rule named like a default limit", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nrules:\n  - name: per-address\n    match: {path: {prefix: /login}}\n    action: rate_limit\n    limit: {rate: 1, burst: 5}\n",
+			[]string{`t.yaml:3: rules[0].name: rule name "per-address" is taken by the limit "per-address" (a built-in default limit`}},
+		{"rule named like a limit", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nlimits:\n  - {name: api, rate: 10}\nrules:\n  - {name: ok, action: allow}\n  - {name: api, action: block}\n",
+			[]string{`t.yaml:6: rules[1].name: rule name "api" is taken by limits[0]`}},
+		{"rule limit named like a limit", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nlimits:\n  - {name: api, rate: 10}\nrules:\n  - name: login\n    action: rate_limit\n    limit:\n      name: api\n      rate: 1\n",
+			[]string{`t.yaml:8: rules[0].limit.name: limit name "api" is taken by limits[0]`}},
+		{"rule limits share a name", "sites: [{upstreams: [{url: \"http://a:1\"}]}]\nrules:\n  - {name: a, action: rate_limit, limit: {name: shared, rate: 1}}\n  - {name: b, action: rate_limit, limit: {name: shared, rate: 2}}\n  - {name: shared, action: rate_limit, limit: {rate: 3}}\n",
+			[]string{`t.yaml:4: rules[1].limit.name: limit name "shared" is also the limit name of rules[0] (a)`, `t.yaml:5: rules[2].name: limit name "shared" is also the limit name of rules[0] (a)`}},
 		{"two docs", "sites: []\n---\nsites: []\n", []string{"only one YAML document"}},
 		{"syntax", "sites: [\n", []string{"t.yaml:"}},
 	}
@@ -128,6 +136,55 @@ func TestParseErrorsHaveLines(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A rule may not take the name of a limit in effect: limit state is keyed
+// by name, so a rate_limit rule named like a limit shared its counter (a
+// rule named per-address was limited after 150 plain requests under the
+// default limits). The defaults' names are free when the defaults are off.
+func TestRuleNamesDistinctFromLimits(t *testing.T) {
+	const site = "sites: [{upstreams: [{url: \"http://a:1\"}]}]\n"
+	const rule = "rules: [{name: per-address, match: {path: {prefix: /login}}, action: rate_limit, limit: {rate: 1, burst: 5}}]\n"
+	for _, tt := range []struct {
+		name, src string
+		ok        bool
+	}{
+		{"default limits in effect", rule, false},
+		{"default limits disabled", "disable_default_limits: true\n" + rule, true},
+		{"other limits configured", "limits: [{name: addr, rate: 50}]\n" + rule, true},
+		{"configured limit of that name", "limits: [{name: per-address, rate: 50}]\n" + rule, false},
+		{"other rule kinds too", "rules: [{name: per-network, action: log}]\n", false},
+		{"distinct names", "rules: [{name: login, action: rate_limit, limit: {rate: 1}}, {name: b, action: rate_limit, limit: {name: b2, rate: 1}}]\n", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(site+tt.src), "t.yaml")
+			if tt.ok && err != nil {
+				t.Fatalf("rejected: %v", err)
+			}
+			if !tt.ok && (err == nil || !strings.Contains(err.Error(), "is taken by")) {
+				t.Fatalf("want a name clash error, got %v", err)
+			}
+		})
+	}
+	// Runtime rules are checked against the limits of the running policy.
+	r := Rule{Name: "per-address", Action: "rate_limit", Limit: &Limit{Rate: 1}}
+	if err := ValidateRule(&r); err != nil {
+		t.Fatal(err)
+	}
+	err := CheckRuleAgainstLimits(&r, []string{"per-address", "per-network"})
+	if err == nil || !strings.Contains(err.Error(), `rule.name: rule name "per-address" is taken by the rate limit "per-address"`) {
+		t.Fatalf("runtime rule named like a limit: %v", err)
+	}
+	r = Rule{Name: "login", Action: "rate_limit", Limit: &Limit{Name: "per-network", Rate: 1}}
+	if err := ValidateRule(&r); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckRuleAgainstLimits(&r, []string{"per-address", "per-network"}); err == nil || !strings.Contains(err.Error(), "rule.limit.name:") {
+		t.Fatalf("runtime rule's limit named like a limit: %v", err)
+	}
+	if err := CheckRuleAgainstLimits(&r, []string{"addr"}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -160,6 +217,59 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("sites:\n  - upstreams:\n      - url: http://127.0.0.1:8080\n"))
 	f.Add([]byte("listen: [{address: ':1', tls: {certificates: [{cert: a, key: b}]}}]\nguard: {max_body_bytes: 1GiB}\n"))
 	f.Add([]byte("trusted_proxies: [1.2.3.0/24]\nsites: [{hosts: ['*.a'], upstreams: [{url: 'http://x'}]}]"))
+	// Rules and limits: every matcher kind, every action, rate_limit rules
+	// with their limits, dry_run, all/any/not (internal/decide's
+	// FuzzPolicyDecide compiles such policies into the engine).
+	f.Add([]byte(`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
+allow: [10.9.0.0/16]
+block: [192.0.2.66, "2001:db8:bad::/48"]
+limits:
+  - {name: addr, key: ip, rate: 50, burst: 200}
+  - {name: net, key: ip, v4_prefix: 24, v6_prefix: 64, rate: 500}
+  - {name: api, key: "header:X-Api-Key+route", rate: 5, match: {path: {prefix: /api/}}}
+  - {name: sess, key: "cookie:session+site", rate: 10, burst: 20}
+  - {name: all, key: global, rate: 10000}
+rules:
+  - {name: health, match: {ip: [198.51.100.0/24], path: {exact: /healthz}}, action: allow}
+  - {name: scanners, match: {user_agent: {regex: "(?i)sqlmap|nikto"}}, action: block}
+  - {name: debug, match: {query: {contains: "debug=1"}}, action: limit}
+  - {name: trace, match: {method: [TRACE, connect]}, action: drop}
+  - {name: php, match: {path: {suffix: .php}}, action: tarpit}
+  - {name: chal, match: {host: ["*.example.com", "shop.example.org:8443"]}, action: challenge}
+  - {name: login, match: {path: {exact: /login}, method: [POST]}, action: rate_limit, limit: {rate: 1, burst: 5}}
+  - {name: xdebug, match: {header: {name: X-Debug, present: true}}, action: log}
+  - {name: ja4, match: {tls_fingerprint: {prefix: t13d}}, action: block, dry_run: true}
+  - {name: ja4h, match: {http_fingerprint: {regex: "^ge11"}}, action: block}
+  - {name: nocookie, match: {cookie: {name: session, present: false}}, action: log}
+`))
+	f.Add([]byte(`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
+disable_default_limits: true
+challenge_fallback: block
+rules:
+  - name: admin-post
+    match:
+      all:
+        - {method: [POST]}
+        - any: [{path: {prefix: /admin}}, {header: {name: X-Admin, exact: "1"}}]
+      not: {ip: ["10.0.0.0/8", "::1"]}
+    action: block
+  - name: nested
+    match:
+      any:
+        - not: {user_agent: {present: true}}
+        - all: [{tls_fingerprint: {exact: t13d1516h2_8daaf6152771_02713d6af862}}, {http_fingerprint: {contains: "m,a,s,p"}}]
+    action: challenge
+  - name: per-route
+    match: {not: {path: {prefix: /static/}}}
+    action: rate_limit
+    limit: {key: ip+route, v4_prefix: 24, v6_prefix: 48, rate: 2.5, burst: 10, match: {method: [GET]}}
+    dry_run: true
+  - {name: api-key, action: rate_limit, limit: {name: api-key-limit, key: "header:X-Api-Key", rate: 0.5}}
+`))
+	// Default limits next to rules, and the rejected clashes of names.
+	f.Add([]byte("sites: [{upstreams: [{url: 'http://x'}]}]\nrules: [{name: login, match: {query: {regex: '^(a|b)+$'}}, action: rate_limit, limit: {rate: 1}}]\n"))
+	f.Add([]byte("sites: [{upstreams: [{url: 'http://x'}]}]\nrules: [{name: per-address, action: rate_limit, limit: {rate: 1}}]\n"))
+	f.Add([]byte("sites: [{upstreams: [{url: 'http://x'}]}]\nlimits: [{name: a, rate: 1}]\nrules: [{name: b, action: rate_limit, limit: {name: a, rate: 1}}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "fuzz.yaml")
 		if err != nil {
@@ -172,6 +282,15 @@ func FuzzParse(f *testing.F) {
 		c.Defaults()
 		if err := c.Validate(); err != nil {
 			t.Fatalf("accepted config fails revalidation: %v", err)
+		}
+		// Rate limit state is keyed by limit name: no rule, and no rule's
+		// limit, takes the name of a limit in effect.
+		for _, l := range c.Limits {
+			for _, r := range c.Rules {
+				if r.Name == l.Name || (r.Limit != nil && r.Limit.Name == l.Name) {
+					t.Fatalf("rule %q (limit %+v) takes the name of limit %q", r.Name, r.Limit, l.Name)
+				}
+			}
 		}
 	})
 }

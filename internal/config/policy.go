@@ -98,13 +98,16 @@ func DefaultLimits() []Limit {
 // (allow, block, limit, drop, tarpit, challenge) decides. "rate_limit"
 // decides only when its limit is exceeded; "log" only counts.
 type Rule struct {
-	// Name identifies the rule in metrics, logs and the admin API. Required.
+	// Name identifies the rule in metrics, logs and the admin API. Required;
+	// it may not be the name of a limit in effect (see Limits).
 	Name string `yaml:"name"`
 	// Match selects requests; an empty match matches everything.
 	Match Match `yaml:"match"`
 	// Action: allow, block, limit, drop, tarpit, challenge, rate_limit, log.
 	Action string `yaml:"action"`
-	// Limit is the rate limit of a rate_limit rule (key defaults to ip).
+	// Limit is the rate limit of a rate_limit rule (key defaults to ip,
+	// name to the rule's). Rate limit state is kept per limit name, so the
+	// name may not be that of a limit in effect or of another rule's limit.
 	Limit *Limit `yaml:"limit"`
 	// DryRun counts and logs hits without enforcing the action.
 	DryRun bool `yaml:"dry_run"`
@@ -257,6 +260,17 @@ func (v *validator) policy(p *Policy) {
 		names[p.Limits[i].Name] = true
 	}
 	ruleNames := map[string]bool{}
+	ruleLimits := map[string]int{} // limit name of a rate_limit rule -> rule index
+	limitNames := make([]string, len(p.Limits))
+	for i := range p.Limits {
+		limitNames[i] = p.Limits[i].Name
+	}
+	describeLimit := func(i int) string { return fmt.Sprintf("limits[%d]", i) }
+	if usesDefaultLimits(p) {
+		describeLimit = func(i int) string {
+			return fmt.Sprintf("the limit %q (a built-in default limit: the defaults apply when no limits are configured)", limitNames[i])
+		}
+	}
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		path := fmt.Sprintf("rules[%d]", i)
@@ -265,12 +279,83 @@ func (v *validator) policy(p *Policy) {
 		}
 		ruleNames[r.Name] = true
 		v.rule(path, r)
+		for _, c := range ruleLimitConflicts(r, limitNames, describeLimit) {
+			v.add(path+c.field, "%s", c.msg)
+		}
+		if r.Limit != nil && r.Limit.Name != "" {
+			if j, dup := ruleLimits[r.Limit.Name]; dup {
+				field := ".limit.name"
+				if r.Limit.Name == r.Name {
+					field = ".name"
+				}
+				v.add(path+field, "limit name %q is also the limit name of rules[%d] (%s): the two rules would share one rate limit state; give each rule's limit its own name", r.Limit.Name, j, p.Rules[j].Name)
+			} else {
+				ruleLimits[r.Limit.Name] = i
+			}
+		}
 	}
 	v.positiveDur("tarpit_delay", p.TarpitDelay)
 	v.positiveInt("max_tarpits", p.MaxTarpits)
 	if p.ChallengeFallback != "limit" && p.ChallengeFallback != "block" {
 		v.add("challenge_fallback", "want limit or block, got %q", p.ChallengeFallback)
 	}
+}
+
+// usesDefaultLimits reports whether p's limits are the built-in defaults
+// (usually because no limits are configured), to name them as such in
+// errors.
+func usesDefaultLimits(p *Policy) bool {
+	d := DefaultLimits()
+	if p.DisableDefaultLimits || len(p.Limits) != len(d) {
+		return false
+	}
+	for i := range d {
+		if p.Limits[i] != d[i] {
+			return false
+		}
+	}
+	return true
+}
+
+type nameConflict struct{ field, msg string }
+
+// ruleLimitConflicts finds the names of r that clash with a limit's: a rule
+// may not be named like a limit (a verdict's "by", the logs and the admin
+// API would not say which of the two decided), and a rate_limit rule's
+// limit may not be named like one, since rate limit state is keyed by the
+// limit's name: the rule's limit and the other limit would count requests
+// in one bucket. names are the limits' names, desc(i) describes limit i in
+// a message. field is relative to the rule (".name" or ".limit.name").
+func ruleLimitConflicts(r *Rule, names []string, desc func(i int) string) []nameConflict {
+	var out []nameConflict
+	for i, name := range names {
+		if name == "" {
+			continue
+		}
+		switch {
+		case r.Name == name:
+			out = append(out, nameConflict{".name", fmt.Sprintf("rule name %q is taken by %s: rules and limits need distinct names (a rate_limit rule's limit would share its rate limit state); rename the rule", r.Name, desc(i))})
+		case r.Limit != nil && r.Limit.Name == name:
+			out = append(out, nameConflict{".limit.name", fmt.Sprintf("limit name %q is taken by %s: the rule's limit would share its rate limit state; choose another name", name, desc(i))})
+		}
+	}
+	return out
+}
+
+// CheckRuleAgainstLimits reports an error when a rule added at runtime
+// (after ValidateRule) takes the name of one of the rate limits in effect,
+// or its limit does (see ruleLimitConflicts). limitNames are the names of
+// the limits the running policy applies: the configured limits, or the
+// built-in defaults (DefaultLimits) when none are configured.
+func CheckRuleAgainstLimits(r *Rule, limitNames []string) error {
+	var v validator
+	for _, c := range ruleLimitConflicts(r, limitNames, func(i int) string { return fmt.Sprintf("the rate limit %q", limitNames[i]) }) {
+		v.add("rule"+c.field, "%s", c.msg)
+	}
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
 }
 
 // ValidateRule fills a single rule's defaults and validates it (for rules

@@ -3,6 +3,8 @@ package decide
 import (
 	"context"
 	"net/netip"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -275,12 +277,34 @@ func TestReloadKeepsLimitStateAndHits(t *testing.T) {
 }
 
 func TestDecideDoesNotAllocate(t *testing.T) {
+	// The fingerprint rules cover every string match form on both
+	// fingerprints; each is evaluated and does not decide (the ones that
+	// match the request sit under a not).
 	e := engine(t, `
 rules:
   - {name: scanners, match: {user_agent: {regex: "sqlmap"}}, action: block}
   - {name: p, match: {any: [{path: {prefix: /admin}}, {host: [a.example]}]}, action: block}
+  - {name: tls-exact, match: {tls_fingerprint: {exact: t13d1516h2_000000000000_000000000000}}, action: block}
+  - {name: tls-prefix, match: {tls_fingerprint: {prefix: t12d}}, action: block}
+  - {name: tls-suffix, match: {tls_fingerprint: {suffix: _ffff}}, action: block}
+  - {name: tls-contains, match: {tls_fingerprint: {contains: deadbeef}}, action: block}
+  - {name: tls-regex, match: {tls_fingerprint: {regex: "^t1[23]d[0-9]{4}h1_"}}, action: block}
+  - {name: tls-absent, match: {tls_fingerprint: {present: false}}, action: block}
+  - {name: tls-hit, match: {not: {any: [{tls_fingerprint: {exact: t13d1516h2_8daaf6152771_02713d6af862}}, {tls_fingerprint: {regex: "^t13d"}}]}}, action: block}
+  - {name: http-exact, match: {http_fingerprint: {exact: "2:0;4:0|0|0|m,a,s,p"}}, action: block}
+  - {name: http-prefix, match: {http_fingerprint: {prefix: po11}}, action: block}
+  - {name: http-suffix, match: {http_fingerprint: {suffix: _ffff}}, action: block}
+  - {name: http-contains, match: {http_fingerprint: {contains: deadbeef}}, action: block}
+  - {name: http-regex, match: {http_fingerprint: {regex: "^po[0-9]+"}}, action: block}
+  - {name: http-absent, match: {http_fingerprint: {present: false}}, action: block}
+  - {name: http-hit, match: {not: {all: [{http_fingerprint: {prefix: ge11}}, {http_fingerprint: {regex: "^ge11(nn|cn)"}}]}}, action: block}
 `, Deps{})
 	r := req("203.0.113.1", "GET", "/index.html", "Mozilla/5.0")
+	r.TLSFingerprint = "t13d1516h2_8daaf6152771_02713d6af862"
+	r.HTTPFingerprint = "ge11nn05enus_974ebe531c03_000000000000_000000000000"
+	if d := e.Decide(time.Now().UnixNano(), r); d.Verdict != Pass {
+		t.Fatalf("a fingerprint rule decided: %+v", d)
+	}
 	now := time.Now().UnixNano()
 	allocs := testing.AllocsPerRun(1000, func() {
 		now += int64(time.Second)
@@ -439,5 +463,82 @@ func TestLimitMetricsFollowReplacedTable(t *testing.T) {
 	}
 	if b := bytesMetric(); b > 4<<20 || b < 3<<20 {
 		t.Fatalf("table bytes %v after the reload to 4 MiB: the metrics still describe the old table", b)
+	}
+}
+
+// Fingerprints are matched as strings (not converted to bytes): every
+// match form decides on both fingerprint fields.
+func TestFingerprintMatchers(t *testing.T) {
+	const tls = "t13d1516h2_8daaf6152771_02713d6af862"
+	const h2 = "1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p"
+	for _, f := range []string{"tls_fingerprint", "http_fingerprint"} {
+		v := tls
+		if f == "http_fingerprint" {
+			v = h2
+		}
+		for _, tt := range []struct {
+			m          string
+			hit, other string // a matching and a non-matching fingerprint ("" = none)
+		}{
+			{`{exact: "` + v + `"}`, v, v + "x"},
+			{`{prefix: "` + v[:5] + `"}`, v, "x" + v},
+			{`{suffix: "` + v[len(v)-5:] + `"}`, v, v + "x"},
+			{`{contains: "` + v[3:9] + `"}`, v, v[:4]},
+			{`{regex: "^` + regexp.QuoteMeta(v[:3]) + `.*` + regexp.QuoteMeta(v[len(v)-3:]) + `$"}`, v, "x" + v},
+			{`{present: true}`, v, ""},
+			{`{present: false}`, "", v},
+		} {
+			e := engine(t, "disable_default_limits: true\nlimit_memory: 64KiB\nrules: [{name: fp, match: {"+f+": "+tt.m+"}, action: block}]\n", Deps{})
+			for _, c := range []struct {
+				fp   string
+				want Verdict
+			}{{tt.hit, Block}, {tt.other, Pass}} {
+				r := req("203.0.113.1", "GET", "/", "")
+				if f == "tls_fingerprint" {
+					r.TLSFingerprint, r.HTTPFingerprint = c.fp, h2
+				} else {
+					r.HTTPFingerprint, r.TLSFingerprint = c.fp, tls
+				}
+				if d := e.Decide(time.Now().UnixNano(), r); d.Verdict != c.want {
+					t.Errorf("%s: %s on %q: %v, want %v", f, tt.m, c.fp, d.Verdict, c.want)
+				}
+			}
+		}
+	}
+}
+
+// A rate_limit rule counts in its own state, not in a limit's: limit state
+// is keyed by name, so config validation refuses a rule named like a limit
+// in effect (here the default per-address limit), and a rule with its own
+// name is not charged for the requests the limits counted.
+func TestRateLimitRuleHasItsOwnState(t *testing.T) {
+	const rules = "\n    match: {path: {prefix: /login}}\n    action: rate_limit\n    limit: {rate: 1, burst: 5}\n"
+	const site = "sites: [{upstreams: [{url: \"http://127.0.0.1:1\"}]}]\n"
+	run := func(p *config.Policy) Decision {
+		e, err := New(p, Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Unix(1000, 0).UnixNano()
+		for i := 0; i < 150; i++ {
+			if d := e.Decide(now, req("203.0.113.5", "GET", "/", "Mozilla")); d.Verdict != Pass {
+				t.Fatalf("plain request %d: %+v", i, d)
+			}
+		}
+		return e.Decide(now, req("203.0.113.5", "POST", "/login", "Mozilla"))
+	}
+	c, err := config.Parse([]byte(site+"limit_memory: 1MiB\nrules:\n  - name: login"+rules), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := run(&c.Policy); d.Verdict != Pass {
+		t.Fatalf("first login request after 150 plain ones: %+v", d)
+	}
+	c, err = config.Parse([]byte(site+"limit_memory: 1MiB\nrules:\n  - name: per-address"+rules), "t.yaml")
+	if err == nil {
+		t.Fatalf("a rule named like the default limit per-address is accepted; its first request after 150 plain ones: %+v", run(&c.Policy))
+	}
+	if !strings.Contains(err.Error(), `t.yaml:4: rules[0].name: rule name "per-address" is taken by the limit "per-address"`) {
+		t.Fatalf("error: %v", err)
 	}
 }

@@ -98,6 +98,7 @@ type matchString struct {
 	name string
 	kind uint8 // 0 exact, 1 prefix, 2 suffix, 3 contains, 4 regex, 5 present, 6 absent
 	s    []byte
+	str  string // s as a string, for the string-typed fields (fingerprints)
 	re   *regexp.Regexp
 }
 
@@ -109,10 +110,6 @@ func (m *matchString) value(r *Request) []byte {
 		return r.Query
 	case fUA:
 		return r.UserAgent
-	case fTLS:
-		return []byte(r.TLSFingerprint)
-	case fHTTP:
-		return []byte(r.HTTPFingerprint)
 	case fHeader:
 		if r.Headers != nil {
 			return r.Headers.Peek(m.name)
@@ -126,6 +123,15 @@ func (m *matchString) value(r *Request) []byte {
 }
 
 func (m *matchString) match(r *Request) bool {
+	// The fingerprints are strings and are matched as such: converting
+	// them to []byte copied them to the heap on every request (the copy
+	// escapes through value's result and regexp.Match).
+	switch m.f {
+	case fTLS:
+		return m.matchStr(r.TLSFingerprint)
+	case fHTTP:
+		return m.matchStr(r.HTTPFingerprint)
+	}
 	v := m.value(r)
 	switch m.kind {
 	case 0:
@@ -138,6 +144,26 @@ func (m *matchString) match(r *Request) bool {
 		return bytes.Contains(v, m.s)
 	case 4:
 		return m.re.Match(v)
+	case 5:
+		return len(v) > 0
+	default:
+		return len(v) == 0
+	}
+}
+
+// matchStr is match for a string-typed field; it does not allocate.
+func (m *matchString) matchStr(v string) bool {
+	switch m.kind {
+	case 0:
+		return v == m.str
+	case 1:
+		return strings.HasPrefix(v, m.str)
+	case 2:
+		return strings.HasSuffix(v, m.str)
+	case 3:
+		return strings.Contains(v, m.str)
+	case 4:
+		return m.re.MatchString(v)
 	case 5:
 		return len(v) > 0
 	default:
@@ -284,5 +310,6 @@ func compileString(f field, name string, s *config.StringMatch) (*matchString, e
 	default:
 		return nil, fmt.Errorf("empty string match")
 	}
+	m.str = string(m.s)
 	return m, nil
 }
