@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +22,9 @@ import (
 // TestRapidResetGetsGoAwayNormalClientServed: through the real shield, a
 // Rapid Reset client (HEADERS then RST_STREAM, over and over) receives
 // GOAWAY(ENHANCE_YOUR_CALM) and is disconnected, while a normal HTTP/2
-// client on its own connection completes all its requests.
+// client on its own connection completes all its requests. The cut-off
+// must be Levee's own (levee_h2guard_abuse_total{reason=rapid_reset}):
+// x/net/http2's early-reset protection sends the same GOAWAY.
 func TestRapidResetGetsGoAwayNormalClientServed(t *testing.T) {
 	o := startOrigin(t)
 	dir := t.TempDir()
@@ -116,11 +119,169 @@ guard: {http2: {max_resets_per_window: 100}}
 	if _, err := io.Copy(io.Discard, conn); err != nil && isTimeoutErr(err) {
 		t.Fatal("abusive connection not closed after GOAWAY")
 	}
+	// It was Levee's own accounting (internal/h2guard) that cut the client
+	// off: x/net/http2's built-in early-reset protection sends the same
+	// GOAWAY but is not counted here.
+	if got := abuseCount(t, s, "rapid_reset"); got != 1 {
+		t.Fatalf("levee_h2guard_abuse_total{reason=rapid_reset} = %v, want 1 (the GOAWAY came from x/net's own defense, not h2guard?); %s",
+			got, seriesOf(t, s, "levee_h2guard_abuse_total"))
+	}
 	wg.Wait()
 	if err := <-normalErr; err != nil {
 		t.Fatalf("normal HTTP/2 client: %v", err)
 	}
 	t.Logf("rapid reset: GOAWAY(ENHANCE_YOUR_CALM) after %d streams written by the client; normal client: 200/200 ok", sent)
+}
+
+// normalH2 runs n GETs of path through an http2.Transport (its own
+// connection, from 127.0.0.1) once start is closed, and sends the outcome
+// on the returned channel.
+func normalH2(addr, sni, path string, n int, start <-chan struct{}) <-chan error {
+	out := make(chan error, 1)
+	go func() {
+		<-start
+		tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true}}
+		defer tr.CloseIdleConnections()
+		cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		for i := 0; i < n; i++ {
+			resp, err := cl.Get(fmt.Sprintf("https://%s%s?i=%d", addr, path, i))
+			if err != nil {
+				out <- fmt.Errorf("request %d: %w", i, err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !bytes.Contains(body, []byte(path)) {
+				out <- fmt.Errorf("request %d: proto %d status %d body %q", i, resp.ProtoMajor, resp.StatusCode, body)
+				return
+			}
+		}
+		out <- nil
+	}()
+	return out
+}
+
+// h2AbuseShield starts a shield with one TLS listener (certificate for
+// sni) in front of a fresh origin, with HTTP/2 budgets lowered to 100 and
+// a rate limit no test here reaches.
+func h2AbuseShield(t *testing.T, sni string) *Shield {
+	t.Helper()
+	o := startOrigin(t)
+	crt, key := selfSigned(t, t.TempDir(), sni)
+	return startShield(t, fmt.Sprintf(`
+listen:
+  - address: "127.0.0.1:0"
+    tls: {certificates: [{cert: %s, key: %s}]}
+sites: [{upstreams: [{url: "http://%s"}]}]
+limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
+guard: {http2: {max_resets_per_window: 100, max_server_resets_per_window: 100, max_continuation_frames: 32}}
+`, crt, key, o.addr))
+}
+
+// TestContinuationFloodGetsGoAwayNormalClientServed: through the real
+// shield, a client that sends HEADERS without END_HEADERS and then an
+// endless run of small CONTINUATION frames (CVE-2023-45288) gets
+// GOAWAY(ENHANCE_YOUR_CALM) and is disconnected by Levee's h2guard
+// (levee_h2guard_abuse_total{reason=continuation_flood}), while a normal
+// HTTP/2 client on its own connection is served.
+func TestContinuationFloodGetsGoAwayNormalClientServed(t *testing.T) {
+	const sni = "cont.test"
+	s := h2AbuseShield(t, sni)
+	addr := addrOf(s, 0)
+	start := make(chan struct{})
+	startNormal := sync.OnceFunc(func() { close(start) })
+	defer startNormal()
+	normal := normalH2(addr, sni, "/normal", 100, start)
+
+	c := dialRawH2(t, "127.0.0.71", addr, sni)
+	// A valid header block (about 6 KiB, under the 16 KiB header list
+	// limit) cut into 24-byte fragments: HEADERS, then CONTINUATION
+	// frames, never END_HEADERS.
+	var extra []string
+	for i := range 200 {
+		extra = append(extra, fmt.Sprintf("x-filler-%03d", i), strings.Repeat("v", 20))
+	}
+	block := c.headerBlock(sni, "/cont", extra...)
+	const frag = 24
+	if !c.write(func() error {
+		return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:frag], EndStream: true})
+	}) {
+		t.Fatal("write HEADERS failed")
+	}
+	sent := 0
+	for off := frag; off+frag <= len(block) && !c.closed(); off += frag {
+		if !c.write(func() error { return c.fr.WriteContinuation(1, false, block[off:off+frag]) }) {
+			break
+		}
+		sent++
+		if sent == 10 {
+			startNormal()
+		}
+	}
+	startNormal()
+	c.waitCutOff(t, "CONTINUATION flood")
+	if got := abuseCount(t, s, "continuation_flood"); got != 1 {
+		t.Fatalf("levee_h2guard_abuse_total{reason=continuation_flood} = %v after %d CONTINUATION frames, want 1 (cut off by x/net's own limit, not h2guard?); %s",
+			got, sent, seriesOf(t, s, "levee_h2guard_abuse_total"))
+	}
+	if err := <-normal; err != nil {
+		t.Fatalf("normal HTTP/2 client during the CONTINUATION flood: %v", err)
+	}
+	t.Logf("CONTINUATION flood: GOAWAY(ENHANCE_YOUR_CALM) after %d of %d frames written", sent, len(block)/frag-1)
+}
+
+// TestMadeYouResetGetsGoAwayNormalClientServed: through the real shield,
+// a client that opens streams legitimately and then provokes the server
+// into resetting each of them with WINDOW_UPDATE(0) (MadeYouReset,
+// CVE-2025-8671; it never sends RST_STREAM itself, so client-reset
+// accounting does not see it) gets GOAWAY(ENHANCE_YOUR_CALM) and is
+// disconnected by Levee's h2guard
+// (levee_h2guard_abuse_total{reason=server_resets}), while a normal HTTP/2
+// client on its own connection is served.
+func TestMadeYouResetGetsGoAwayNormalClientServed(t *testing.T) {
+	const sni = "myr.test"
+	s := h2AbuseShield(t, sni)
+	addr := addrOf(s, 0)
+	start := make(chan struct{})
+	startNormal := sync.OnceFunc(func() { close(start) })
+	defer startNormal()
+	normal := normalH2(addr, sni, "/normal", 100, start)
+
+	c := dialRawH2(t, "127.0.0.72", addr, sni)
+	sent := 0
+	deadline := time.Now().Add(8 * time.Second)
+	for id := uint32(1); sent < 2000 && time.Now().Before(deadline) && !c.closed(); id += 2 {
+		block := c.headerBlock(sni, "/myr")
+		if !c.write(func() error {
+			// HEADERS without END_STREAM: the stream stays open for a body.
+			if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
+				return err
+			}
+			return c.fr.WriteWindowUpdate(id, 0)
+		}) {
+			break
+		}
+		sent++
+		if sent == 10 {
+			startNormal()
+		}
+		if sent%20 == 0 {
+			time.Sleep(time.Millisecond) // let the server answer each provocation
+		}
+	}
+	startNormal()
+	c.waitCutOff(t, "MadeYouReset")
+	if got := abuseCount(t, s, "server_resets"); got != 1 {
+		t.Fatalf("levee_h2guard_abuse_total{reason=server_resets} = %v after %d provocations (%d RST_STREAM received), want 1; %s",
+			got, sent, c.serverRST, seriesOf(t, s, "levee_h2guard_abuse_total"))
+	}
+	if c.serverRST < 100 {
+		t.Fatalf("only %d server resets before the cut-off, want at least 100 (budget)", c.serverRST)
+	}
+	if err := <-normal; err != nil {
+		t.Fatalf("normal HTTP/2 client during MadeYouReset: %v", err)
+	}
+	t.Logf("MadeYouReset: GOAWAY(ENHANCE_YOUR_CALM) after %d provocations, %d RST_STREAM from the server", sent, c.serverRST)
 }
 
 func TestHTTP2UnderAttackServesChallenge(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,33 +140,130 @@ guard: {header_timeout: 500ms}
 	}
 }
 
+// TestSlowReadClientCutOff: a client that asks for a large response and
+// then reads it a few bytes at a time (slow read, the write-side twin of
+// slowloris) is disconnected by the shield once a write has been blocked
+// for write_timeout: the guard's open-connection count drops to 0 while
+// the reader still trickles, and the reader then sees EOF (or a reset)
+// after draining what was already in flight, far short of the response.
+// A normal client is served meanwhile.
+//
+// The client's receive buffer is made small before connecting (SO_RCVBUF
+// in the dialer's Control), so that the window announced in the handshake
+// is small and the shield's writes block after a few tens of KiB.
 func TestSlowReadClientCutOff(t *testing.T) {
 	o := startOrigin(t)
 	s := startShield(t, fmt.Sprintf(`
 listen: [{address: "127.0.0.1:0"}]
 sites: [{upstreams: [{url: "http://%s"}]}]
-guard: {write_timeout: 400ms}
+guard: {write_timeout: 300ms}
 `, o.addr))
-	c, err := net.Dial("tcp", addrOf(s, 0))
+	const size = 256 << 20
+	d := net.Dialer{
+		Timeout:   2 * time.Second,
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.61")},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	c, err := d.Dial("tcp", addrOf(s, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(4096)
-	io.WriteString(c, "GET /big?n=268435456 HTTP/1.1\r\nHost: x\r\n\r\n")
-	// Read a little, then stop reading.
-	buf := make([]byte, 1024)
-	c.Read(buf)
-	time.Sleep(2 * time.Second)
-	// The shield must have given up: draining now ends well before 256 MiB.
+	c.SetDeadline(time.Now().Add(20 * time.Second)) // hard bound
+	if _, err := fmt.Fprintf(c, "GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", size); err != nil {
+		t.Fatal(err)
+	}
+	// The response has started: read its head.
+	var got int64
+	buf := make([]byte, 16)
+	n, err := io.ReadFull(c, buf)
+	got += int64(n)
+	if err != nil || !strings.HasPrefix(string(buf), "HTTP/1.1 200") {
+		t.Fatalf("slow reader: no response (%q, %v)", buf[:n], err)
+	}
+
+	// A normal client from another address is served while the slow
+	// reader holds its connection.
+	normal := make(chan error, 1)
+	go func() {
+		for i := 0; i < 10; i++ {
+			nc, err := dialFrom(t, "127.0.0.62", addrOf(s, 0))
+			if err != nil {
+				normal <- err
+				return
+			}
+			resp, body, err := get(nc, fmt.Sprintf("/n%d", i))
+			nc.Close()
+			if err != nil || resp.StatusCode != 200 || !strings.Contains(body, fmt.Sprintf("/n%d", i)) {
+				normal <- fmt.Errorf("request %d: %v %v %q", i, err, resp, body)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		normal <- nil
+	}()
+
+	// Trickle: 16 bytes every 100ms, until the shield has closed every
+	// connection (the normal client's end on their own) or 5s have passed.
+	start := time.Now()
+	var normalErr error
+	normalDone := false
+	closedAt := time.Duration(-1)
+	for time.Since(start) < 5*time.Second {
+		n, err := c.Read(buf)
+		got += int64(n)
+		if err != nil {
+			t.Fatalf("slow reader: read failed while trickling, after %d bytes and %v: %v", got, time.Since(start), err)
+		}
+		if !normalDone {
+			select {
+			case normalErr = <-normal:
+				normalDone = true
+			default:
+			}
+		}
+		if normalDone && s.Guard().Open() == 0 {
+			closedAt = time.Since(start)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !normalDone {
+		select {
+		case normalErr = <-normal:
+		case <-time.After(5 * time.Second):
+			normalErr = errors.New("did not finish")
+		}
+	}
+	if normalErr != nil {
+		t.Fatalf("normal client during the slow read: %v", normalErr)
+	}
+	if closedAt < 0 {
+		t.Fatalf("slow reader still holds its connection %v after the response started (write_timeout 300ms): %d connection(s) open, %d bytes read",
+			time.Since(start).Round(time.Millisecond), s.Guard().Open(), got)
+	}
+	// Draining at full speed now ends with EOF or a reset once the bytes
+	// already sent are read: far short of the response.
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, _ := io.Copy(io.Discard, c)
-	if n > 64<<20 {
-		t.Fatalf("slow reader still received %d bytes after the write timeout", n)
+	n64, err := io.Copy(io.Discard, c)
+	got += n64
+	if err != nil && isTimeoutErr(err) {
+		t.Fatalf("slow reader: connection still open 5s after the guard released it (%d bytes read)", got)
 	}
-	if open := s.Guard().Open(); open > 1 {
-		t.Fatalf("%d connections still open", open)
+	if got > 8<<20 {
+		t.Fatalf("slow reader received %d bytes, want the connection cut off after a few KiB", got)
 	}
+	t.Logf("slow reader cut off: guard released it %v into the trickle; %d bytes received in all (end: %v)",
+		closedAt.Round(time.Millisecond), got, err)
 }
 
 func TestPerSourceConnectionCap(t *testing.T) {
