@@ -226,7 +226,7 @@ func (e *Engine) Apply(p *config.Policy) error {
 		}
 	}
 	for i := range p.Limits {
-		ls, err := e.compileLimit(&p.Limits[i])
+		ls, err := e.compileLimit(&p.Limits[i], nsLimits)
 		if err != nil {
 			return fmt.Errorf("limits[%d]: %w", i, err)
 		}
@@ -234,7 +234,7 @@ func (e *Engine) Apply(p *config.Policy) error {
 	}
 	for i := range p.Rules {
 		s.needHTTPFP = s.needHTTPFP || usesHTTPFingerprint(&p.Rules[i].Match)
-		r, err := e.compileRule(&p.Rules[i])
+		r, err := e.compileRule(&p.Rules[i], nsRules)
 		if err != nil {
 			return fmt.Errorf("rules[%d] %s: %w", i, p.Rules[i].Name, err)
 		}
@@ -252,7 +252,17 @@ func (e *Engine) Apply(p *config.Policy) error {
 	return nil
 }
 
-func (e *Engine) compileRule(cr *config.Rule) (*rule, error) {
+// Limit state namespaces: the counters of a limit are keyed by a hash of
+// its namespace and name (with its key and prefixes), so a rule's limit
+// never shares counters with a limits[] entry or a runtime rule's limit of
+// the same name.
+const (
+	nsLimits  = "limits"
+	nsRules   = "rules"
+	nsRuntime = "runtime"
+)
+
+func (e *Engine) compileRule(cr *config.Rule, ns string) (*rule, error) {
 	r := &rule{name: cr.Name, action: cr.Action, dryRun: cr.DryRun}
 	var err error
 	if r.m, err = compileMatch(&cr.Match); err != nil {
@@ -270,7 +280,7 @@ func (e *Engine) compileRule(cr *config.Rule) (*rule, error) {
 	case "challenge":
 		r.v = Challenge
 	case "rate_limit":
-		if r.limit, err = e.compileLimit(cr.Limit); err != nil {
+		if r.limit, err = e.compileLimit(cr.Limit, ns); err != nil {
 			return nil, err
 		}
 	}
@@ -292,13 +302,13 @@ func buildTable(list []string) (*iplist.Table, error) {
 	return b.Build(), nil
 }
 
-func (e *Engine) compileLimit(l *config.Limit) (*limitSpec, error) {
+func (e *Engine) compileLimit(l *config.Limit, ns string) (*limitSpec, error) {
 	ls := &limitSpec{name: l.Name, v4: l.V4Prefix, v6: l.V6Prefix, lim: limit.Limit{Rate: l.Rate, Burst: l.Burst}}
 	if err := ls.lim.Validate(); err != nil {
 		return nil, err
 	}
 	h := fnv.New32a()
-	fmt.Fprintf(h, "%s|%s|%d|%d", l.Name, l.Key, l.V4Prefix, l.V6Prefix)
+	fmt.Fprintf(h, "%s|%s|%s|%d|%d", ns, l.Name, l.Key, l.V4Prefix, l.V6Prefix)
 	ls.id = h.Sum32()
 	for _, part := range strings.Split(l.Key, "+") {
 		switch {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/levee-dev/levee/internal/config"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the engine's logger.
@@ -102,5 +104,30 @@ rules:
 		if rs.Name == "watch-search" && rs.Hits != 102 {
 			t.Fatalf("watch-search hits %d, want 102", rs.Hits)
 		}
+	}
+}
+
+// TestRuntimeRuleLimitHasItsOwnState: a runtime rate_limit rule named like
+// a configured limit (runtime rules skip the config's name check) counts
+// in its own namespace: 150 plain requests charge the default per-address
+// limit, and the runtime rule's first request still passes.
+func TestRuntimeRuleLimitHasItsOwnState(t *testing.T) {
+	e := engine(t, "limit_memory: 1MiB\n", Deps{})
+	now := time.Unix(1000, 0)
+	err := e.SetRuntimeRules([]RuntimeRule{{
+		Rule: config.Rule{Name: "per-address", Action: "rate_limit", Match: config.Match{Path: &config.StringMatch{Prefix: "/login"}},
+			Limit: &config.Limit{Rate: 1, Burst: 5}},
+		Source: "cli",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 150 {
+		if d := e.Decide(now.UnixNano(), req("203.0.113.5", "GET", "/", "Mozilla")); d.Verdict != Pass {
+			t.Fatalf("plain request %d: %+v", i, d)
+		}
+	}
+	if d := e.Decide(now.UnixNano(), req("203.0.113.5", "POST", "/login", "Mozilla")); d.Verdict != Pass {
+		t.Fatalf("the runtime rule's first request after 150 plain ones: %+v (shares the per-address counters)", d)
 	}
 }

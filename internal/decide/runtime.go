@@ -68,7 +68,7 @@ func (e *Engine) SetRuntimeRules(rules []RuntimeRule) error {
 			return fmt.Errorf("runtime rule %q: duplicate name", rr.Rule.Name)
 		}
 		seen[rr.Rule.Name] = true
-		r, err := e.compileRule(&rr.Rule)
+		r, err := e.compileRule(&rr.Rule, nsRuntime)
 		if err != nil {
 			return fmt.Errorf("runtime rule %q: %w", rr.Rule.Name, err)
 		}
