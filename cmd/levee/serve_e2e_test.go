@@ -398,3 +398,82 @@ func TestIncidentsCommand(t *testing.T) {
 		t.Fatalf("export bad format: %v %s", err, out)
 	}
 }
+
+// levee config check loads what levee serve loads at start: a file it
+// passes must not be refused by serve for a missing or broken certificate,
+// GeoIP database, strict feed, key or token file. Each problem names the
+// file, line and field; all are reported in one run.
+func TestConfigCheckLoadsFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	notDir := write("plain-file", "x")
+	junk := write("junk.mmdb", "not a database")
+	site := "sites:\n  - upstreams: [{url: \"http://127.0.0.1:8080\"}]\nadmin: {address: \"off\"}\ndata_dir: " + filepath.Join(dir, "data") + "\n"
+	cases := []struct{ name, yaml, want string }{
+		{"cert", "listen:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: " + filepath.Join(dir, "no.pem") + ", key: " + filepath.Join(dir, "no.key") + "}\n",
+			":9: listen[0].tls.certificates[0]: tls: load certificate"},
+		{"geoip missing", "detection:\n  geoip: [" + filepath.Join(dir, "no.mmdb") + "]\n", ":6: detection.geoip[0]: telemetry: open geoip database"},
+		{"geoip junk", "detection:\n  geoip:\n    - " + junk + "\n", ":7: detection.geoip[0]: telemetry: open geoip database"},
+		{"strict feed", "feeds:\n  - {path: " + filepath.Join(dir, "no.txt") + ", strict: true}\n", ":6: feeds[0]: feeds: iplist"},
+		{"old key file", "known_clients:\n  old_key_files: [" + filepath.Join(dir, "old.key") + "]\n", ":6: known_clients.old_key_files[0]:"},
+		{"data dir", "", ":4: data_dir: cannot create"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := site + tc.yaml
+			if tc.name == "data dir" {
+				src = strings.Replace(src, filepath.Join(dir, "data"), filepath.Join(notDir, "data"), 1)
+			}
+			path := write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", src)
+			out, err := exec.Command(leveeBin(t), "config", "check", path).CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), path+tc.want) {
+				t.Fatalf("config check: %v, want %q in\n%s", err, path+tc.want, out)
+			}
+			// serve refuses the same file.
+			cmd := exec.Command(leveeBin(t), "serve", "-c", path)
+			cmd.Env = append(os.Environ(), "LEVEE_ADMIN_TOKEN=")
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("serve accepted the file")
+				}
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatal("serve started with the file config check refused")
+			}
+		})
+	}
+
+	// Everything in one run, with the token file under a regular file.
+	all := write("all.yaml", "sites:\n  - upstreams: [{url: \"http://127.0.0.1:8080\"}]\ndata_dir: "+filepath.Join(dir, "data")+"\n"+
+		"admin:\n  token_file: "+filepath.Join(notDir, "sub", "admin.token")+"\n"+
+		"detection:\n  geoip: ["+junk+"]\n"+
+		"known_clients:\n  key_file: "+junk+"\n")
+	out, err := exec.Command(leveeBin(t), "config", "check", all).CombinedOutput()
+	for _, w := range []string{all + ":5: admin.token_file: cannot create", all + ":7: detection.geoip[0]:", all + ":9: known_clients.key_file:", "3 problem(s) found"} {
+		if err == nil || !strings.Contains(string(out), w) {
+			t.Errorf("config check: %v, want %q in\n%s", err, w, out)
+		}
+	}
+
+	// A lenient feed that is missing is a warning (serve starts without
+	// it); -1 disables the body cap.
+	ok := write("ok.yaml", site+"guard:\n  max_body_bytes: -1\nfeeds:\n  - path: "+filepath.Join(dir, "later.txt")+"\n")
+	out, err = exec.Command(leveeBin(t), "config", "check", ok).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ok+":8: feeds[0]: warning:") || !strings.Contains(string(out), "OK (1 listener(s), 1 site(s), 1 warning(s))") {
+		t.Fatalf("config check ok: %v\n%s", err, out)
+	}
+}

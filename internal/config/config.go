@@ -13,7 +13,6 @@
 package config
 
 import (
-	"net/netip"
 	"time"
 
 	"github.com/levee-dev/levee/internal/cache"
@@ -40,7 +39,7 @@ type Config struct {
 	// TrustedProxies lists the networks whose X-Forwarded-For / Forwarded
 	// headers are believed. Default: empty (headers from clients are never
 	// trusted).
-	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
+	TrustedProxies Prefixes `yaml:"trusted_proxies"`
 
 	// ClientIPHeader is the header read from trusted proxies:
 	// "x-forwarded-for" (default) or "forwarded".
@@ -420,4 +419,10 @@ type Log struct {
 	// AccessLog is a file path, "stdout", or empty (default: off). Lines are
 	// JSON objects.
 	AccessLog string `yaml:"access_log"`
+	// AccessLogMaxRejected caps the access log lines of rejected requests
+	// (any verdict but pass) per second, so that a flood turned away does
+	// not become a flood of lines; the lines left out are counted
+	// (levee_access_log_suppressed_total) and logged. Passed requests are
+	// always written. Default 1000; -1 writes every line.
+	AccessLogMaxRejected int `yaml:"access_log_max_rejected"`
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -358,5 +359,128 @@ func TestPolicyValidation(t *testing.T) {
 	}
 	if p, _ := ParsePrefix("::ffff:10.1.2.3/120"); p.String() != "10.1.2.0/24" {
 		t.Errorf("mapped prefix: %v", p)
+	}
+}
+
+// guard.max_body_bytes: -1 is documented to disable the body cap; it must
+// parse, survive Defaults, and stay refused in the size fields that do not
+// document it.
+func TestMaxBodyBytesNoLimit(t *testing.T) {
+	const site = "sites: [{upstreams: [{url: \"http://a:1\"}]}]\n"
+	c, err := Parse([]byte(site+"guard:\n  max_body_bytes: -1\n"), "t.yaml")
+	if err != nil {
+		t.Fatalf("max_body_bytes: -1 refused: %v", err)
+	}
+	if c.Guard.MaxBodyBytes != -1 {
+		t.Fatalf("max_body_bytes = %d, want -1", c.Guard.MaxBodyBytes)
+	}
+	c.Defaults()
+	if c.Guard.MaxBodyBytes != -1 {
+		t.Fatalf("Defaults replaced -1 with %d", c.Guard.MaxBodyBytes)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for field, want := range map[string]string{
+		"guard:\n  min_body_rate: -1\n":                  "t.yaml:3: guard.min_body_rate: must not be negative",
+		"guard:\n  max_header_bytes: -1\n":               "t.yaml:3: guard.max_header_bytes: must not be negative",
+		"guard:\n  max_url_length: -1\n":                 "t.yaml:3: guard.max_url_length: must not be negative",
+		"guard:\n  http2: {max_header_list_bytes: -1}\n": "t.yaml:3: guard.http2.max_header_list_bytes: must not be negative",
+		"guard:\n  http2: {hpack_table_bytes: -1}\n":     "t.yaml:3: guard.http2.hpack_table_bytes: must not be negative",
+		"limit_memory: -1\n":                             "t.yaml:2: limit_memory:",
+		"guard:\n  max_body_bytes: -2\n":                 "t.yaml:3: guard.max_body_bytes: invalid size \"-2\": sizes may not be negative",
+		"guard:\n  max_body_bytes: -1KiB\n":              "t.yaml:3: guard.max_body_bytes: invalid size \"-1KiB\": sizes may not be negative",
+	} {
+		_, err := Parse([]byte(site+field), "t.yaml")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", field, err, want)
+		}
+	}
+}
+
+// Value errors name file, line and field, also those of values parsed by
+// the decoder (netip prefixes, sizes, types), and one run reports every
+// value error and unknown key, not just the first.
+func TestDecodeErrorsHaveFieldAndLine(t *testing.T) {
+	for _, tt := range []struct{ name, src, want string }{
+		{"trusted proxy", "trusted_proxies: [notacidr]\n", `t.yaml:1: trusted_proxies[0]: invalid CIDR "notacidr"`},
+		{"trusted proxy block", "trusted_proxies:\n  - 10.0.0.0/8\n  - 10.0.0.1\n", `t.yaml:3: trusted_proxies[1]: invalid CIDR "10.0.0.1": want a network such as 10.0.0.0/8 or 2001:db8::/32 (for a single address write 10.0.0.1/32)`},
+		{"trusted proxies scalar", "trusted_proxies: 10.0.0.0/8\n", "t.yaml:1: trusted_proxies: want a list of networks"},
+		{"allow", "allow:\n  - 10.0.0.0/33\n", `t.yaml:2: allow[0]: invalid CIDR "10.0.0.0/33"`},
+		{"block", "block: [nope]\n", `t.yaml:1: block[0]: invalid address "nope"`},
+		{"rule ip", "rules:\n  - name: r\n    action: block\n    match: {ip: [1.2.3.4, x/8]}\n", `t.yaml:4: rules[0].match.ip[1]: invalid CIDR "x/8"`},
+		{"challenge cidr", "challenge:\n  allow:\n    cidrs: [10.0.0.0/8, nope]\n", `t.yaml:3: challenge.allow.cidrs[1]: "nope" is neither an address nor a CIDR`},
+		{"challenge value", "challenge:\n  difficulty:\n    max: 40\n", "t.yaml:3: challenge.difficulty.max: difficulty.max 40: at most 32 bits"},
+		{"type", "guard:\n  max_connections: lots\n", "t.yaml:2: guard.max_connections: cannot unmarshal string `lots` into int"},
+		{"type in flow", "guard: {max_connections: 5, max_connections_per_ip: many}\n", "t.yaml:1: guard.max_connections_per_ip: cannot unmarshal string `many` into int"},
+		{"size", "guard:\n  max_header_bytes: 12QB\n", `t.yaml:2: guard.max_header_bytes: invalid size "12QB"`},
+		{"dup feed name", "feeds:\n  - {path: /a/drop.txt}\n  - {path: /b/drop.txt}\n", `t.yaml:3: feeds[1].name: feed name "drop.txt" is also that of feeds[0]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte("sites: [{upstreams: [{url: \"http://a:1\"}]}]\n"+tt.src), "t.yaml")
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			// The site line is line 1: shift the expected line by one.
+			want := shiftLine(tt.want)
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v\nwant %q", err, want)
+			}
+		})
+	}
+
+	src := `sites:
+  - upstreams: [{url: "http://a:1"}]
+    balance: weird
+    colour: red
+guard:
+  max_header_bytes: 12QB
+  shape: round
+  max_connections: lots
+trusted_proxies: [notacidr]
+`
+	_, err := Parse([]byte(src), "t.yaml")
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("err = %v", err)
+	}
+	want := []string{
+		"t.yaml:3: sites[0].balance: want round_robin or least_conn",
+		`t.yaml:4: unknown key "colour" in site`,
+		`t.yaml:6: guard.max_header_bytes: invalid size "12QB"`,
+		`t.yaml:7: unknown key "shape" in guard`,
+		"t.yaml:8: guard.max_connections: cannot unmarshal",
+		`t.yaml:9: trusted_proxies[0]: invalid CIDR "notacidr"`,
+	}
+	if len(es) != len(want) {
+		t.Errorf("got %d errors, want %d:\n%v", len(es), len(want), err)
+	}
+	for i, w := range want {
+		if i >= len(es) || !strings.HasPrefix(es[i].Error(), w) {
+			t.Errorf("error %d: want prefix %q in\n%v", i, w, err)
+		}
+	}
+}
+
+// shiftLine adds one to the line number of "t.yaml:N: ...".
+func shiftLine(s string) string {
+	var n int
+	rest, ok := strings.CutPrefix(s, "t.yaml:")
+	if !ok {
+		return s
+	}
+	i := strings.IndexByte(rest, ':')
+	for _, c := range rest[:i] {
+		n = n*10 + int(c-'0')
+	}
+	return fmt.Sprintf("t.yaml:%d%s", n+1, rest[i:])
+}
+
+func TestLineOf(t *testing.T) {
+	src := []byte("guard:\n  max_body_bytes: 1GiB\nfeeds:\n  - {path: /a}\n  - path: /b\n")
+	for path, want := range map[string]int{"guard.max_body_bytes": 2, "feeds[1]": 5, "feeds[1].path": 5, "feeds[2]": 0, "data_dir": 0, "guard.idle_timeout": 0} {
+		if got := LineOf(src, path); got != want {
+			t.Errorf("LineOf(%q) = %d, want %d", path, got, want)
+		}
 	}
 }

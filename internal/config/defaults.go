@@ -124,6 +124,9 @@ func (c *Config) Defaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
+	if c.Log.AccessLogMaxRejected == 0 {
+		c.Log.AccessLogMaxRejected = 1000
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -235,10 +236,21 @@ func (v *validator) policy(p *Policy) {
 			v.add(fmt.Sprintf("block[%d]", i), "%v", err)
 		}
 	}
+	feedNames := map[string]int{}
 	for i, f := range p.Feeds {
 		path := fmt.Sprintf("feeds[%d]", i)
 		if f.Path == "" {
 			v.add(path+".path", "feed file path is required")
+		} else {
+			name := f.Name
+			if name == "" {
+				name = filepath.Base(f.Path)
+			}
+			if j, dup := feedNames[name]; dup {
+				v.add(path+".name", "feed name %q is also that of feeds[%d] (the name defaults to the file's base name; set name: to tell them apart)", name, j)
+			} else {
+				feedNames[name] = i
+			}
 		}
 		switch f.Format {
 		case "auto", "plain", "netset", "spamhaus-json", "spamhaus-text":

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -10,18 +11,73 @@ import (
 
 // ByteSize is a size in bytes. In YAML it is an integer or a string with a
 // unit: "512", "16KiB", "64MiB", "1GiB", "10KB" (KB = 1000, KiB = 1024).
+// The only negative value is NoLimit (-1), for the fields that document it
+// (guard.max_body_bytes); Validate rejects it elsewhere.
 type ByteSize int64
 
-// UnmarshalYAML implements yaml.Unmarshaler.
+// NoLimit is the ByteSize -1: "no limit" in the fields that say so.
+const NoLimit ByteSize = -1
+
+// UnmarshalYAML implements yaml.Unmarshaler. Errors are *yaml.TypeError,
+// so that decoding goes on and reports the file's other problems too.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a size such as 64KiB, got a %s", n.Line, kindName(n.Kind))
+		return typeError(n, "want a size such as 64KiB, got a %s", kindName(n.Kind))
+	}
+	if strings.TrimSpace(n.Value) == "-1" {
+		*b = NoLimit
+		return nil
 	}
 	v, err := ParseByteSize(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return typeError(n, "%v", err)
 	}
 	*b = v
+	return nil
+}
+
+// typeError is an error of node n that yaml.v3 collects (it goes on
+// decoding) and that Parse reports with n's line and field path.
+func typeError(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+}
+
+// Prefixes is a list of networks in CIDR notation, such as 10.0.0.0/8 or
+// 2001:db8::/32 (trusted_proxies). Each entry is parsed with
+// netip.ParsePrefix; an invalid entry is reported with its line and the
+// decoding goes on.
+type Prefixes []netip.Prefix
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (ps *Prefixes) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return typeError(n, "want a list of networks such as [10.0.0.0/8], got a %s", kindName(n.Kind))
+	}
+	out := make(Prefixes, 0, len(n.Content))
+	var errs []string
+	for _, item := range n.Content {
+		if item.Kind == yaml.AliasNode && item.Alias != nil {
+			item = item.Alias
+		}
+		if item.Kind != yaml.ScalarNode {
+			errs = append(errs, fmt.Sprintf("line %d: want a network such as 10.0.0.0/8, got a %s", item.Line, kindName(item.Kind)))
+			continue
+		}
+		p, err := netip.ParsePrefix(item.Value)
+		if err != nil {
+			msg := fmt.Sprintf("line %d: invalid CIDR %q: want a network such as 10.0.0.0/8 or 2001:db8::/32", item.Line, item.Value)
+			if a, aerr := netip.ParseAddr(item.Value); aerr == nil {
+				msg += fmt.Sprintf(" (for a single address write %s/%d)", item.Value, a.BitLen())
+			}
+			errs = append(errs, msg)
+			continue
+		}
+		out = append(out, p)
+	}
+	*ps = out
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
+	}
 	return nil
 }
 
@@ -40,8 +96,8 @@ func (b ByteSize) String() string {
 }
 
 // ParseByteSize parses "123", "16KiB", "64MiB", "2GiB", "10KB", "5MB", "1GB".
-func ParseByteSize(s string) (ByteSize, error) {
-	s = strings.TrimSpace(s)
+func ParseByteSize(in string) (ByteSize, error) {
+	s := strings.TrimSpace(in)
 	mult := int64(1)
 	for _, u := range []struct {
 		suf string
@@ -57,11 +113,14 @@ func ParseByteSize(s string) (ByteSize, error) {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q: want a non-negative integer with an optional unit (B, KiB, MiB, GiB, KB, MB, GB)", s)
+	switch {
+	case err == nil && n < 0:
+		return 0, fmt.Errorf("invalid size %q: sizes may not be negative (-1 means no limit, only where a field says so)", in)
+	case err != nil:
+		return 0, fmt.Errorf("invalid size %q: want a non-negative integer with an optional unit (B, KiB, MiB, GiB, KB, MB, GB)", in)
 	}
 	if n > 0 && mult > (1<<62)/n {
-		return 0, fmt.Errorf("size %q is too large", s)
+		return 0, fmt.Errorf("size %q is too large", in)
 	}
 	return ByteSize(n * mult), nil
 }

@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -51,6 +53,14 @@ func (v *validator) add(path, format string, args ...any) {
 func (v *validator) positiveDur(path string, d time.Duration) {
 	if d < 0 {
 		v.add(path, "must be a positive duration such as 10s, got %s", d)
+	}
+}
+
+// size rejects a negative size: -1 ("no limit") is for the fields that
+// document it, which do not call size.
+func (v *validator) size(path string, b ByteSize) {
+	if b < 0 {
+		v.add(path, "must not be negative, got %d (-1, no limit, is only for guard.max_body_bytes)", b)
 	}
 }
 
@@ -190,16 +200,23 @@ func (c *Config) Validate() error {
 	v.positiveDur("guard.write_timeout", g.WriteTimeout)
 	v.positiveDur("guard.log_sample_interval", g.LogSampleInterval)
 	v.positiveDur("guard.tunnel_idle_timeout", g.TunnelIdleTimeout)
-	if g.MaxHeaderBytes < 1024 || g.MaxHeaderBytes > 1<<20 {
+	v.size("guard.min_body_rate", g.MinBodyRate)
+	if g.MaxHeaderBytes < 0 {
+		v.size("guard.max_header_bytes", g.MaxHeaderBytes)
+	} else if g.MaxHeaderBytes < 1024 || g.MaxHeaderBytes > 1<<20 {
 		v.add("guard.max_header_bytes", "want 1KiB-1MiB, got %s", g.MaxHeaderBytes)
 	}
-	if g.MaxURLLength < 256 || g.MaxURLLength > g.MaxHeaderBytes {
+	if g.MaxURLLength < 0 {
+		v.size("guard.max_url_length", g.MaxURLLength)
+	} else if g.MaxURLLength < 256 || g.MaxURLLength > g.MaxHeaderBytes {
 		v.add("guard.max_url_length", "want 256 bytes up to guard.max_header_bytes, got %s", g.MaxURLLength)
 	}
-	if g.MaxBodyBytes < -1 {
+	if g.MaxBodyBytes < NoLimit {
 		v.add("guard.max_body_bytes", "want a size or -1 (no cap), got %d", g.MaxBodyBytes)
 	}
 	h2 := g.HTTP2
+	v.size("guard.http2.max_header_list_bytes", h2.MaxHeaderListBytes)
+	v.size("guard.http2.hpack_table_bytes", h2.HPACKTableBytes)
 	if h2.MaxConcurrentStreams < 1 || h2.MaxConcurrentStreams > 1000 {
 		v.add("guard.http2.max_concurrent_streams", "want 1-1000, got %d", h2.MaxConcurrentStreams)
 	}
@@ -232,6 +249,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	v.challenge(&c.Challenge)
 	k := c.KnownClients
 	if !challenge.ValidCookieName(k.CookieName) {
 		v.add("known_clients.cookie_name", "use letters, digits, '-' and '_', got %q", k.CookieName)
@@ -259,6 +277,9 @@ func (c *Config) Validate() error {
 	default:
 		v.add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
 	}
+	if c.Log.AccessLogMaxRejected < -1 {
+		v.add("log.access_log_max_rejected", "want a number of lines per second, or -1 for every line, got %d", c.Log.AccessLogMaxRejected)
+	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		v.add("log.format", "want text or json, got %q", c.Log.Format)
 	}
@@ -266,6 +287,44 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return v.errs
+}
+
+// challenge validates the challenge section as the challenge service will
+// when the shield starts (challenge.Config.Validate, which stops at the
+// first problem), and each allow.cidrs entry with its index. Keys are not
+// loaded here (levee config check does it); with none configured the
+// shield generates one, so a placeholder stands in for it.
+func (v *validator) challenge(c *challenge.Config) {
+	for i, s := range c.Allow.CIDRs {
+		if !validChallengeCIDR(s) {
+			v.add(fmt.Sprintf("challenge.allow.cidrs[%d]", i), "%q is neither an address nor a CIDR such as 10.0.0.0/8", s)
+		}
+	}
+	cc := *c
+	cc.Allow.CIDRs = nil // reported above, with their index
+	cc.Difficulty.Modes = maps.Clone(c.Difficulty.Modes)
+	if len(cc.Keys) == 0 {
+		cc.Keys = []challenge.Key{{ID: 1, Secret: "placeholder"}}
+	}
+	cc.SetDefaults()
+	if err := cc.Validate(); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "challenge: ")
+		path := "challenge"
+		if i := strings.IndexAny(msg, " :"); i > 0 && strings.Trim(msg[:i], "abcdefghijklmnopqrstuvwxyz_.") == "" {
+			path += "." + msg[:i] // the field it names, for the line
+		}
+		v.add(path, "%s", msg)
+	}
+}
+
+// validChallengeCIDR accepts what the challenge service accepts in
+// allow.cidrs: a CIDR or a single address.
+func validChallengeCIDR(s string) bool {
+	if _, err := netip.ParsePrefix(s); err == nil {
+		return true
+	}
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 func (v *validator) passiveHealth(p string, ph PassiveHealth) {
