@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/levee-dev/levee/internal/accesslog"
+	"github.com/levee-dev/levee/internal/telemetry"
 )
 
 // AccessLog writes one JSON object per request, formatted by
@@ -17,12 +19,52 @@ import (
 // are formatted without reflection into a pooled buffer and written
 // through a buffer flushed every second, so logging costs the request path
 // one short critical section. It is safe for concurrent use.
+//
+// Lines of rejected requests (any verdict but pass) can be capped per
+// second (LimitRejected), so that a flood the shield turns away does not
+// become a flood of log lines.
 type AccessLog struct {
 	mu   sync.Mutex
 	w    *bufio.Writer
 	c    io.Closer
 	stop chan struct{}
 	done chan struct{}
+
+	maxRejected  int64         // rejected-request lines per second; <= 0: all
+	window       atomic.Int64  // Unix second the count below is for
+	inWindow     atomic.Int64  // rejected-request lines in window
+	suppressed   atomic.Int64  // lines not written since the last report
+	onSuppressed func(n int64) // reports suppressed lines, once a second
+}
+
+// LimitRejected caps the lines of rejected requests at perSecond (<= 0:
+// no cap). Once a second, report (if not nil) receives the number of lines
+// left out since its previous call. Call it before the log is used.
+func (l *AccessLog) LimitRejected(perSecond int64, report func(n int64)) {
+	l.maxRejected, l.onSuppressed = perSecond, report
+}
+
+// admitRejected counts a rejected request's line against the cap of the
+// second sec; false means the line is left out.
+func (l *AccessLog) admitRejected(sec int64) bool {
+	if w := l.window.Load(); w != sec && l.window.CompareAndSwap(w, sec) {
+		l.inWindow.Store(0)
+	}
+	if l.inWindow.Add(1) <= l.maxRejected {
+		return true
+	}
+	l.suppressed.Add(1)
+	return false
+}
+
+// report passes the lines left out since the last call to onSuppressed.
+func (l *AccessLog) report() {
+	if l.onSuppressed == nil {
+		return
+	}
+	if n := l.suppressed.Swap(0); n > 0 {
+		l.onSuppressed(n)
+	}
 }
 
 // NewAccessLog returns an access log writing to w (closed by Close if it is
@@ -46,6 +88,7 @@ func (l *AccessLog) flusher() {
 			l.mu.Lock()
 			_ = l.w.Flush()
 			l.mu.Unlock()
+			l.report()
 		}
 	}
 }
@@ -54,6 +97,7 @@ func (l *AccessLog) flusher() {
 func (l *AccessLog) Close() error {
 	close(l.stop)
 	<-l.done
+	l.report()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	err := l.w.Flush()
@@ -69,6 +113,9 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 // Write formats and writes one entry, in internal/accesslog's JSON format.
 func (l *AccessLog) Write(e *accesslog.Entry) {
+	if l.maxRejected > 0 && e.Verdict != telemetry.VerdictPass && !l.admitRejected(e.Time.Unix()) {
+		return
+	}
 	bp := bufPool.Get().(*[]byte)
 	b := accesslog.AppendJSON((*bp)[:0], e)
 	l.mu.Lock()

@@ -434,3 +434,42 @@ challenge: {allow: {paths: [/health]}}
 		t.Errorf("exempt path challenged: %d", resp.StatusCode)
 	}
 }
+
+// TestAccessLogCapsRejectedLines: under a flood of rejected requests the
+// access log writes at most log.access_log_max_rejected of their lines per
+// second and counts the rest; passed requests are all written.
+func TestAccessLogCapsRejectedLines(t *testing.T) {
+	o := startOrigin(t)
+	logPath := t.TempDir() + "/access.log"
+	s := startShield(t, fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
+log: {access_log: %s, access_log_max_rejected: 5}
+rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}]
+`, o.addr, logPath))
+	c, _ := dialFrom(t, "127.0.6.2", addrOf(s, 0))
+	for i := range 30 {
+		get(c, "/x", "User-Agent: sqlmap")
+		if i%6 == 0 {
+			get(c, "/ok")
+		}
+	}
+	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected := strings.Count(string(data), `"verdict":"blocked"`)
+	passed := strings.Count(string(data), `"verdict":"pass"`)
+	suppressed, _ := metricValue(t, s, "levee_access_log_suppressed_total", nil)
+	// The 30 requests may straddle a second: at most two windows of 5.
+	if rejected < 5 || rejected > 10 || rejected+int(suppressed) != 30 {
+		t.Fatalf("%d rejected lines written and %v left out, want 5-10 written and 30 in all", rejected, suppressed)
+	}
+	if passed != 5 {
+		t.Fatalf("%d passed lines, want all 5", passed)
+	}
+}

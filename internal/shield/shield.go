@@ -104,7 +104,9 @@ type Shield struct {
 	// take effect only after a restart (restartOnly).
 	boot    *config.Config
 	pending atomic.Pointer[[]string]
-	stop    chan struct{}
+	// alogSuppressed counts access log lines left out (accessLogSuppressed).
+	alogSuppressed prometheus.Counter
+	stop           chan struct{}
 }
 
 // New builds a shield from a validated config without binding sockets.
@@ -125,6 +127,13 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 		Name: "levee_guard_flood_listeners",
 		Help: "Listeners refusing a connection flood (64 or more refusals a second, more than admissions) with raw accept calls.",
 	}, func() float64 { return float64(s.floodListeners.Load()) })); err != nil {
+		return nil, fmt.Errorf("shield: register metrics: %w", err)
+	}
+	s.alogSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "levee_access_log_suppressed_total",
+		Help: "Access log lines of rejected requests left out over log.access_log_max_rejected per second.",
+	})
+	if err := reg.Register(s.alogSuppressed); err != nil {
 		return nil, fmt.Errorf("shield: register metrics: %w", err)
 	}
 	s.sampled = newSampledLog(s.log, cfg.Guard.LogSampleInterval)
@@ -385,6 +394,9 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	if err != nil {
 		return fail(err)
 	}
+	if alog != nil {
+		alog.LimitRejected(int64(cfg.Log.AccessLogMaxRejected), s.accessLogSuppressed)
+	}
 	if err := s.applyPolicy(cfg); err != nil {
 		if alog != nil {
 			alog.Close()
@@ -495,6 +507,13 @@ func (s *Shield) gate(site config.Site) (*admission.Gate, error) {
 	}
 	s.gates[site.Name] = g
 	return g, nil
+}
+
+// accessLogSuppressed counts and logs (sampled) the access log lines of
+// rejected requests left out over the per-second cap.
+func (s *Shield) accessLogSuppressed(n int64) {
+	s.alogSuppressed.Add(float64(n))
+	s.sampled.warn("accesslog", "access log: lines of rejected requests left out (log.access_log_max_rejected per second)", "lines", n)
 }
 
 // openAccessLog opens the JSON access log: a file path (appended to, mode
