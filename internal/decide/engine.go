@@ -174,8 +174,23 @@ type limitSpec struct {
 	parts  []keyPart
 	v4, v6 int
 	lim    limit.Limit
+	// comp is lim compiled for each mode, for unverified and for verified
+	// clients (verifiedFactor): no conversion on the request path.
+	comp   [len(modeNames)][2]limit.Compiled
 	m      matcher
 	denied prometheus.Counter
+}
+
+// compiled returns the limit to apply in mode m.
+func (ls *limitSpec) compiled(m Mode, verified bool) limit.Compiled {
+	v := 0
+	if verified {
+		v = 1
+	}
+	if int(m) >= len(ls.comp) {
+		m = UnderAttack
+	}
+	return ls.comp[m][v]
 }
 
 // New builds an engine from a defaulted, validated configuration.
@@ -306,6 +321,13 @@ func (e *Engine) compileLimit(l *config.Limit, ns string) (*limitSpec, error) {
 	ls := &limitSpec{name: l.Name, v4: l.V4Prefix, v6: l.V6Prefix, lim: limit.Limit{Rate: l.Rate, Burst: l.Burst}}
 	if err := ls.lim.Validate(); err != nil {
 		return nil, err
+	}
+	for m := range ls.comp {
+		lim := scaled(ls.lim, Mode(m))
+		ls.comp[m][0] = lim.Compile()
+		lim.Rate *= verifiedFactor
+		lim.Burst *= verifiedFactor
+		ls.comp[m][1] = lim.Compile()
 	}
 	h := fnv.New32a()
 	fmt.Fprintf(h, "%s|%s|%s|%d|%d", ns, l.Name, l.Key, l.V4Prefix, l.V6Prefix)
@@ -534,7 +556,7 @@ func (e *Engine) checkLimit(now int64, ls *limitSpec, r *Request) (Decision, boo
 	if !ok {
 		return Decision{}, false
 	}
-	allowed, ra := e.table.Load().AllowAt(now, k, scaled(ls.lim, e.modeNow(now)))
+	allowed, ra := e.table.Load().AllowCompiledAt(now, k, ls.compiled(e.modeNow(now), false))
 	if allowed {
 		return Decision{}, false
 	}
@@ -549,11 +571,6 @@ func (e *Engine) checkLimits(now int64, s *snapshot, r *Request) Decision {
 	checks := buf[:0]
 	mode := e.modeNow(now)
 	for _, ls := range s.limits {
-		lim := scaled(ls.lim, mode)
-		if r.Verified {
-			lim.Rate *= verifiedFactor
-			lim.Burst *= verifiedFactor
-		}
 		if ls.m != nil && !ls.m.match(r) {
 			continue
 		}
@@ -569,7 +586,7 @@ func (e *Engine) checkLimits(now int64, s *snapshot, r *Request) Decision {
 			checks = checks[:0]
 		}
 		which[len(checks)] = ls
-		checks = append(checks, limit.Check{Key: k, Limit: lim})
+		checks = append(checks, limit.Check{Key: k, Limit: ls.compiled(mode, r.Verified)})
 	}
 	if len(checks) == 0 {
 		return Decision{}

@@ -22,9 +22,9 @@ func Example() {
 	)
 	client := netip.MustParseAddr("192.0.2.10")
 	checks := []limit.Check{
-		{Key: limit.KeyAddr(perAddr, client, 32), Limit: limit.Limit{Rate: 2, Burst: 3}},
-		{Key: limit.KeyAddr(perPrefix, client, 24), Limit: limit.Limit{Rate: 20, Burst: 40}},
-		{Key: limit.KeyString(perSite, "example.org"), Limit: limit.Limit{Rate: 2000, Burst: 4000}},
+		{Key: limit.KeyAddr(perAddr, client, 32), Limit: limit.Limit{Rate: 2, Burst: 3}.Compile()},
+		{Key: limit.KeyAddr(perPrefix, client, 24), Limit: limit.Limit{Rate: 20, Burst: 40}.Compile()},
+		{Key: limit.KeyString(perSite, "example.org"), Limit: limit.Limit{Rate: 2000, Burst: 4000}.Compile()},
 	}
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC).UnixNano()
 	for i := range 5 {

@@ -9,7 +9,7 @@ import (
 // value; the zero value checks key 0 against no limit (always passes).
 type Check struct {
 	Key   uint64
-	Limit Limit
+	Limit Compiled
 }
 
 // AllowAllAt applies several limits to one event at once, all or nothing:
@@ -30,14 +30,14 @@ func (t *Table) AllowAllAt(now int64, checks []Check) (ok bool, retryAfter time.
 		touch(&t.buckets[t.bucketOf(normKey(checks[i].Key))])
 	}
 	for i := range checks {
-		interval, burst := checks[i].Limit.gcra()
-		if interval == 0 {
+		c := checks[i].Limit
+		if c.interval == 0 {
 			continue
 		}
-		ok, ra := t.allow(now, checks[i].Key, interval, interval*burst)
+		ok, ra := t.allow(now, checks[i].Key, c.interval, c.tau)
 		if !ok {
 			for j := i - 1; j >= 0; j-- {
-				if iv, _ := checks[j].Limit.gcra(); iv != 0 {
+				if iv := checks[j].Limit.interval; iv != 0 {
 					t.refund(now, checks[j].Key, iv)
 				}
 			}

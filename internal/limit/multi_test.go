@@ -16,9 +16,9 @@ func TestAllowAllAt(t *testing.T) {
 	prefixLimit := Limit{Rate: 1, Burst: 3}
 	checks := func(ip netip.Addr) []Check {
 		return []Check{
-			{KeyAddr(1, ip, 32), addrLimit},
-			{KeyAddr(2, ip, 24), prefixLimit},
-			{KeyString(3, "site"), Limit{}}, // unlimited: skipped
+			{KeyAddr(1, ip, 32), addrLimit.Compile()},
+			{KeyAddr(2, ip, 24), prefixLimit.Compile()},
+			{KeyString(3, "site"), Limit{}.Compile()}, // unlimited: skipped
 		}
 	}
 	steps := []struct {
@@ -58,7 +58,7 @@ func TestAllowAllAtZeroAllocs(t *testing.T) {
 	tb := newTable(t, Config{MemoryBytes: 64 << 10})
 	l := Limit{Rate: 1, Burst: 1}
 	n := testing.AllocsPerRun(1000, func() {
-		checks := [2]Check{{KeyAddr(1, testAddr, 32), Limit{Rate: 1000, Burst: 1000}}, {KeyAddr(2, testAddr, 24), l}}
+		checks := [2]Check{{KeyAddr(1, testAddr, 32), Limit{Rate: 1000, Burst: 1000}.Compile()}, {KeyAddr(2, testAddr, 24), l.Compile()}}
 		tb.AllowAllAt(epoch, checks[:])
 	})
 	if n != 0 {
@@ -162,9 +162,9 @@ func BenchmarkAllowAll(b *testing.B) {
 	ls := [3]Limit{{Rate: 100, Burst: 200}, {Rate: 1000, Burst: 2000}, {Rate: 1000, Burst: 2000}}
 	keys := func(i int) [3]Check {
 		return [3]Check{
-			{withID(1, uint64(i)), ls[0]},
-			{withID(2, uint64(i)), ls[1]},
-			{withID(3, uint64(i)), ls[2]},
+			{withID(1, uint64(i)), ls[0].Compile()},
+			{withID(2, uint64(i)), ls[1].Compile()},
+			{withID(3, uint64(i)), ls[2].Compile()},
 		}
 	}
 	tb, err := New(Config{}, Deps{})
@@ -192,7 +192,7 @@ func BenchmarkAllowAll(b *testing.B) {
 				ch := keys(p.next())
 				now := c.tick()
 				for i := range ch {
-					if ok, _ := tb.AllowAt(now, ch[i].Key, ch[i].Limit); !ok {
+					if ok, _ := tb.AllowCompiledAt(now, ch[i].Key, ch[i].Limit); !ok {
 						break
 					}
 				}
@@ -216,7 +216,7 @@ func TestAllowAllAtConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			checks := []Check{{KeyString(1, fmt.Sprint("addr", w)), addrLimit}, {prefix, prefixLimit}}
+			checks := []Check{{KeyString(1, fmt.Sprint("addr", w)), addrLimit.Compile()}, {prefix, prefixLimit.Compile()}}
 			for range tries {
 				ok, _, failed := tb.AllowAllAt(epoch, checks)
 				if ok {

@@ -221,6 +221,15 @@ func (t *Table) AllowAt(now int64, key uint64, l Limit) (ok bool, retryAfter tim
 	return t.AllowNAt(now, key, l, 1)
 }
 
+// AllowCompiledAt is AllowAt for a compiled limit: the form for the request
+// path, where the limit was compiled once at configuration time.
+func (t *Table) AllowCompiledAt(now int64, key uint64, c Compiled) (ok bool, retryAfter time.Duration) {
+	if c.interval == 0 {
+		return true, 0
+	}
+	return t.allow(now, key, c.interval, c.tau)
+}
+
 // AllowNAt is AllowAt for n events at once (for example n bytes or n
 // requests of a batch). n <= 0 always succeeds without touching the table;
 // n larger than the limit's burst never succeeds and reports Never.
