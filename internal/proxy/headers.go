@@ -15,7 +15,10 @@ const viaValue = "1.1 levee"
 //
 // X-Forwarded-For from an untrusted peer is replaced by the peer address, so
 // the origin never sees a client-forged chain; from a trusted proxy the peer
-// is appended to the chain it sent.
+// is appended to the chain it sent. The other headers that name a client
+// address or the original request (clientIPHeaders) are removed when the
+// peer is untrusted: an origin that reads X-Real-IP or Forwarded must not
+// get a value the client made up.
 func prepareRequest(h *fasthttp.RequestHeader, peer netip.Addr, trusted, isTLS bool, rewriteHost string) {
 	// The origin is spoken to in plain HTTP; the shield terminated TLS.
 	if conn := h.Peek(fasthttp.HeaderConnection); len(conn) > 0 {
@@ -28,6 +31,9 @@ func prepareRequest(h *fasthttp.RequestHeader, peer netip.Addr, trusted, isTLS b
 	h.Del(fasthttp.HeaderTE)
 	h.Del(fasthttp.HeaderUpgrade)
 
+	if !trusted {
+		stripClientIPHeaders(h)
+	}
 	var buf [256]byte
 	b := buf[:0]
 	if trusted {
@@ -114,4 +120,37 @@ func hasToken(v []byte, tok string) bool {
 		}
 	}
 	return false
+}
+
+// clientIPHeaders are the headers, besides X-Forwarded-For and
+// X-Forwarded-Proto (which prepareRequest sets), through which proxies and
+// CDNs pass on the client's address or the original request. Only a
+// trusted proxy may send them on.
+var clientIPHeaders = [...]string{"Forwarded", "X-Real-Ip", "X-Forwarded-Host", "X-Forwarded-Port",
+	"X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip"}
+
+// stripClientIPHeaders removes clientIPHeaders from h. One pass over the
+// header names finds whether any is present (they rarely are), so the
+// common request pays no deletion.
+func stripClientIPHeaders(h *fasthttp.RequestHeader) {
+	var found [len(clientIPHeaders)]bool
+	any := false
+	for k := range h.All() {
+		if len(k) < 9 || len(k) > 19 { // the shortest and longest names
+			continue
+		}
+		for i, name := range clientIPHeaders {
+			if len(k) == len(name) && bytes.EqualFold(k, []byte(name)) {
+				found[i], any = true, true
+			}
+		}
+	}
+	if !any {
+		return
+	}
+	for i, name := range clientIPHeaders {
+		if found[i] {
+			h.Del(name)
+		}
+	}
 }

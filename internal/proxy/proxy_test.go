@@ -109,6 +109,7 @@ func TestPrepareResponse(t *testing.T) {
 func FuzzPrepareRequest(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"), true)
 	f.Add([]byte("POST /x?y HTTP/1.1\r\nHost: a\r\nConnection: close,,, ,\r\nTE: trailers\r\nVia: 1.0 a\r\nContent-Length: 0\r\n\r\n"), false)
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nx-real-ip: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-REAL-IP: 7.7.7.7\r\nTrue-Client-IP: 1.1.1.1\r\nCF-Connecting-IP: 2.2.2.2\r\n\r\n"), false)
 	f.Fuzz(func(t *testing.T, raw []byte, trusted bool) {
 		var req fasthttp.Request
 		if err := req.Read(bufioReader(raw)); err != nil {
@@ -127,12 +128,49 @@ func FuzzPrepareRequest(f *testing.F) {
 		if !bytes.HasSuffix(req.Header.Peek("Via"), []byte("1.1 levee")) {
 			t.Fatalf("Via = %q", req.Header.Peek("Via"))
 		}
-		// The rewritten head must still serialize and parse.
-		var again fasthttp.Request
+		if !trusted {
+			for _, k := range clientIPHeaders {
+				if v := req.Header.Peek(k); v != nil {
+					t.Fatalf("%s from an untrusted client survived: %q", k, v)
+				}
+			}
+		}
+		// The rewritten head must still serialize and parse (the head
+		// alone: a Content-Length names a body that is not part of it).
+		var again fasthttp.RequestHeader
 		if err := again.Read(bufioReader(req.Header.Header())); err != nil {
 			t.Fatalf("rewritten head does not parse: %v\n%q", err, req.Header.Header())
 		}
 	})
+}
+
+// TestClientIPHeadersFromUntrustedPeers: headers naming a client address
+// are removed from untrusted peers' requests (every copy, any case) and
+// passed on from trusted proxies; other headers are untouched.
+func TestClientIPHeadersFromUntrustedPeers(t *testing.T) {
+	raw := "GET / HTTP/1.1\r\nHost: a\r\nX-Real-IP: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\nx-real-ip: 7.7.7.7\r\n" +
+		"True-Client-IP: 1.1.1.1\r\nX-Forwarded-Host: evil.example\r\nX-Other: kept\r\n\r\n"
+	for _, trusted := range []bool{false, true} {
+		var req fasthttp.Request
+		if err := req.Read(bufioReader([]byte(raw))); err != nil {
+			t.Fatal(err)
+		}
+		prepareRequest(&req.Header, netip.MustParseAddr("192.0.2.1"), trusted, false, "")
+		head := string(req.Header.Header())
+		for _, k := range []string{"X-Real-Ip", "Forwarded", "True-Client-Ip", "X-Forwarded-Host"} {
+			if got := req.Header.Peek(k) != nil; got != trusted {
+				t.Errorf("trusted %v: %s present %v\n%s", trusted, k, got, head)
+			}
+		}
+		if string(req.Header.Peek("X-Other")) != "kept" {
+			t.Errorf("trusted %v: X-Other lost\n%s", trusted, head)
+		}
+	}
+	var req fasthttp.Request
+	req.Read(bufioReader([]byte("GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n")))
+	if n := testing.AllocsPerRun(100, func() { stripClientIPHeaders(&req.Header) }); n != 0 {
+		t.Errorf("stripClientIPHeaders allocates %v times on a request without such headers", n)
+	}
 }
 
 func TestWantsJSON(t *testing.T) {
