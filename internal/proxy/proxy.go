@@ -50,7 +50,8 @@ type Config struct {
 	MinBodyRate int64
 	// TunnelIdleTimeout closes Upgrade/WebSocket tunnels idle this long.
 	TunnelIdleTimeout time.Duration
-	// ConnectTimeout bounds dialing an origin for a tunnel.
+	// ConnectTimeout bounds dialing an origin for a tunnel when the site's
+	// pool has none (the pool's is the site's connect_timeout).
 	ConnectTimeout time.Duration
 	// ClientIP resolves the client address behind trusted proxies; nil
 	// means the TCP peer is the client.

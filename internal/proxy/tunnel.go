@@ -19,7 +19,11 @@ import (
 func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, st *State, site *Site, peer netip.Addr, trusted bool) {
 	start := time.Now()
 	b := site.Pool.Pick(nil)
-	up, err := net.DialTimeout("tcp", b.Addr, st.Config.ConnectTimeout)
+	dialTimeout := site.Pool.ConnectTimeout()
+	if dialTimeout <= 0 {
+		dialTimeout = st.Config.ConnectTimeout
+	}
+	up, err := net.DialTimeout("tcp", b.Addr, dialTimeout)
 	if err != nil {
 		site.m.dialErr.Inc()
 		writePage(ctx, pageBadGateway)
@@ -32,7 +36,7 @@ func (p *Proxy) tunnel(ctx *fasthttp.RequestCtx, st *State, site *Site, peer net
 	req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
 	req.Header.SetBytesV(fasthttp.HeaderUpgrade, upgrade)
 	idle := st.Config.TunnelIdleTimeout
-	_ = up.SetDeadline(time.Now().Add(st.Config.ConnectTimeout + idle))
+	_ = up.SetDeadline(time.Now().Add(dialTimeout + idle))
 	if _, err := up.Write(req.Header.Header()); err != nil {
 		up.Close()
 		writePage(ctx, pageBadGateway)

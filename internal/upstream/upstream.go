@@ -281,6 +281,10 @@ func (p *Pool) Backends() []*Backend { return p.backends }
 // Site returns the site name the pool belongs to.
 func (p *Pool) Site() string { return p.cfg.Site }
 
+// ConnectTimeout is the pool's dial timeout (the site's connect_timeout),
+// for connections opened outside the pool such as WebSocket tunnels.
+func (p *Pool) ConnectTimeout() time.Duration { return p.cfg.ConnectTimeout }
+
 // Pick is PickAt(time.Now(), skip).
 func (p *Pool) Pick(skip *Backend) *Backend { return p.PickAt(time.Now(), skip) }
 

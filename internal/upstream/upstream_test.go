@@ -184,3 +184,18 @@ func TestPickAtAllocations(t *testing.T) {
 		t.Fatalf("PickAt+Observe allocate %v times", n)
 	}
 }
+
+// TestConnectTimeoutForTunnels: the pool reports the site's dial timeout
+// (used for WebSocket tunnels, which dial outside the pool), 5s by default.
+func TestConnectTimeoutForTunnels(t *testing.T) {
+	for _, tc := range []struct{ set, want time.Duration }{{0, 5 * time.Second}, {300 * time.Millisecond, 300 * time.Millisecond}} {
+		p, err := New(Config{Site: "s", Targets: []Target{{Addr: "127.0.0.1:1"}}, ConnectTimeout: tc.set}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.ConnectTimeout(); got != tc.want {
+			t.Errorf("connect_timeout %v: pool reports %v, want %v", tc.set, got, tc.want)
+		}
+		p.Close()
+	}
+}
