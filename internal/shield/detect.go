@@ -209,7 +209,7 @@ func (d *detection) tick(now time.Time) {
 		}
 		for i := range evs {
 			ev := &evs[i]
-			d.logEvent(ev)
+			d.logEvent(ev, mitigate)
 			inc := cur
 			if inc == nil && ev.Type == detect.EventAttackEnd {
 				inc, _ = d.incidents.Get(context.Background(), d.lastIncidentID(sd.name))
@@ -248,14 +248,25 @@ func (d *detection) lastIncidentID(site string) string {
 	return list[0].ID
 }
 
-func (d *detection) logEvent(ev *detect.Event) {
+// logEvent logs a detector event. Without mitigation (detection's
+// disable_mitigation), the rules and modes the detector proposes are not
+// applied, and the lines say so.
+func (d *detection) logEvent(ev *detect.Event, mitigate bool) {
 	switch ev.Type {
 	case detect.EventAttackStart:
 		d.s.log.Warn("attack detected", "site", ev.Site, "kinds", ev.Kinds.String(), "mode", ev.Mode.String(), "onset", ev.Onset)
 	case detect.EventMitigation:
-		d.s.log.Warn("automatic mitigation", "site", ev.Site, "rule", ev.Mitigation.String())
+		if mitigate {
+			d.s.log.Warn("automatic mitigation", "site", ev.Site, "rule", ev.Mitigation.String())
+		} else {
+			d.s.log.Warn("mitigation proposed, not applied (detection.disable_mitigation)", "site", ev.Site, "rule", ev.Mitigation.String())
+		}
 	case detect.EventModeChange:
-		d.s.log.Warn("mode changed", "site", ev.Site, "mode", ev.Mode.String())
+		if mitigate {
+			d.s.log.Warn("mode changed", "site", ev.Site, "mode", ev.Mode.String())
+		} else {
+			d.s.log.Warn("mode change proposed, not applied (detection.disable_mitigation)", "site", ev.Site, "mode", ev.Mode.String())
+		}
 	case detect.EventAttackEnd:
 		d.s.log.Warn("attack ended", "site", ev.Site, "onset", ev.Onset)
 	}

@@ -450,6 +450,7 @@ func (s *Shield) Apply(cfg *config.Config) error {
 		grace = max(grace, site.ResponseTimeout)
 	}
 	for _, p := range old {
+		p.StopHealthChecks()
 		time.AfterFunc(grace, p.Close)
 	}
 	return nil

@@ -360,6 +360,16 @@ func (p *Pool) Start() {
 	}
 }
 
+// StopHealthChecks ends the pool's health checks without closing it: a
+// pool replaced by a reload still serves its requests in flight for a
+// while, but its checks (and their log lines) end with the reload. Close
+// after it is fine.
+func (p *Pool) StopHealthChecks() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+}
+
 // Close stops health checks and closes idle pooled connections. Requests in
 // flight finish normally.
 func (p *Pool) Close() {

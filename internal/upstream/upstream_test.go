@@ -2,6 +2,9 @@ package upstream
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,5 +200,30 @@ func TestConnectTimeoutForTunnels(t *testing.T) {
 			t.Errorf("connect_timeout %v: pool reports %v, want %v", tc.set, got, tc.want)
 		}
 		p.Close()
+	}
+}
+
+// TestStopHealthChecks: a pool retired by a reload stops checking at once,
+// though it stays open for its requests in flight.
+func TestStopHealthChecks(t *testing.T) {
+	var checks atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { checks.Add(1) }))
+	defer srv.Close()
+	p := pool(t, Config{Site: "s", Targets: []Target{{Addr: srv.Listener.Addr().String()}},
+		Health: Health{Path: "/health", Interval: 20 * time.Millisecond, Timeout: time.Second, UnhealthyAfter: 1, HealthyAfter: 1, StatusLo: 200, StatusHi: 399}})
+	p.Start()
+	deadline := time.Now().Add(5 * time.Second)
+	for checks.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if checks.Load() < 3 {
+		t.Fatal("health checks did not run")
+	}
+	p.StopHealthChecks()
+	time.Sleep(50 * time.Millisecond) // a check already under way may finish
+	n := checks.Load()
+	time.Sleep(200 * time.Millisecond)
+	if got := checks.Load(); got != n {
+		t.Fatalf("%d health checks after StopHealthChecks", got-n)
 	}
 }
