@@ -357,8 +357,10 @@ type Guard struct {
 	NewConnectionsPerIP float64 `yaml:"new_connections_per_ip"`
 	// NewConnectionsBurst is the burst for NewConnectionsPerIP. Default 200.
 	NewConnectionsBurst int `yaml:"new_connections_burst"`
-	// HeaderTimeout is the time a client has to send a full request head,
-	// counted from the first byte of the request. Default 10s.
+	// HeaderTimeout is the time a client has to send a full request head:
+	// for a connection's first request counted from accept (TLS handshake
+	// included), for later requests on a keep-alive connection from their
+	// first byte (the wait for it is IdleTimeout). Default 10s.
 	HeaderTimeout time.Duration `yaml:"header_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
