@@ -410,6 +410,11 @@ type HTTP2 struct {
 	MaxContinuationFrames int `yaml:"max_continuation_frames"`
 	// Window is the accounting window. Default 10s.
 	Window time.Duration `yaml:"window"`
+	// AbuseBan, when set, bans the client address of a connection cut off
+	// for HTTP/2 abuse for this long (a runtime ban: refused at accept,
+	// listed by levee ban ls, persisted). Off by default: clients behind
+	// one address (NAT) would share the ban. Applies on reload.
+	AbuseBan time.Duration `yaml:"abuse_ban"`
 }
 
 // Log configures logging.

@@ -277,6 +277,9 @@ func (c *Config) Validate() error {
 	default:
 		v.add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
 	}
+	if c.Guard.HTTP2.AbuseBan < 0 {
+		v.add("guard.http2.abuse_ban", "must not be negative (0: off), got %v", c.Guard.HTTP2.AbuseBan)
+	}
 	if c.Log.AccessLogMaxRejected < -1 {
 		v.add("log.access_log_max_rejected", "want a number of lines per second, or -1 for every line, got %d", c.Log.AccessLogMaxRejected)
 	}

@@ -142,7 +142,7 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 		return nil, err
 	}
 	h2c := h2guardConfig(cfg)
-	if s.h2g, err = h2guard.New(h2c, h2guard.Deps{Registerer: reg, Logger: s.log}); err != nil {
+	if s.h2g, err = h2guard.New(h2c, h2guard.Deps{Registerer: reg, Logger: s.log, OnAbuse: s.h2Abuse}); err != nil {
 		return nil, fmt.Errorf("shield: %w", err)
 	}
 	s.h2 = h2guard.ServerConfig(s.h2g.Config())
@@ -558,7 +558,9 @@ func restartOnly(boot, cfg *config.Config) []string {
 	add(g.HeaderTimeout != h.HeaderTimeout, "guard.header_timeout")
 	add(g.IdleTimeout != h.IdleTimeout, "guard.idle_timeout")
 	add(g.MaxHeaderBytes != h.MaxHeaderBytes, "guard.max_header_bytes")
-	add(g.HTTP2 != h.HTTP2, "guard.http2")
+	gh, hh := g.HTTP2, h.HTTP2
+	gh.AbuseBan, hh.AbuseBan = 0, 0 // read at each abuse
+	add(gh != hh, "guard.http2")
 	add(boot.Log.Level != cfg.Log.Level, "log.level")
 	add(boot.Log.Format != cfg.Log.Format, "log.format")
 	for _, b := range boot.Sites {
@@ -775,4 +777,35 @@ func acceptRecorder(cfg *config.Config, sites []*proxy.Site) *telemetry.Recorder
 		}
 	}
 	return sites[0].Rec
+}
+
+// h2Abuse is h2guard's OnAbuse: with guard.http2.abuse_ban set, the client
+// address of the connection just cut off is banned for that long. The ban
+// is stored off the connection's goroutine (OnAbuse must not block), and
+// not renewed while one is in force. A trusted proxy is never banned: it
+// carries other clients.
+func (s *Shield) h2Abuse(c *h2guard.Conn, r h2guard.Reason) {
+	cfg := s.cfg.Load()
+	d := cfg.Guard.HTTP2.AbuseBan
+	addr := guard.AddrOf(c.RemoteAddr())
+	if d <= 0 || !addr.IsValid() || s.bans == nil || s.bans.Banned(addr, time.Now()) {
+		return
+	}
+	for _, p := range cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return
+		}
+	}
+	go func() {
+		now := time.Now()
+		b := iplist.Ban{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Reason: "http2 abuse: " + string(r), Source: "h2guard",
+			Created: now, Expires: now.Add(d)}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.bans.Add(ctx, b); err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
+			s.log.Error("could not ban an HTTP/2 abuser", "client", addr, "err", err)
+			return
+		}
+		s.log.Warn("banned an HTTP/2 abuser", "client", addr, "reason", string(r), "for", d.String())
+	}()
 }
