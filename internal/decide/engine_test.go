@@ -310,7 +310,7 @@ rules:
 		now += int64(time.Second)
 		e.Decide(now, r)
 	})
-	if allocs != 0 {
+	if allocs != 0 && !raceEnabled { // regexp's matchers come from a sync.Pool
 		t.Fatalf("Decide allocates %.1f times per call", allocs)
 	}
 }
