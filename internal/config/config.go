@@ -426,10 +426,11 @@ type Log struct {
 	// AccessLog is a file path, "stdout", or empty (default: off). Lines are
 	// JSON objects.
 	AccessLog string `yaml:"access_log"`
-	// AccessLogMaxRejected caps the access log lines of rejected requests
-	// (any verdict but pass) per second, so that a flood turned away does
-	// not become a flood of lines; the lines left out are counted
-	// (levee_access_log_suppressed_total) and logged. Passed requests are
-	// always written. Default 1000; -1 writes every line.
+	// AccessLogMaxRejected caps the access log lines of requests the shield
+	// refused (blocked, limited, challenged, invalid) per second, so that a
+	// flood turned away does not become a flood of lines; the lines left
+	// out are counted (levee_access_log_suppressed_total) and logged.
+	// Passed requests and origin errors are always written. Default 1000;
+	// -1 writes every line.
 	AccessLogMaxRejected int `yaml:"access_log_max_rejected"`
 }

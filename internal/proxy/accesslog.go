@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/levee-dev/levee/internal/accesslog"
+	"github.com/levee-dev/levee/internal/coarsetime"
 	"github.com/levee-dev/levee/internal/telemetry"
 )
 
@@ -20,9 +21,9 @@ import (
 // through a buffer flushed every second, so logging costs the request path
 // one short critical section. It is safe for concurrent use.
 //
-// Lines of rejected requests (any verdict but pass) can be capped per
-// second (LimitRejected), so that a flood the shield turns away does not
-// become a flood of log lines.
+// Lines of requests the shield refused (blocked, limited, challenged,
+// invalid) can be capped per second (LimitRejected), so that a flood the
+// shield turns away does not become a flood of log lines.
 type AccessLog struct {
 	mu   sync.Mutex
 	w    *bufio.Writer
@@ -45,9 +46,11 @@ func (l *AccessLog) LimitRejected(perSecond int64, report func(n int64)) {
 }
 
 // admitRejected counts a rejected request's line against the cap of the
-// second sec; false means the line is left out.
+// second sec (when the line is written); false means the line is left out.
+// The window only moves forward, so a line stamped with an older second
+// counts in the current one.
 func (l *AccessLog) admitRejected(sec int64) bool {
-	if w := l.window.Load(); w != sec && l.window.CompareAndSwap(w, sec) {
+	if w := l.window.Load(); sec > w && l.window.CompareAndSwap(w, sec) {
 		l.inWindow.Store(0)
 	}
 	if l.inWindow.Add(1) <= l.maxRejected {
@@ -55,6 +58,12 @@ func (l *AccessLog) admitRejected(sec int64) bool {
 	}
 	l.suppressed.Add(1)
 	return false
+}
+
+// refused reports whether v is one of the shield's refusals, whose lines
+// the cap applies to. Origin failures (error) are always written.
+func refused(v telemetry.Verdict) bool {
+	return v != telemetry.VerdictPass && v != telemetry.VerdictError
 }
 
 // report passes the lines left out since the last call to onSuppressed.
@@ -113,7 +122,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 // Write formats and writes one entry, in internal/accesslog's JSON format.
 func (l *AccessLog) Write(e *accesslog.Entry) {
-	if l.maxRejected > 0 && e.Verdict != telemetry.VerdictPass && !l.admitRejected(e.Time.Unix()) {
+	if l.maxRejected > 0 && refused(e.Verdict) && !l.admitRejected(coarsetime.UnixNano()/int64(time.Second)) {
 		return
 	}
 	bp := bufPool.Get().(*[]byte)
@@ -135,6 +144,7 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 type h2Log struct {
 	http.ResponseWriter
 	status     int
+	headerAt   time.Time // when the status was written (duration_ms)
 	bytes      int64
 	site       *Site
 	client     netip.Addr
@@ -144,14 +154,14 @@ type h2Log struct {
 
 func (l *h2Log) WriteHeader(code int) {
 	if l.status == 0 && code >= 200 {
-		l.status = code
+		l.status, l.headerAt = code, time.Now()
 	}
 	l.ResponseWriter.WriteHeader(code)
 }
 
 func (l *h2Log) Write(b []byte) (int, error) {
 	if l.status == 0 {
-		l.status = http.StatusOK
+		l.status, l.headerAt = http.StatusOK, time.Now()
 	}
 	n, err := l.ResponseWriter.Write(b)
 	l.bytes += int64(n)
@@ -177,12 +187,18 @@ func noteVerdict(w http.ResponseWriter, v verdictIdx) {
 }
 
 // logH2 writes the access log line of an HTTP/2 request, the same fields
-// as logH1's.
+// as logH1's: duration_ms runs to the response head, as on HTTP/1.1 (not
+// to the end of the body); bytes counts the body bytes written (HTTP/1.1
+// logs the Content-Length, 0 for a chunked body).
 func (p *Proxy) logH2(l *AccessLog, lw *h2Log, r *http.Request, start time.Time) {
+	end := lw.headerAt
+	if end.IsZero() {
+		end = time.Now()
+	}
 	e := accesslog.Entry{
 		Format: accesslog.FormatJSON, Time: start, Client: lw.client, Method: readOnlyBytes(r.Method),
 		Host: readOnlyBytes(r.Host), Path: readOnlyBytes(r.URL.Path), Query: readOnlyBytes(r.URL.RawQuery),
-		Status: uint16(lw.status), Bytes: lw.bytes, Duration: time.Since(start),
+		Status: uint16(lw.status), Bytes: lw.bytes, Duration: end.Sub(start),
 		UserAgent: readOnlyBytes(r.UserAgent()), Verdict: telemetryVerdict[lw.v], HasVerdict: true,
 		By: readOnlyBytes(lw.by), LogRule: readOnlyBytes(lw.logged),
 	}

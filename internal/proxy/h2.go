@@ -54,11 +54,17 @@ var hopByHop = map[string]bool{
 // HTTP/1.1.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	if l := p.alog.Load(); l != nil {
+	if p.alog.Load() != nil {
 		lw := &h2Log{ResponseWriter: w}
 		// Deferred: a dropped or tarpitted stream ends in a panic
-		// (http.ErrAbortHandler) and is logged too.
-		defer p.logH2(l, lw, r, start)
+		// (http.ErrAbortHandler) and is logged too. The log is loaded
+		// again at the end: a reload meanwhile (log rotation) closed the
+		// one in use at the start.
+		defer func() {
+			if l := p.alog.Load(); l != nil {
+				p.logH2(l, lw, r, start)
+			}
+		}()
 		w = lw
 	}
 	p.serveHTTP(w, r, start)

@@ -473,3 +473,48 @@ rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 		t.Fatalf("%d passed lines, want all 5", passed)
 	}
 }
+
+// TestAccessLogKeepsHTTP2LinesAcrossReload: an HTTP/2 request in flight
+// while a reload reopens the access log (log rotation) is still logged.
+func TestAccessLogKeepsHTTP2LinesAcrossReload(t *testing.T) {
+	o := startOrigin(t)
+	logPath := t.TempDir() + "/access.log"
+	cfgText := fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0", h2c: true}]
+sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
+log: {access_log: %s}
+`, o.addr, logPath)
+	s := startShield(t, cfgText)
+	tr := &http2.Transport{AllowHTTP: true}
+	tr.DialTLS = func(network, addr string, _ *tls.Config) (net.Conn, error) { return net.Dial(network, addr) }
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := cl.Get("http://" + addrOf(s, 0) + "/slow?d=600ms")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cfg, err := config.Parse([]byte(cfgText), "levee.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = s.cfg.Load().Listen
+	if err := s.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	data, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(data), `"path":"/slow"`) {
+		t.Fatalf("the HTTP/2 request in flight across the reload is not in the access log:\n%s", data)
+	}
+}
