@@ -143,34 +143,17 @@ func (g *Guard) Open() int64 { return g.open.Load() }
 // Admit decides whether a new connection from addr may proceed, and if so
 // counts it: every Admitted result must be paired with one Release(addr).
 func (g *Guard) Admit(now time.Time, addr netip.Addr) Reason {
-	return g.admit(now, addr, false)
-}
-
-// AdmitPending admits a connection whose client is not known yet: on a
-// PROXY protocol listener, until the header names the client, addr is the
-// load balancer's. It counts against the global cap and addr's concurrent
-// cap only (no ban or new-connection rate: one balancer carries everyone),
-// so connections that never send their header cannot pile up. Pair an
-// Admitted result with Release(addr) once the header is read, then Admit
-// the client.
-func (g *Guard) AdmitPending(now time.Time, addr netip.Addr) Reason {
-	return g.admit(now, addr, true)
-}
-
-func (g *Guard) admit(now time.Time, addr netip.Addr, pending bool) Reason {
 	addr = addr.Unmap()
 	cfg := g.cfg.Load()
-	if b := g.bans.Load(); !pending && b != nil && b.c.Banned(addr, now) {
+	if b := g.bans.Load(); b != nil && b.c.Banned(addr, now) {
 		return g.refuse(Banned)
 	}
 	if cfg.MaxConns > 0 && g.open.Load() >= int64(cfg.MaxConns) {
 		return g.refuse(GlobalCap)
 	}
-	if cfg.MaxConnsPerIP <= 0 && (cfg.NewConnRate <= 0 || pending) {
+	if cfg.MaxConnsPerIP <= 0 && cfg.NewConnRate <= 0 {
 		g.open.Add(1)
-		if !pending { // counted once, when the client is known
-			g.m.admitted.Inc()
-		}
+		g.m.admitted.Inc()
 		return Admitted
 	}
 	sh := &g.shards[maphash.Comparable(g.seed, addr)%numShards]
@@ -192,7 +175,7 @@ func (g *Guard) admit(now time.Time, addr netip.Addr, pending bool) Reason {
 		sh.mu.Unlock()
 		return g.refuse(PerIPCap)
 	}
-	if cfg.NewConnRate > 0 && !pending {
+	if cfg.NewConnRate > 0 {
 		// GCRA: emission interval T, tolerance tau = T*(burst-1).
 		t := int64(float64(time.Second) / cfg.NewConnRate)
 		tau := t * int64(cfg.NewConnBurst-1)
@@ -212,11 +195,28 @@ func (g *Guard) admit(now time.Time, addr netip.Addr, pending bool) Reason {
 	e.conns++
 	sh.mu.Unlock()
 	g.open.Add(1)
-	if !pending {
-		g.m.admitted.Inc()
-	}
+	g.m.admitted.Inc()
 	return Admitted
 }
+
+// AdmitPending admits a connection whose client is not known yet: on a
+// PROXY protocol listener, until the header names the client, the peer is
+// the load balancer, which carries everyone. It counts against the global
+// cap only (no ban, rate or per-address cap on the balancer), so
+// connections that never send their header cannot pile up past it. Pair
+// an Admitted result with ReleasePending once the header is read (then
+// Admit the client).
+func (g *Guard) AdmitPending() Reason {
+	cfg := g.cfg.Load()
+	if cfg.MaxConns > 0 && g.open.Load() >= int64(cfg.MaxConns) {
+		return g.refuse(GlobalCap)
+	}
+	g.open.Add(1)
+	return Admitted
+}
+
+// ReleasePending undoes one Admitted result of AdmitPending.
+func (g *Guard) ReleasePending() { g.open.Add(-1) }
 
 // Release undoes one Admitted result for addr.
 func (g *Guard) Release(addr netip.Addr) { g.ReleaseAt(time.Now(), addr) }

@@ -282,15 +282,14 @@ func (l *listener) acceptLoop() {
 		c = fastconn.Wrap(c)
 		if l.cfg.ProxyProtocol {
 			// Until its header names the client, the connection counts
-			// as its peer's (the balancer's), so headerless connections
-			// cannot pile up past the caps.
-			peer := guard.AddrOf(c.RemoteAddr())
-			if r := s.guard.AdmitPending(time.Now(), peer); r != guard.Admitted {
+			// against the global cap, so headerless connections cannot
+			// pile up past it.
+			if r := s.guard.AdmitPending(); r != guard.Admitted {
 				guard.Reject(c)
-				s.refused(peer, r)
+				s.refused(guard.AddrOf(c.RemoteAddr()), r)
 				continue
 			}
-			go l.proxied(c, peer)
+			go l.proxied(c)
 			continue
 		}
 		var gc *guard.Conn
@@ -338,11 +337,11 @@ func (l *listener) admit(c net.Conn, addr netip.Addr, remote, local net.Addr) *g
 	return s.guard.NewConn(c, addr, remote, local)
 }
 
-// proxied reads the PROXY protocol header of c, admitted as pending for
-// its peer, then admits the client it names.
-func (l *listener) proxied(c net.Conn, peer netip.Addr) {
+// proxied reads the PROXY protocol header of c, admitted as pending, then
+// admits the client it names.
+func (l *listener) proxied(c net.Conn) {
 	pc, hdr, err := proxyproto.Accept(c, l.cfg.ProxyProtocolTimeout)
-	l.s.guard.Release(peer)
+	l.s.guard.ReleasePending()
 	if err != nil {
 		guard.Reject(c)
 		l.s.sampled.warn("proxyproto", "bad PROXY protocol header", "peer", c.RemoteAddr().String(), "err", err)
