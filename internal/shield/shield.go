@@ -542,9 +542,13 @@ func prefixStrings(ps []netip.Prefix) []string {
 }
 
 // restartOnly lists the settings of cfg that differ from boot's and that
-// only a restart applies: listeners, the admin listener, the HTTP/1.1 and
-// HTTP/2 servers (built once at start), the log handler, and each site's
-// micro-cache and admission gate (kept across reloads with their state).
+// only a restart applies: listeners (certificates excepted: they reload),
+// the admin listener, the HTTP/1.1 and HTTP/2 servers (built once at
+// start), the log handler and its sampling, the data directory (stores and
+// keys opened at start), the challenge service, detection's switch, GeoIP
+// databases and thresholds (for sites that already exist), and each
+// site's micro-cache and admission gate (kept across reloads with their
+// state). TestRestartOnly lists what a reload does apply.
 func restartOnly(boot, cfg *config.Config) []string {
 	var out []string
 	add := func(changed bool, name string) {
@@ -555,7 +559,12 @@ func restartOnly(boot, cfg *config.Config) []string {
 	add(!sameListeners(boot, cfg), "listen")
 	add(boot.Admin.Address != cfg.Admin.Address, "admin.address")
 	g, h := boot.Guard, cfg.Guard
+	add(boot.DataDir != cfg.DataDir, "data_dir")
 	add(g.HeaderTimeout != h.HeaderTimeout, "guard.header_timeout")
+	add(g.LogSampleInterval != h.LogSampleInterval, "guard.log_sample_interval")
+	// The HTTP/1.1 server's concurrency is max_connections + 1024, set at
+	// start: the guard's cap itself follows a reload.
+	add(h.MaxConnections > g.MaxConnections+1024, "guard.max_connections (above the start value + 1024)")
 	add(g.IdleTimeout != h.IdleTimeout, "guard.idle_timeout")
 	add(g.MaxHeaderBytes != h.MaxHeaderBytes, "guard.max_header_bytes")
 	gh, hh := g.HTTP2, h.HTTP2
@@ -563,6 +572,12 @@ func restartOnly(boot, cfg *config.Config) []string {
 	add(gh != hh, "guard.http2")
 	add(boot.Log.Level != cfg.Log.Level, "log.level")
 	add(boot.Log.Format != cfg.Log.Format, "log.format")
+	add(!reflect.DeepEqual(boot.Challenge, cfg.Challenge), "challenge")
+	bd, cd := boot.Detection, cfg.Detection
+	add(bd.Disable != cd.Disable, "detection.disable")
+	add(!reflect.DeepEqual(bd.GeoIP, cd.GeoIP), "detection.geoip")
+	add(bd.WarmUp != cd.WarmUp || bd.Ratio != cd.Ratio || bd.MinRequests != cd.MinRequests,
+		"detection.warm_up/ratio/min_requests (sites that existed at start)")
 	for _, b := range boot.Sites {
 		for _, c := range cfg.Sites {
 			if b.Name != c.Name {
@@ -583,7 +598,9 @@ func sameListeners(a, b *config.Config) bool {
 	}
 	for i := range a.Listen {
 		x, y := a.Listen[i], b.Listen[i]
-		if x.Address != y.Address || x.ProxyProtocol != y.ProxyProtocol || x.H2C != y.H2C || x.TLS.Enabled() != y.TLS.Enabled() {
+		if x.Address != y.Address || x.ProxyProtocol != y.ProxyProtocol || x.ProxyProtocolTimeout != y.ProxyProtocolTimeout ||
+			x.H2C != y.H2C || x.TLS.Enabled() != y.TLS.Enabled() || x.TLS.MinVersion != y.TLS.MinVersion ||
+			x.TLS.DisableHTTP2 != y.TLS.DisableHTTP2 {
 			return false
 		}
 	}
