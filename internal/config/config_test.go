@@ -168,25 +168,6 @@ func TestRuleNamesDistinctFromLimits(t *testing.T) {
 			}
 		})
 	}
-	// Runtime rules are checked against the limits of the running policy.
-	r := Rule{Name: "per-address", Action: "rate_limit", Limit: &Limit{Rate: 1}}
-	if err := ValidateRule(&r); err != nil {
-		t.Fatal(err)
-	}
-	err := CheckRuleAgainstLimits(&r, []string{"per-address", "per-network"})
-	if err == nil || !strings.Contains(err.Error(), `rule.name: rule name "per-address" is taken by the rate limit "per-address"`) {
-		t.Fatalf("runtime rule named like a limit: %v", err)
-	}
-	r = Rule{Name: "login", Action: "rate_limit", Limit: &Limit{Name: "per-network", Rate: 1}}
-	if err := ValidateRule(&r); err != nil {
-		t.Fatal(err)
-	}
-	if err := CheckRuleAgainstLimits(&r, []string{"per-address", "per-network"}); err == nil || !strings.Contains(err.Error(), "rule.limit.name:") {
-		t.Fatalf("runtime rule's limit named like a limit: %v", err)
-	}
-	if err := CheckRuleAgainstLimits(&r, []string{"addr"}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestByteSize(t *testing.T) {
@@ -481,6 +462,24 @@ func TestLineOf(t *testing.T) {
 	for path, want := range map[string]int{"guard.max_body_bytes": 2, "feeds[1]": 5, "feeds[1].path": 5, "feeds[2]": 0, "data_dir": 0, "guard.idle_timeout": 0} {
 		if got := LineOf(src, path); got != want {
 			t.Errorf("LineOf(%q) = %d, want %d", path, got, want)
+		}
+	}
+}
+
+// TestRepeatedKeyReportsOnlyIt: yaml.v3 skips a mapping with a repeated
+// key, so the fields it held must not be reported as missing.
+func TestRepeatedKeyReportsOnlyIt(t *testing.T) {
+	for _, src := range []string{
+		"sites:\n  - upstreams: [{url: \"http://127.0.0.1:1\"}]\n    connect_timeout: 1s\n    connect_timeout: 2s\n",
+		"sites: [{upstreams: [{url: \"http://127.0.0.1:1\"}]}]\nlog: {level: info}\nlog: {level: debug}\n",
+	} {
+		_, err := Parse([]byte(src), "levee.yaml")
+		if err == nil {
+			t.Fatalf("%q accepted", src)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "already defined") || strings.Contains(msg, "at least one site") {
+			t.Errorf("%q: %v, want only the repeated key", src, msg)
 		}
 	}
 }

@@ -57,7 +57,10 @@ func Parse(data []byte, name string) (*Config, error) {
 		out = append(out, located{line: extra.Line, err: fmt.Errorf("%s:%d: only one YAML document is allowed", name, extra.Line)})
 	}
 	c.Defaults()
-	if err := c.Validate(); err != nil {
+	// A repeated key makes yaml.v3 skip the whole mapping holding it: the
+	// fields it left out would read as missing, so validation, which
+	// would report them, is not run.
+	if err := c.Validate(); err != nil && !repeatedKey(out) {
 		if root.Kind == 0 {
 			_ = yaml.Unmarshal(data, &root)
 		}
@@ -72,6 +75,16 @@ func Parse(data []byte, name string) (*Config, error) {
 		es[i] = l.err
 	}
 	return nil, es
+}
+
+// repeatedKey reports whether out holds a repeated-key error.
+func repeatedKey(out []located) bool {
+	for _, l := range out {
+		if strings.Contains(l.err.Error(), "already defined") {
+			return true
+		}
+	}
+	return false
 }
 
 // located is an error of Parse with its line (0: unknown) and, when known,

@@ -331,13 +331,13 @@ func usesDefaultLimits(p *Policy) bool {
 
 type nameConflict struct{ field, msg string }
 
-// ruleLimitConflicts finds the names of r that clash with a limit's: a rule
-// may not be named like a limit (a verdict's "by", the logs and the admin
-// API would not say which of the two decided), and a rate_limit rule's
-// limit may not be named like one, since rate limit state is keyed by the
-// limit's name: the rule's limit and the other limit would count requests
-// in one bucket. names are the limits' names, desc(i) describes limit i in
-// a message. field is relative to the rule (".name" or ".limit.name").
+// ruleLimitConflicts finds the names of r that clash with a limit's: a rule,
+// or a rate_limit rule's limit, may not be named like a limit, because a
+// verdict's "by", the access log, the logs and the limit metrics would not
+// say which of the two decided. (Their counters are apart: the engine keys
+// limits[] and rules' limits in separate namespaces.) names are the
+// limits' names, desc(i) describes limit i in a message. field is relative
+// to the rule (".name" or ".limit.name").
 func ruleLimitConflicts(r *Rule, names []string, desc func(i int) string) []nameConflict {
 	var out []nameConflict
 	for i, name := range names {
@@ -346,28 +346,12 @@ func ruleLimitConflicts(r *Rule, names []string, desc func(i int) string) []name
 		}
 		switch {
 		case r.Name == name:
-			out = append(out, nameConflict{".name", fmt.Sprintf("rule name %q is taken by %s: rules and limits need distinct names (a rate_limit rule's limit would share its rate limit state); rename the rule", r.Name, desc(i))})
+			out = append(out, nameConflict{".name", fmt.Sprintf("rule name %q is taken by %s: rules and limits need distinct names (verdicts, logs and metrics name what decided); rename the rule", r.Name, desc(i))})
 		case r.Limit != nil && r.Limit.Name == name:
-			out = append(out, nameConflict{".limit.name", fmt.Sprintf("limit name %q is taken by %s: the rule's limit would share its rate limit state; choose another name", name, desc(i))})
+			out = append(out, nameConflict{".limit.name", fmt.Sprintf("limit name %q is taken by %s: verdicts, logs and metrics would not tell them apart; choose another name", name, desc(i))})
 		}
 	}
 	return out
-}
-
-// CheckRuleAgainstLimits reports an error when a rule added at runtime
-// (after ValidateRule) takes the name of one of the rate limits in effect,
-// or its limit does (see ruleLimitConflicts). limitNames are the names of
-// the limits the running policy applies: the configured limits, or the
-// built-in defaults (DefaultLimits) when none are configured.
-func CheckRuleAgainstLimits(r *Rule, limitNames []string) error {
-	var v validator
-	for _, c := range ruleLimitConflicts(r, limitNames, func(i int) string { return fmt.Sprintf("the rate limit %q", limitNames[i]) }) {
-		v.add("rule"+c.field, "%s", c.msg)
-	}
-	if len(v.errs) == 0 {
-		return nil
-	}
-	return v.errs
 }
 
 // ValidateRule fills a single rule's defaults and validates it (for rules
