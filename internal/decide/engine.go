@@ -403,6 +403,9 @@ func (ls *limitSpec) key(r *Request) (k uint64, ok bool) {
 	return k, true
 }
 
+// Allowed reports whether addr is on the static allow list.
+func (e *Engine) Allowed(addr netip.Addr) bool { return e.snap.Load().allow.Contains(addr) }
+
 // Banned implements the connection guard's check at accept time: runtime
 // bans, the static block list and threat feeds.
 func (e *Engine) Banned(addr netip.Addr, now time.Time) bool {

@@ -106,7 +106,9 @@ type Shield struct {
 	pending atomic.Pointer[[]string]
 	// alogSuppressed counts access log lines left out (accessLogSuppressed).
 	alogSuppressed prometheus.Counter
-	stop           chan struct{}
+	// abuseBans queues the bans of HTTP/2 abusers (h2Abuse, banAbusers).
+	abuseBans chan iplist.Ban
+	stop      chan struct{}
 }
 
 // New builds a shield from a validated config without binding sockets.
@@ -119,7 +121,7 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	s := &Shield{opts: opts, reg: reg, log: opts.Logger, stop: make(chan struct{})}
+	s := &Shield{opts: opts, reg: reg, log: opts.Logger, stop: make(chan struct{}), abuseBans: make(chan iplist.Ban, 1024)}
 	if err := reg.Register(upstreamCollector{s}); err != nil {
 		return nil, fmt.Errorf("shield: register metrics: %w", err)
 	}
@@ -647,6 +649,7 @@ func (s *Shield) Start() error {
 	s.runFeeds()
 	s.hkDone = make(chan struct{})
 	go s.housekeeping()
+	go s.banAbusers()
 	return nil
 }
 
@@ -797,15 +800,16 @@ func acceptRecorder(cfg *config.Config, sites []*proxy.Site) *telemetry.Recorder
 }
 
 // h2Abuse is h2guard's OnAbuse: with guard.http2.abuse_ban set, the client
-// address of the connection just cut off is banned for that long. The ban
-// is stored off the connection's goroutine (OnAbuse must not block), and
-// not renewed while one is in force. A trusted proxy is never banned: it
-// carries other clients.
+// address of the connection just cut off is queued for a ban that long.
+// OnAbuse must not block: bans are stored by one worker (banAbusers), and
+// dropped (and counted in the log) when its queue is full. Trusted proxies
+// and allowlisted clients are never banned, and a ban in force is not
+// renewed.
 func (s *Shield) h2Abuse(c *h2guard.Conn, r h2guard.Reason) {
 	cfg := s.cfg.Load()
 	d := cfg.Guard.HTTP2.AbuseBan
 	addr := guard.AddrOf(c.RemoteAddr())
-	if d <= 0 || !addr.IsValid() || s.bans == nil || s.bans.Banned(addr, time.Now()) {
+	if d <= 0 || !addr.IsValid() || s.bans == nil || s.bans.Banned(addr, time.Now()) || s.engine.Allowed(addr) {
 		return
 	}
 	for _, p := range cfg.TrustedProxies {
@@ -813,16 +817,45 @@ func (s *Shield) h2Abuse(c *h2guard.Conn, r h2guard.Reason) {
 			return
 		}
 	}
-	go func() {
-		now := time.Now()
-		b := iplist.Ban{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Reason: "http2 abuse: " + string(r), Source: "h2guard",
-			Created: now, Expires: now.Add(d)}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.bans.Add(ctx, b); err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
-			s.log.Error("could not ban an HTTP/2 abuser", "client", addr, "err", err)
+	now := time.Now()
+	b := iplist.Ban{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Reason: "http2 abuse: " + string(r), Source: "h2guard",
+		Created: now, Expires: now.Add(d)}
+	select {
+	case s.abuseBans <- b:
+	default:
+		s.sampled.warn("h2ban", "HTTP/2 abuser not banned: ban queue full", "client", addr)
+	}
+}
+
+// banAbusers stores the bans h2Abuse queues, in batches, until the shield
+// stops.
+func (s *Shield) banAbusers() {
+	for {
+		var batch []iplist.Ban
+		select {
+		case <-s.stop:
 			return
+		case b := <-s.abuseBans:
+			batch = append(batch, b)
 		}
-		s.log.Warn("banned an HTTP/2 abuser", "client", addr, "reason", string(r), "for", d.String())
-	}()
+	drain:
+		for len(batch) < 64 {
+			select {
+			case b := <-s.abuseBans:
+				batch = append(batch, b)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.bans.Add(ctx, batch...)
+		cancel()
+		if err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
+			s.sampled.warn("h2ban", "could not ban HTTP/2 abusers", "clients", len(batch), "err", err)
+			continue
+		}
+		// One line per batch: a botnet's addresses must not flood the log.
+		s.log.Warn("banned HTTP/2 abusers", "clients", len(batch), "first", batch[0].Prefix.Addr(), "reason", batch[0].Reason,
+			"until", batch[0].Expires)
+	}
 }
