@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -200,54 +202,19 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("listen: [{address: ':1', tls: {certificates: [{cert: a, key: b}]}}]\nguard: {max_body_bytes: 1GiB}\n"))
 	f.Add([]byte("trusted_proxies: [1.2.3.0/24]\nsites: [{hosts: ['*.a'], upstreams: [{url: 'http://x'}]}]"))
 	// Rules and limits: every matcher kind, every action, rate_limit rules
-	// with their limits, dry_run, all/any/not (internal/decide's
-	// FuzzPolicyDecide compiles such policies into the engine).
-	f.Add([]byte(`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
-allow: [10.9.0.0/16]
-block: [192.0.2.66, "2001:db8:bad::/48"]
-limits:
-  - {name: addr, key: ip, rate: 50, burst: 200}
-  - {name: net, key: ip, v4_prefix: 24, v6_prefix: 64, rate: 500}
-  - {name: api, key: "header:X-Api-Key+route", rate: 5, match: {path: {prefix: /api/}}}
-  - {name: sess, key: "cookie:session+site", rate: 10, burst: 20}
-  - {name: all, key: global, rate: 10000}
-rules:
-  - {name: health, match: {ip: [198.51.100.0/24], path: {exact: /healthz}}, action: allow}
-  - {name: scanners, match: {user_agent: {regex: "(?i)sqlmap|nikto"}}, action: block}
-  - {name: debug, match: {query: {contains: "debug=1"}}, action: limit}
-  - {name: trace, match: {method: [TRACE, connect]}, action: drop}
-  - {name: php, match: {path: {suffix: .php}}, action: tarpit}
-  - {name: chal, match: {host: ["*.example.com", "shop.example.org:8443"]}, action: challenge}
-  - {name: login, match: {path: {exact: /login}, method: [POST]}, action: rate_limit, limit: {rate: 1, burst: 5}}
-  - {name: xdebug, match: {header: {name: X-Debug, present: true}}, action: log}
-  - {name: ja4, match: {tls_fingerprint: {prefix: t13d}}, action: block, dry_run: true}
-  - {name: ja4h, match: {http_fingerprint: {regex: "^ge11"}}, action: block}
-  - {name: nocookie, match: {cookie: {name: session, present: false}}, action: log}
-`))
-	f.Add([]byte(`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
-disable_default_limits: true
-challenge_fallback: block
-rules:
-  - name: admin-post
-    match:
-      all:
-        - {method: [POST]}
-        - any: [{path: {prefix: /admin}}, {header: {name: X-Admin, exact: "1"}}]
-      not: {ip: ["10.0.0.0/8", "::1"]}
-    action: block
-  - name: nested
-    match:
-      any:
-        - not: {user_agent: {present: true}}
-        - all: [{tls_fingerprint: {exact: t13d1516h2_8daaf6152771_02713d6af862}}, {http_fingerprint: {contains: "m,a,s,p"}}]
-    action: challenge
-  - name: per-route
-    match: {not: {path: {prefix: /static/}}}
-    action: rate_limit
-    limit: {key: ip+route, v4_prefix: 24, v6_prefix: 48, rate: 2.5, burst: 10, match: {method: [GET]}}
-    dry_run: true
-  - {name: api-key, action: rate_limit, limit: {name: api-key-limit, key: "header:X-Api-Key", rate: 0.5}}
-`))
+	// with their limits, dry_run, all/any/not (shared with internal/decide's
+	// FuzzPolicyDecide, which compiles such policies into the engine).
+	files, _ := filepath.Glob("testdata/policies/*.yaml")
+	if len(files) < 4 {
+		f.Fatalf("policy seeds: %d files", len(files))
+	}
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	// Default limits next to rules, and the rejected clashes of names.
 	f.Add([]byte("sites: [{upstreams: [{url: 'http://x'}]}]\nrules: [{name: login, match: {query: {regex: '^(a|b)+$'}}, action: rate_limit, limit: {rate: 1}}]\n"))
 	f.Add([]byte("sites: [{upstreams: [{url: 'http://x'}]}]\nrules: [{name: per-address, action: rate_limit, limit: {rate: 1}}]\n"))

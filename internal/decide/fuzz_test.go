@@ -3,85 +3,30 @@ package decide
 import (
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/levee-dev/levee/internal/config"
 )
 
-// fuzzPolicySeeds are configurations with rules and limits: every matcher
-// kind, all/any/not, every action, rate_limit rules with their limits,
-// dry_run, limits with key expressions and matches.
-var fuzzPolicySeeds = []string{
-	// Every action and matcher kind, configured limits.
-	`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
-allow: [10.9.0.0/16]
-block: [192.0.2.66, "2001:db8:bad::/48"]
-limit_memory: 256KiB
-limits:
-  - {name: addr, key: ip, rate: 50, burst: 200}
-  - {name: net, key: ip, v4_prefix: 24, v6_prefix: 64, rate: 500}
-  - {name: api, key: "header:X-Api-Key+route", rate: 5, match: {path: {prefix: /api/}}}
-  - {name: sess, key: "cookie:session+site", rate: 10, burst: 20}
-  - {name: all, key: global, rate: 10000}
-rules:
-  - {name: health, match: {ip: [198.51.100.0/24], path: {exact: /healthz}}, action: allow}
-  - {name: scanners, match: {user_agent: {regex: "(?i)sqlmap|nikto"}}, action: block}
-  - {name: debug, match: {query: {contains: "debug=1"}}, action: limit}
-  - {name: trace, match: {method: [TRACE, connect]}, action: drop}
-  - {name: php, match: {path: {suffix: .php}}, action: tarpit}
-  - {name: chal, match: {host: ["*.example.com", "shop.example.org:8443"]}, action: challenge}
-  - {name: login, match: {path: {exact: /login}, method: [POST]}, action: rate_limit, limit: {rate: 1, burst: 5}}
-  - {name: xdebug, match: {header: {name: X-Debug, present: true}}, action: log}
-  - {name: ja4, match: {tls_fingerprint: {prefix: t13d}}, action: block, dry_run: true}
-  - {name: ja4h, match: {http_fingerprint: {regex: "^ge11"}}, action: block}
-  - {name: nocookie, match: {cookie: {name: session, present: false}}, action: log}
-  - {name: badcookie, match: {cookie: {name: session, exact: "x"}}, action: block}
-`,
-	// all/any/not, nested; a rate_limit rule with a keyed, matched limit in
-	// dry run; no limits.
-	`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
-disable_default_limits: true
-challenge_fallback: block
-limit_memory: 64KiB
-rules:
-  - name: admin-post
-    match:
-      all:
-        - {method: [POST]}
-        - any: [{path: {prefix: /admin}}, {header: {name: X-Admin, exact: "1"}}]
-      not: {ip: ["10.0.0.0/8", "::1"]}
-    action: block
-  - name: nested
-    match:
-      any:
-        - not: {user_agent: {present: true}}
-        - all: [{tls_fingerprint: {exact: t13d1516h2_8daaf6152771_02713d6af862}}, {http_fingerprint: {contains: "m,a,s,p"}}]
-        - {not: {not: {host: [a.example]}}}
-    action: challenge
-  - name: per-route
-    match: {not: {path: {prefix: /static/}}}
-    action: rate_limit
-    limit: {key: ip+route, v4_prefix: 24, v6_prefix: 48, rate: 2.5, burst: 10, match: {method: [GET]}}
-    dry_run: true
-  - name: api-key
-    match: {header: {name: X-Api-Key, present: true}}
-    action: rate_limit
-    limit: {name: api-key-limit, key: "header:X-Api-Key", rate: 0.5}
-  - {name: everything, action: log}
-`,
-	// The default limits with rules next to them.
-	`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
-limit_memory: 1MiB
-rules:
-  - {name: login, match: {path: {exact: /login}}, action: rate_limit, limit: {rate: 1}}
-  - {name: ua, match: {user_agent: {suffix: "bot"}}, action: tarpit, dry_run: true}
-  - {name: q, match: {query: {regex: "^(a|b)+$"}}, action: drop}
-`,
-	// A rejected one: a rule named like a default limit.
-	`sites: [{upstreams: [{url: "http://127.0.0.1:8080"}]}]
-rules: [{name: per-address, action: rate_limit, limit: {rate: 1}}]
-`,
+// policySeeds are the fuzz seeds shared with internal/config's FuzzParse:
+// configurations with rules and limits (every matcher kind, all/any/not,
+// every action, rate_limit rules with their limits, dry_run, limits with
+// key expressions and matches), and the example configuration.
+func policySeeds(f *testing.F) {
+	files, _ := filepath.Glob("../config/testdata/policies/*.yaml")
+	files = append(files, "../../docs/levee.example.yaml")
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	if len(files) < 5 {
+		f.Fatalf("policy seeds: %d files", len(files))
+	}
 }
 
 // fuzzRequests are the fixed requests every accepted policy decides.
@@ -110,12 +55,7 @@ func fuzzRequests() []*Request {
 // refuse), and nothing may panic. That Decide does not allocate is
 // TestDecideDoesNotAllocate's concern.
 func FuzzPolicyDecide(f *testing.F) {
-	for _, s := range fuzzPolicySeeds {
-		f.Add([]byte(s))
-	}
-	if b, err := os.ReadFile("../../docs/levee.example.yaml"); err == nil {
-		f.Add(b)
-	}
+	policySeeds(f)
 	reqs := fuzzRequests()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := config.Parse(data, "fuzz.yaml")

@@ -166,16 +166,26 @@ func normalH2(addr, sni, path string, n int, start <-chan struct{}) <-chan error
 // a rate limit no test here reaches.
 func h2AbuseShield(t *testing.T, sni string) *Shield {
 	t.Helper()
+	return h2AbuseShieldWith(t, sni, "", "")
+}
+
+// h2AbuseShieldWith is h2AbuseShield with more guard.http2 settings (a
+// flow-mapping fragment such as "abuse_ban: 1m") and more top-level YAML.
+func h2AbuseShieldWith(t *testing.T, sni, http2Extra, extra string) *Shield {
+	t.Helper()
 	o := startOrigin(t)
 	crt, key := selfSigned(t, t.TempDir(), sni)
+	if http2Extra != "" {
+		http2Extra = ", " + http2Extra
+	}
 	return startShield(t, fmt.Sprintf(`
 listen:
   - address: "127.0.0.1:0"
     tls: {certificates: [{cert: %s, key: %s}]}
 sites: [{upstreams: [{url: "http://%s"}]}]
 limits: [{name: generous, key: ip, rate: 100000, burst: 100000}]
-guard: {http2: {max_resets_per_window: 100, max_server_resets_per_window: 100, max_continuation_frames: 32}}
-`, crt, key, o.addr))
+guard: {http2: {max_resets_per_window: 100, max_server_resets_per_window: 100, max_continuation_frames: 32%s}}
+%s`, crt, key, o.addr, http2Extra, extra))
 }
 
 // TestContinuationFloodGetsGoAwayNormalClientServed: through the real
