@@ -101,6 +101,13 @@ func (c *GateConfig) fill() {
 	}
 }
 
+// WithDefaults returns c with its zero fields set to their defaults, as
+// NewGate uses it (for validating a configuration before the gate exists).
+func (c GateConfig) WithDefaults() GateConfig {
+	c.fill()
+	return c
+}
+
 // Validate reports the first invalid field.
 func (c GateConfig) Validate() error {
 	switch {

@@ -116,6 +116,13 @@ func (c *Config) fill() {
 }
 
 // Validate reports the first invalid field.
+// WithDefaults returns c with its zero fields set to their defaults, as New
+// uses it (for validating a configuration before the cache exists).
+func (c Config) WithDefaults() Config {
+	c.fill()
+	return c
+}
+
 func (c Config) Validate() error {
 	switch {
 	case c.MaxBytes < 0:

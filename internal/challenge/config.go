@@ -150,6 +150,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("challenge: api_status %d: use 403 or 429", c.APIStatus)
 	case langIndex(c.Language) < 0:
 		return fmt.Errorf("challenge: language %q: available are %s", c.Language, strings.Join(languageCodes(), ", "))
+	case c.PrefixV4 < 1 || c.PrefixV4 > 32:
+		return fmt.Errorf("challenge: prefix_v4 %d: between 1 and 32", c.PrefixV4)
+	case c.PrefixV6 < 1 || c.PrefixV6 > 128:
+		return fmt.Errorf("challenge: prefix_v6 %d: between 1 and 128", c.PrefixV6)
 	case c.Revoke.MaxForeignPrefixes < 1 || c.Revoke.MaxRequests < 1 || c.Revoke.WindowSeconds < 1:
 		return fmt.Errorf("challenge: revoke: limits must be positive")
 	}

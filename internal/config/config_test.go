@@ -450,3 +450,32 @@ func TestRepeatedKeyReportsOnlyIt(t *testing.T) {
 		}
 	}
 }
+
+// TestSectionValuesCheckedAtLoad: values that the challenge service, the
+// micro-cache and the admission gate would refuse when the shield builds
+// them are refused by config validation already (levee config check).
+func TestSectionValuesCheckedAtLoad(t *testing.T) {
+	const site = "sites:\n  - upstreams: [{url: \"http://127.0.0.1:1\"}]\n"
+	for src, want := range map[string]string{
+		"challenge: {prefix_v4: 40}\n" + site:                               "challenge.prefix_v4",
+		"challenge: {prefix_v6: 129}\n" + site:                              "challenge.prefix_v6",
+		site + "    cache: {enabled: true, max_bytes: -5}\n":                "cache.max_bytes",
+		site + "    cache: {enabled: true, shards: 5000}\n":                 "cache.shards",
+		site + "    cache: {name: other}\n":                                 "cache.name",
+		site + "    origin_protection: {enabled: true, queue_target: 5s}\n": "origin_protection.queue_target",
+	} {
+		_, err := Parse([]byte(src), "levee.yaml")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error on %s", src, err, want)
+		}
+	}
+	for _, src := range []string{
+		site + "    cache: {enabled: true}\n",
+		site + "    origin_protection: {enabled: true, queue_target: 50ms, max_wait: 2s}\n",
+		"challenge: {prefix_v4: 32, prefix_v6: 48}\n" + site,
+	} {
+		if _, err := Parse([]byte(src), "levee.yaml"); err != nil {
+			t.Errorf("%q: %v", src, err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/levee-dev/levee/internal/admission"
 	"github.com/levee-dev/levee/internal/challenge"
 )
 
@@ -170,6 +171,25 @@ func (c *Config) Validate() error {
 		if op.MinLimit > 0 && op.MaxLimit > 0 && op.MinLimit > op.MaxLimit {
 			v.add(p+".origin_protection.min_limit", "min_limit %d is above max_limit %d", op.MinLimit, op.MaxLimit)
 		}
+		// The gate's own rules, with its defaults for what is unset.
+		if g := (admission.GateConfig{MaxQueue: op.MaxQueue, Target: max(op.QueueTarget, 0), MaxWait: max(op.MaxWait, 0)}).WithDefaults(); g.Target > g.MaxWait || g.Target > g.Interval {
+			v.add(p+".origin_protection.queue_target", "%v: at most max_wait (%v) and the gate's %v control interval", g.Target, g.MaxWait, g.Interval)
+		}
+		if s.Cache.Name != "" {
+			v.add(p+".cache.name", "the cache is named after its site; remove it")
+		}
+		if s.Cache.Enabled {
+			cc := s.Cache.Config
+			cc.Name = s.Name
+			if err := cc.WithDefaults().Validate(); err != nil {
+				msg := err.Error()
+				path := p + ".cache"
+				if i := strings.IndexAny(msg, " :"); i > 0 {
+					path += "." + msg[:i]
+				}
+				v.add(path, "%s", msg)
+			}
+		}
 		v.passiveHealth(p+".passive_health", s.PassiveHealth)
 	}
 	if c.Admin.Address != "off" {
@@ -313,7 +333,7 @@ func (v *validator) challenge(c *challenge.Config) {
 	if err := cc.Validate(); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "challenge: ")
 		path := "challenge"
-		if i := strings.IndexAny(msg, " :"); i > 0 && strings.Trim(msg[:i], "abcdefghijklmnopqrstuvwxyz_.") == "" {
+		if i := strings.IndexAny(msg, " :"); i > 0 && strings.Trim(msg[:i], "abcdefghijklmnopqrstuvwxyz0123456789_.") == "" {
 			path += "." + msg[:i] // the field it names, for the line
 		}
 		v.add(path, "%s", msg)
