@@ -477,3 +477,45 @@ func TestConfigCheckLoadsFiles(t *testing.T) {
 		t.Fatalf("config check ok: %v\n%s", err, out)
 	}
 }
+
+// TestStatusShowsRulesAndBans: `levee status` against a running shield
+// shows the ban count and the rules with their hits, busiest first.
+func TestStatusShowsRulesAndBans(t *testing.T) {
+	o := originServer(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "levee.yaml")
+	os.WriteFile(path, []byte("sites:\n  - upstreams:\n      - url: "+o.URL+"\nrules:\n"+
+		"  - {name: quiet, match: {path: {prefix: /never}}, action: block}\n"+
+		"  - {name: admin-block, match: {path: {prefix: /admin}}, action: block}\n"), 0o600)
+	s := startServe(t, dir, "-c", path)
+	for range 3 {
+		if code, _, err := getFrom("127.0.0.1", s.listen, "/admin/x"); err != nil || code != 403 {
+			t.Fatalf("blocked path: %d %v", code, err)
+		}
+	}
+	if out, err := s.cli(t, "ban", "add", "127.0.0.99/32", "--for", "1h", "--reason", "test", "--admin", s.admin); err != nil {
+		t.Fatalf("ban add: %v\n%s", err, out)
+	}
+	out, err := s.cli(t, "status", "--admin", s.admin)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var bans, adminRule, quietRule string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 2 && f[0] == "bans":
+			bans = f[1]
+		case len(f) >= 3 && f[0] == "admin-block":
+			adminRule = f[len(f)-1]
+		case len(f) >= 3 && f[0] == "quiet":
+			quietRule = f[len(f)-1]
+		}
+	}
+	if bans != "1" || adminRule != "3" || quietRule != "0" {
+		t.Fatalf("status: bans %q, admin-block hits %q, quiet hits %q; want 1, 3, 0\n%s", bans, adminRule, quietRule, out)
+	}
+	if strings.Index(out, "admin-block") > strings.Index(out, "quiet") {
+		t.Fatalf("rules not sorted by hits:\n%s", out)
+	}
+}
