@@ -65,6 +65,9 @@ func parseJSON(line []byte, e *Entry, scratch []byte) error {
 			case "site":
 				e.Site = v
 			case "client":
+				if len(v) == 0 { // no address known (what AppendJSON writes then)
+					break
+				}
 				a, err := netipParse(v)
 				if err != nil {
 					return errMalformed
