@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/levee-dev/levee/internal/bytesize"
 )
 
 // Config configures a Cache. Zero fields take the documented defaults; the
@@ -33,10 +35,10 @@ type Config struct {
 	Name string `yaml:"name"`
 	// MaxBytes is the memory budget for stored responses (keys, headers,
 	// bodies and a fixed per-entry overhead). Default 64 MiB.
-	MaxBytes int64 `yaml:"max_bytes"`
+	MaxBytes bytesize.Size `yaml:"max_bytes"`
 	// MaxEntryBytes is the largest response stored. Default MaxBytes/64,
 	// at most 8 MiB.
-	MaxEntryBytes int64 `yaml:"max_entry_bytes"`
+	MaxEntryBytes bytesize.Size `yaml:"max_entry_bytes"`
 	// Shards is the number of independently locked LRU shards. Default 16.
 	Shards int `yaml:"shards"`
 	// IgnoreParams are query parameters left out of cache keys: exact names
@@ -265,7 +267,7 @@ func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
 		bypassCookies: newParamMatcher(cfg.BypassCookies),
 		seed:          maphash.MakeSeed(),
 		shards:        make([]shard, cfg.Shards),
-		budget:        cfg.MaxBytes / int64(cfg.Shards),
+		budget:        int64(cfg.MaxBytes) / int64(cfg.Shards),
 	}
 	for _, s := range cfg.Statuses {
 		c.statuses[s] = true
@@ -439,7 +441,7 @@ func (c *Cache) Store(now time.Time, r *Request, resp *Response) *Entry {
 		s.buf = appendVary(s.buf, p.vary, r.Header)
 	}
 	e := newEntry(resp, s.buf)
-	if e.size > c.cfg.MaxEntryBytes || e.size > c.budget {
+	if e.size > int64(c.cfg.MaxEntryBytes) || e.size > c.budget {
 		return nil
 	}
 	e.hash = ph

@@ -3,10 +3,11 @@ package config
 import (
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/levee-dev/levee/internal/bytesize"
 )
 
 // ByteSize is a size in bytes. In YAML it is an integer or a string with a
@@ -82,47 +83,12 @@ func (ps *Prefixes) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // String formats the size with the largest binary unit that divides it.
-func (b ByteSize) String() string {
-	units := []struct {
-		s string
-		v int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
-	for _, u := range units {
-		if b != 0 && int64(b)%u.v == 0 {
-			return strconv.FormatInt(int64(b)/u.v, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(int64(b), 10)
-}
+func (b ByteSize) String() string { return bytesize.Format(int64(b)) }
 
 // ParseByteSize parses "123", "16KiB", "64MiB", "2GiB", "10KB", "5MB", "1GB".
 func ParseByteSize(in string) (ByteSize, error) {
-	s := strings.TrimSpace(in)
-	mult := int64(1)
-	for _, u := range []struct {
-		suf string
-		m   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
-	} {
-		if strings.HasSuffix(s, u.suf) {
-			mult = u.m
-			s = strings.TrimSpace(strings.TrimSuffix(s, u.suf))
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	switch {
-	case err == nil && n < 0:
-		return 0, fmt.Errorf("invalid size %q: sizes may not be negative (-1 means no limit, only where a field says so)", in)
-	case err != nil:
-		return 0, fmt.Errorf("invalid size %q: want a non-negative integer with an optional unit (B, KiB, MiB, GiB, KB, MB, GB)", in)
-	}
-	if n > 0 && mult > (1<<62)/n {
-		return 0, fmt.Errorf("size %q is too large", in)
-	}
-	return ByteSize(n * mult), nil
+	n, err := bytesize.Parse(in)
+	return ByteSize(n), err
 }
 
 func kindName(k yaml.Kind) string {

@@ -474,21 +474,16 @@ func (s *Shield) modeName(now time.Time) string {
 func (s *Shield) siteCache(site config.Site) (*cache.Cache, int64, error) {
 	cc := site.Cache.Config
 	cc.Name = site.Name
-	if cc.MaxBytes == 0 {
-		cc.MaxBytes = 64 << 20
-	}
-	if cc.MaxEntryBytes == 0 {
-		cc.MaxEntryBytes = min(cc.MaxBytes/64, 8<<20)
-	}
+	cc = cc.WithDefaults()
 	if c, ok := s.caches[site.Name]; ok {
-		return c, cc.MaxEntryBytes, nil
+		return c, int64(cc.MaxEntryBytes), nil
 	}
 	c, err := cache.New(cc, s.reg)
 	if err != nil {
 		return nil, 0, err
 	}
 	s.caches[site.Name] = c
-	return c, cc.MaxEntryBytes, nil
+	return c, int64(cc.MaxEntryBytes), nil
 }
 
 // gate returns the site's admission gate, created on first use and kept
