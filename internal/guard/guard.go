@@ -33,10 +33,11 @@ const (
 	PerIPCap
 	PerIPRate
 	TableFull
+	PendingCap // PROXY protocol headers pending: half the global cap
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"admitted", "banned", "global_cap", "per_ip_cap", "per_ip_rate", "table_full"}
+var reasonNames = [numReasons]string{"admitted", "banned", "global_cap", "per_ip_cap", "per_ip_rate", "table_full", "pending_cap"}
 
 func (r Reason) String() string {
 	if r < numReasons {
@@ -73,13 +74,15 @@ type Config struct {
 // one with New. It is safe for concurrent use; Reconfigure swaps limits
 // atomically.
 type Guard struct {
-	cfg    atomic.Pointer[Config]
-	bans   atomic.Pointer[banHolder]
-	open   atomic.Int64
-	seed   maphash.Seed
-	shards [numShards]shard
-	m      *metrics
-	log    *slog.Logger
+	cfg  atomic.Pointer[Config]
+	bans atomic.Pointer[banHolder]
+	open atomic.Int64
+	// pending counts connections admitted by AdmitPending (also in open).
+	pending atomic.Int64
+	seed    maphash.Seed
+	shards  [numShards]shard
+	m       *metrics
+	log     *slog.Logger
 }
 
 type banHolder struct{ c BanChecker }
@@ -202,21 +205,31 @@ func (g *Guard) Admit(now time.Time, addr netip.Addr) Reason {
 // AdmitPending admits a connection whose client is not known yet: on a
 // PROXY protocol listener, until the header names the client, the peer is
 // the load balancer, which carries everyone. It counts against the global
-// cap only (no ban, rate or per-address cap on the balancer), so
-// connections that never send their header cannot pile up past it. Pair
-// an Admitted result with ReleasePending once the header is read (then
-// Admit the client).
+// cap (no ban, rate or per-address cap on the balancer), and pending
+// connections together may hold at most half of it (PendingCap), so
+// connections that never send their header cannot pile up past it nor
+// starve the clients already admitted. Pair an Admitted result with
+// ReleasePending once the header is read (then Admit the client).
 func (g *Guard) AdmitPending() Reason {
 	cfg := g.cfg.Load()
-	if cfg.MaxConns > 0 && g.open.Load() >= int64(cfg.MaxConns) {
-		return g.refuse(GlobalCap)
+	if cfg.MaxConns > 0 {
+		if g.open.Load() >= int64(cfg.MaxConns) {
+			return g.refuse(GlobalCap)
+		}
+		if g.pending.Load() >= int64(max(cfg.MaxConns/2, 1)) {
+			return g.refuse(PendingCap)
+		}
 	}
 	g.open.Add(1)
+	g.pending.Add(1)
 	return Admitted
 }
 
 // ReleasePending undoes one Admitted result of AdmitPending.
-func (g *Guard) ReleasePending() { g.open.Add(-1) }
+func (g *Guard) ReleasePending() {
+	g.pending.Add(-1)
+	g.open.Add(-1)
+}
 
 // Release undoes one Admitted result for addr.
 func (g *Guard) Release(addr netip.Addr) { g.ReleaseAt(time.Now(), addr) }

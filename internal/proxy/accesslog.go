@@ -12,7 +12,6 @@ import (
 
 	"github.com/levee-dev/levee/internal/accesslog"
 	"github.com/levee-dev/levee/internal/coarsetime"
-	"github.com/levee-dev/levee/internal/telemetry"
 )
 
 // AccessLog writes one JSON object per request, formatted by
@@ -60,11 +59,11 @@ func (l *AccessLog) admitRejected(sec int64) bool {
 	return false
 }
 
-// refused reports whether v is one of the shield's refusals, whose lines
-// the cap applies to. Origin failures (error) are always written.
-func refused(v telemetry.Verdict) bool {
-	return v != telemetry.VerdictPass && v != telemetry.VerdictError
-}
+// refusedVerdict reports whether v is one of the shield's refusals, whose
+// lines the cap applies to: blocked, limited, dropped, tarpitted,
+// challenged, invalid, shed. Passed requests and origin failures (502,
+// 504) are always written.
+func refusedVerdict(v verdictIdx) bool { return v != vPass && v != vError }
 
 // report passes the lines left out since the last call to onSuppressed.
 func (l *AccessLog) report() {
@@ -121,8 +120,10 @@ func (l *AccessLog) Close() error {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // Write formats and writes one entry, in internal/accesslog's JSON format.
-func (l *AccessLog) Write(e *accesslog.Entry) {
-	if l.maxRejected > 0 && refused(e.Verdict) && !l.admitRejected(coarsetime.UnixNano()/int64(time.Second)) {
+// refused marks a request the shield turned away (counted against the cap
+// of LimitRejected); see refusedVerdict.
+func (l *AccessLog) Write(e *accesslog.Entry, refused bool) {
+	if l.maxRejected > 0 && refused && !l.admitRejected(coarsetime.UnixNano()/int64(time.Second)) {
 		return
 	}
 	bp := bufPool.Get().(*[]byte)
@@ -144,7 +145,7 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 type h2Log struct {
 	http.ResponseWriter
 	status     int
-	headerAt   time.Time // when the status was written (duration_ms)
+	headerAt   int64 // when the status was written (coarse Unix ns; duration_ms)
 	bytes      int64
 	site       *Site
 	client     netip.Addr
@@ -154,14 +155,14 @@ type h2Log struct {
 
 func (l *h2Log) WriteHeader(code int) {
 	if l.status == 0 && code >= 200 {
-		l.status, l.headerAt = code, time.Now()
+		l.status, l.headerAt = code, coarsetime.UnixNano()
 	}
 	l.ResponseWriter.WriteHeader(code)
 }
 
 func (l *h2Log) Write(b []byte) (int, error) {
 	if l.status == 0 {
-		l.status, l.headerAt = http.StatusOK, time.Now()
+		l.status, l.headerAt = http.StatusOK, coarsetime.UnixNano()
 	}
 	n, err := l.ResponseWriter.Write(b)
 	l.bytes += int64(n)
@@ -192,13 +193,13 @@ func noteVerdict(w http.ResponseWriter, v verdictIdx) {
 // logs the Content-Length, 0 for a chunked body).
 func (p *Proxy) logH2(l *AccessLog, lw *h2Log, r *http.Request, start time.Time) {
 	end := lw.headerAt
-	if end.IsZero() {
-		end = time.Now()
+	if end == 0 {
+		end = coarsetime.UnixNano()
 	}
 	e := accesslog.Entry{
 		Format: accesslog.FormatJSON, Time: start, Client: lw.client, Method: readOnlyBytes(r.Method),
 		Host: readOnlyBytes(r.Host), Path: readOnlyBytes(r.URL.Path), Query: readOnlyBytes(r.URL.RawQuery),
-		Status: uint16(lw.status), Bytes: lw.bytes, Duration: end.Sub(start),
+		Status: uint16(lw.status), Bytes: lw.bytes, Duration: max(time.Duration(end-start.UnixNano()), 0),
 		UserAgent: readOnlyBytes(r.UserAgent()), Verdict: telemetryVerdict[lw.v], HasVerdict: true,
 		By: readOnlyBytes(lw.by), LogRule: readOnlyBytes(lw.logged),
 	}
@@ -211,5 +212,5 @@ func (p *Proxy) logH2(l *AccessLog, lw *h2Log, r *http.Request, start time.Time)
 	if lw.v == vDrop || lw.v == vTarpit {
 		e.Status = 0
 	}
-	l.Write(&e)
+	l.Write(&e, refusedVerdict(lw.v))
 }

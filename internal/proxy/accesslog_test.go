@@ -9,14 +9,13 @@ import (
 	"time"
 
 	"github.com/levee-dev/levee/internal/accesslog"
-	"github.com/levee-dev/levee/internal/telemetry"
 )
 
 // TestAccessLogCapsRejectedLines: with LimitRejected, at most the cap of
 // refused requests' lines are written per second (of writing, whatever the
 // requests' own times: lines stamped seconds apart must not reset the
-// count), every passed request and every origin error is written, and the
-// lines left out are reported.
+// count), shed requests count as refused, every passed request and every
+// origin error is written, and the lines left out are reported.
 func TestAccessLogCapsRejectedLines(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
@@ -24,9 +23,9 @@ func TestAccessLogCapsRejectedLines(t *testing.T) {
 	l := NewAccessLog(&buf, nil)
 	l.LimitRejected(3, func(n int64) { mu.Lock(); reported += n; mu.Unlock() })
 	now := time.Now()
-	entry := func(at time.Time, v telemetry.Verdict, path string) *accesslog.Entry {
-		return &accesslog.Entry{Format: accesslog.FormatJSON, Time: at, Client: netip.MustParseAddr("192.0.2.1"),
-			Method: []byte("GET"), Path: []byte(path), Status: 429, Verdict: v, HasVerdict: true}
+	write := func(at time.Time, v verdictIdx, path string) {
+		l.Write(&accesslog.Entry{Format: accesslog.FormatJSON, Time: at, Client: netip.MustParseAddr("192.0.2.1"),
+			Method: []byte("GET"), Path: []byte(path), Status: 429, Verdict: telemetryVerdict[v], HasVerdict: true}, refusedVerdict(v))
 	}
 	const flood = 1000
 	start := time.Now()
@@ -35,10 +34,14 @@ func TestAccessLogCapsRejectedLines(t *testing.T) {
 		if i%2 == 1 {
 			at = now.Add(-5 * time.Second) // e.g. a tarpitted stream logged late
 		}
-		l.Write(entry(at, telemetry.VerdictLimited, "/flood"))
+		v := vLimit
+		if i%3 == 0 {
+			v = vShed // origin protection turning requests away
+		}
+		write(at, v, "/flood")
 		if i%100 == 0 {
-			l.Write(entry(now, telemetry.VerdictPass, "/ok"))
-			l.Write(entry(now, telemetry.VerdictError, "/origin-down"))
+			write(now, vPass, "/ok")
+			write(now, vError, "/origin-down")
 		}
 	}
 	windows := int(time.Since(start)/time.Second) + 2 // seconds the loop touched
@@ -68,7 +71,7 @@ func TestAccessLogUncapped(t *testing.T) {
 	var buf bytes.Buffer
 	l := NewAccessLog(&buf, nil)
 	for range 50 {
-		l.Write(&accesslog.Entry{Format: accesslog.FormatJSON, Time: time.Unix(1, 0), Verdict: telemetry.VerdictLimited, HasVerdict: true})
+		l.Write(&accesslog.Entry{Format: accesslog.FormatJSON, Time: time.Unix(1, 0), Verdict: telemetryVerdict[vLimit], HasVerdict: true}, true)
 	}
 	l.Close()
 	if n := strings.Count(buf.String(), "\n"); n != 50 {

@@ -179,7 +179,7 @@ func (p *Proxy) logH1(l *AccessLog, ctx *fasthttp.RequestCtx, start time.Time, s
 		e.Status = 0
 	}
 	e.By, e.LogRule = readOnlyBytes(rs.by), readOnlyBytes(rs.logged)
-	l.Write(&e)
+	l.Write(&e, refusedVerdict(v))
 }
 
 func (p *Proxy) serveH1(ctx *fasthttp.RequestCtx, start time.Time, rs *reqState) (*Site, netip.Addr, verdictIdx) {

@@ -9,15 +9,16 @@ import (
 )
 
 // TestProxyProtocolPendingHeadersAreCapped: on a PROXY protocol listener a
-// connection counts against the global cap while its header is pending, so
-// headerless connections cannot pile up past max_connections; once headers
-// arrive, the clients they name are admitted and served (the per-address
-// cap applies to them, not to the balancer).
+// connection counts against the global cap while its header is pending, and
+// pending connections hold at most half of it, so headerless connections
+// cannot pile up nor starve admitted clients; once headers arrive, the
+// clients they name are admitted and served (the per-address cap applies to
+// them, not to the balancer).
 func TestProxyProtocolPendingHeadersAreCapped(t *testing.T) {
 	o := startOrigin(t)
 	s := startShield(t, fmt.Sprintf(`
 listen: [{address: "127.0.0.1:0", proxy_protocol: true}]
-guard: {max_connections: 5, max_connections_per_ip: 2}
+guard: {max_connections: 10, max_connections_per_ip: 2}
 sites: [{upstreams: [{url: "http://%s"}]}]
 `, o.addr))
 	addr := addrOf(s, 0)
@@ -46,7 +47,7 @@ sites: [{upstreams: [{url: "http://%s"}]}]
 		}
 	}
 	if refused != 15 {
-		t.Fatalf("%d of 20 headerless connections refused, want 15 (global cap 5)", refused)
+		t.Fatalf("%d of 20 headerless connections refused, want 15 (pending ones hold at most half the global cap of 10)", refused)
 	}
 	if open := s.Guard().Open(); open != 5 {
 		t.Fatalf("guard counts %d open connections, want the 5 pending ones", open)

@@ -434,8 +434,10 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	}, Decider: s.engine, Challenge: s.chal, ModeName: s.modeName, NormalMode: func(now time.Time) bool { return s.engine.ModeAt(now).Mode == decide.Normal }})
 	s.cfg.Store(cfg)
 	// The access log is reopened on every reload (log rotation via SIGHUP).
-	if s.alog != nil {
-		defer s.alog.Close()
+	// The old one closes a little later: a request that loaded it just
+	// before the swap still gets its line written.
+	if old := s.alog; old != nil {
+		time.AfterFunc(2*time.Second, func() { old.Close() })
 	}
 	s.alog = alog
 	if alog != nil {
