@@ -1,14 +1,19 @@
 package shield
 
 import (
+	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/levee-dev/levee/internal/iplist"
 )
 
 // TestHTTP2AbuseBan: with guard.http2.abuse_ban set, a client cut off for
@@ -77,4 +82,42 @@ func abuse(t *testing.T, src, addr string) {
 		}
 	}
 	c.waitCutOff(t, "rapid reset from "+src)
+}
+
+// TestStoreAbuseBans: the ban worker's batches drop repeats of one address,
+// a batch refused whole (max_bans) keeps the bans that fit, and the worker
+// stores what is queued when it is stopped.
+func TestStoreAbuseBans(t *testing.T) {
+	bans, err := iplist.NewBans(context.Background(), iplist.BansConfig{MaxBans: 3}, iplist.BansDeps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Shield{bans: bans, log: slog.New(slog.DiscardHandler), abuseBans: make(chan iplist.Ban, 16),
+		banStop: make(chan struct{}), banDone: make(chan struct{})}
+	s.sampled = newSampledLog(s.log, time.Second)
+	now := time.Now()
+	ban := func(last byte) iplist.Ban {
+		return iplist.Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, last}), 32), Reason: "http2 abuse: test",
+			Source: "h2guard", Created: now, Expires: now.Add(time.Minute)}
+	}
+	for _, last := range []byte{1, 1, 2, 1, 2} {
+		s.abuseBans <- ban(last)
+	}
+	if got := s.drainBans(nil); len(got) != 2 {
+		t.Fatalf("drained %d bans, want 2 distinct", len(got))
+	}
+	s.storeBans([]iplist.Ban{ban(3), ban(4), ban(5), ban(6)}) // 4 > max 3: refused whole, kept one by one
+	if n := len(bans.List(now)); n != 3 {
+		t.Fatalf("%d bans stored of a batch of 4 with max_bans 3, want 3", n)
+	}
+	// Stopping the worker stores what is still queued.
+	bans2, _ := iplist.NewBans(context.Background(), iplist.BansConfig{}, iplist.BansDeps{})
+	s.bans = bans2
+	s.abuseBans <- ban(7)
+	s.abuseBans <- ban(8)
+	close(s.banStop)
+	s.banAbusers()
+	if n := len(bans2.List(now)); n != 2 {
+		t.Fatalf("%d bans stored after stop, want the 2 queued", n)
+	}
 }

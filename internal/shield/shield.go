@@ -14,7 +14,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,9 +108,11 @@ type Shield struct {
 	pending atomic.Pointer[[]string]
 	// alogSuppressed counts access log lines left out (accessLogSuppressed).
 	alogSuppressed prometheus.Counter
-	// abuseBans queues the bans of HTTP/2 abusers (h2Abuse, banAbusers).
-	abuseBans chan iplist.Ban
-	stop      chan struct{}
+	// abuseBans queues the bans of HTTP/2 abusers (h2Abuse, banAbusers);
+	// banStop ends the worker, banDone says it has ended.
+	abuseBans        chan iplist.Ban
+	banStop, banDone chan struct{}
+	stop             chan struct{}
 }
 
 // New builds a shield from a validated config without binding sockets.
@@ -121,7 +125,8 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	s := &Shield{opts: opts, reg: reg, log: opts.Logger, stop: make(chan struct{}), abuseBans: make(chan iplist.Ban, 1024)}
+	s := &Shield{opts: opts, reg: reg, log: opts.Logger, stop: make(chan struct{}), abuseBans: make(chan iplist.Ban, 1024),
+		banStop: make(chan struct{}), banDone: make(chan struct{})}
 	if err := reg.Register(upstreamCollector{s}); err != nil {
 		return nil, fmt.Errorf("shield: register metrics: %w", err)
 	}
@@ -292,6 +297,11 @@ func isTimeoutErr(err error) bool {
 func (s *Shield) Apply(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var pending []string
+	if s.boot != nil {
+		pending = restartOnly(s.boot, cfg)
+		cfg = keepDataDir(s.boot, cfg)
+	}
 	router := proxy.NewRouter()
 	var pools []*upstream.Pool
 	var psites []*proxy.Site // by index of cfg.Sites, as pools
@@ -385,10 +395,6 @@ func (s *Shield) Apply(cfg *config.Config) error {
 				newCerts[l] = cs
 			}
 		}
-	}
-	var pending []string
-	if s.boot != nil {
-		pending = restartOnly(s.boot, cfg)
 	}
 	// The access log opens before the policy applies: applyPolicy swaps
 	// the engine's policy in, so nothing after it may fail.
@@ -540,6 +546,26 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
+// keepDataDir returns cfg with boot's data directory when a reload changed
+// it (a restart applies that: the stores are open), along with the key
+// files derived from it: the known-client key is read on every reload, and
+// reading it from the new directory would rotate the key (generating one)
+// and void every cookie.
+func keepDataDir(boot, cfg *config.Config) *config.Config {
+	if cfg.DataDir == boot.DataDir {
+		return cfg
+	}
+	c := *cfg
+	c.DataDir = boot.DataDir
+	if c.KnownClients.KeyFile == filepath.Join(cfg.DataDir, "known.key") {
+		c.KnownClients.KeyFile = filepath.Join(boot.DataDir, "known.key")
+	}
+	if c.Admin.TokenFile == filepath.Join(cfg.DataDir, "admin.token") {
+		c.Admin.TokenFile = filepath.Join(boot.DataDir, "admin.token")
+	}
+	return &c
+}
+
 // restartOnly lists the settings of cfg that differ from boot's and that
 // only a restart applies: listeners (certificates excepted: they reload),
 // the admin listener, the HTTP/1.1 and HTTP/2 servers (built once at
@@ -560,6 +586,7 @@ func restartOnly(boot, cfg *config.Config) []string {
 	g, h := boot.Guard, cfg.Guard
 	add(boot.DataDir != cfg.DataDir, "data_dir")
 	add(g.HeaderTimeout != h.HeaderTimeout, "guard.header_timeout")
+	add(g.WriteTimeout != h.WriteTimeout, "guard.write_timeout (for HTTP/2; HTTP/1.1 applies it)")
 	add(g.LogSampleInterval != h.LogSampleInterval, "guard.log_sample_interval")
 	// The HTTP/1.1 server's concurrency is max_connections + 1024, set at
 	// start: the guard's cap itself follows a reload.
@@ -744,6 +771,7 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, ctx.Err())
 	}
 	s.h2cancel()
+	close(s.banStop) // HTTP/2 connections are done: no more abuse bans
 	s.closeListeners()
 	for _, p := range s.pools {
 		p.Close()
@@ -767,6 +795,12 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 		// or the store's close.
 		select {
 		case <-s.hkDone:
+		case <-ctx.Done():
+		}
+	}
+	if s.hkDone != nil { // started: so is the ban worker
+		select {
+		case <-s.banDone:
 		case <-ctx.Done():
 		}
 	}
@@ -824,35 +858,72 @@ func (s *Shield) h2Abuse(c *h2guard.Conn, r h2guard.Reason) {
 	}
 }
 
-// banAbusers stores the bans h2Abuse queues, in batches, until the shield
-// stops.
+// banAbusers stores the bans h2Abuse queues, a batch at a time (what is
+// queued, without repeats), until banStop closes: then it stores what is
+// still queued and closes banDone. Shutdown closes banStop once the
+// HTTP/2 connections are done, and waits for banDone before closing the
+// store. Stored bans are logged through the sampled logger: a botnet's
+// addresses must not flood the log.
 func (s *Shield) banAbusers() {
+	defer close(s.banDone)
 	for {
 		var batch []iplist.Ban
 		select {
-		case <-s.stop:
-			return
 		case b := <-s.abuseBans:
 			batch = append(batch, b)
+		case <-s.banStop:
+			s.storeBans(s.drainBans(nil))
+			return
 		}
-	drain:
-		for len(batch) < 64 {
-			select {
-			case b := <-s.abuseBans:
+		s.storeBans(s.drainBans(batch))
+	}
+}
+
+// drainBans appends the bans queued now to batch, without repeats of one
+// prefix, at most 256.
+func (s *Shield) drainBans(batch []iplist.Ban) []iplist.Ban {
+	for len(batch) < 256 {
+		select {
+		case b := <-s.abuseBans:
+			if !slices.ContainsFunc(batch, func(x iplist.Ban) bool { return x.Prefix == b.Prefix }) {
 				batch = append(batch, b)
-			default:
-				break drain
+			}
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// storeBans adds a batch of abuse bans. When the batch fails as a whole
+// (the max_bans limit, say), each ban is tried on its own so that those
+// that fit are kept.
+func (s *Shield) storeBans(batch []iplist.Ban) {
+	if len(batch) == 0 {
+		return
+	}
+	add := func(bs ...iplist.Ban) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.bans.Add(ctx, bs...); err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
+			return err
+		}
+		return nil
+	}
+	stored, err := len(batch), add(batch...)
+	if err != nil && len(batch) > 1 {
+		stored = 0
+		for _, b := range batch {
+			if add(b) == nil {
+				stored++
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := s.bans.Add(ctx, batch...)
-		cancel()
-		if err != nil && !errors.Is(err, iplist.ErrNotPersisted) {
-			s.sampled.warn("h2ban", "could not ban HTTP/2 abusers", "clients", len(batch), "err", err)
-			continue
-		}
-		// One line per batch: a botnet's addresses must not flood the log.
-		s.log.Warn("banned HTTP/2 abusers", "clients", len(batch), "first", batch[0].Prefix.Addr(), "reason", batch[0].Reason,
+	}
+	if stored < len(batch) {
+		s.sampled.warn("h2ban-fail", "could not ban HTTP/2 abusers", "clients", len(batch)-stored, "err", err)
+	}
+	if stored > 0 {
+		s.sampled.warn("h2ban", "banned HTTP/2 abusers", "clients", stored, "first", batch[0].Prefix.Addr(), "reason", batch[0].Reason,
 			"until", batch[0].Expires)
 	}
 }
