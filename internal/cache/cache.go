@@ -117,7 +117,6 @@ func (c *Config) fill() {
 	}
 }
 
-// Validate reports the first invalid field.
 // WithDefaults returns c with its zero fields set to their defaults, as New
 // uses it (for validating a configuration before the cache exists).
 func (c Config) WithDefaults() Config {
@@ -125,6 +124,7 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// Validate reports the first invalid field.
 func (c Config) Validate() error {
 	switch {
 	case c.MaxBytes < 0:

@@ -184,7 +184,7 @@ func (c *Config) Validate() error {
 			if err := cc.WithDefaults().Validate(); err != nil {
 				msg := err.Error()
 				path := p + ".cache"
-				if i := strings.IndexAny(msg, " :"); i > 0 {
+				if i := strings.IndexAny(msg, " :"); i > 0 && cacheKeys[msg[:i]] {
 					path += "." + msg[:i]
 				}
 				v.add(path, "%s", msg)
@@ -435,3 +435,8 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 	}
 	return lo, hi, nil
 }
+
+// cacheKeys are the cache settings whose name starts cache.Config.Validate's
+// messages, for the line of the error.
+var cacheKeys = map[string]bool{"max_bytes": true, "max_entry_bytes": true, "shards": true, "max_ttl": true,
+	"not_found_ttl": true, "max_variants": true, "coalesce_wait": true, "statuses": true}
