@@ -40,5 +40,5 @@ go vet -tags limithooks ./internal/limit/
 # Concurrency-heavy packages also run under the race detector; the
 # limithooks tag adds the limiter's interleaving tests (internal/limit
 # hooks_test.go), whose hooks production builds compile out.
-go test -count=1 -race -short -tags limithooks -timeout 10m ./internal/guard/ ./internal/fastconn/ ./internal/limit/ ./internal/proxy/ ./internal/decide/ ./internal/admission/ ./internal/cache/ ./internal/telemetry/ "$@"
+go test -count=1 -race -short -tags limithooks -timeout 10m ./internal/guard/ ./internal/fastconn/ ./internal/limit/ ./internal/proxy/ ./internal/decide/ ./internal/admission/ ./internal/cache/ ./internal/telemetry/ ./internal/shield/ "$@"
 go test -count=1 -timeout 20m ./... "$@"

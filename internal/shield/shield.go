@@ -80,9 +80,13 @@ type Shield struct {
 	pools     []*upstream.Pool
 	listeners []*listener
 	h2conns   sync.WaitGroup
-	h2ctx     context.Context
-	h2cancel  context.CancelFunc
-	started   time.Time
+	// h2mu orders h2conns.Add (serveH2) before Shutdown's Wait: once
+	// h2closed is set, new HTTP/2 connections are closed, not served.
+	h2mu     sync.Mutex
+	h2closed bool
+	h2ctx    context.Context
+	h2cancel context.CancelFunc
+	started  time.Time
 
 	store      *store.Store
 	bans       *iplist.Bans
@@ -725,7 +729,14 @@ func (s *Shield) Config() *config.Config { return s.cfg.Load() }
 func (s *Shield) Guard() *guard.Guard { return s.guard }
 
 func (s *Shield) serveH2(c net.Conn, peer netip.Addr) {
+	s.h2mu.Lock()
+	if s.h2closed {
+		s.h2mu.Unlock()
+		c.Close() // shutting down
+		return
+	}
 	s.h2conns.Add(1)
+	s.h2mu.Unlock()
 	defer s.h2conns.Done()
 	// The HTTP/2 fingerprint recorder reads the client's first frames
 	// (SETTINGS, WINDOW_UPDATE, PRIORITY, first HEADERS) and then steps aside.
@@ -763,6 +774,9 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	// Graceful GOAWAY to HTTP/2 connections.
 	_ = s.h2base.Shutdown(ctx)
 	err := s.h1.ShutdownWithContext(ctx)
+	s.h2mu.Lock()
+	s.h2closed = true
+	s.h2mu.Unlock()
 	h2done := make(chan struct{})
 	go func() { s.h2conns.Wait(); close(h2done) }()
 	select {
