@@ -24,11 +24,12 @@ import (
 // invalid) can be capped per second (LimitRejected), so that a flood the
 // shield turns away does not become a flood of log lines.
 type AccessLog struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	c    io.Closer
-	stop chan struct{}
-	done chan struct{}
+	mu        sync.Mutex
+	w         *bufio.Writer
+	c         io.Closer
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 
 	maxRejected  int64         // rejected-request lines per second; <= 0: all
 	window       atomic.Int64  // Unix second the count below is for
@@ -101,19 +102,23 @@ func (l *AccessLog) flusher() {
 	}
 }
 
-// Close flushes and closes the log.
+// Close flushes and closes the log; later calls do nothing and return
+// nil.
 func (l *AccessLog) Close() error {
-	close(l.stop)
-	<-l.done
-	l.report()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	err := l.w.Flush()
-	if l.c != nil {
-		if cerr := l.c.Close(); err == nil {
-			err = cerr
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.stop)
+		<-l.done
+		l.report()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		err = l.w.Flush()
+		if l.c != nil {
+			if cerr := l.c.Close(); err == nil {
+				err = cerr
+			}
 		}
-	}
+	})
 	return err
 }
 

@@ -518,3 +518,54 @@ log: {access_log: %s}
 		t.Fatalf("the HTTP/2 request in flight across the reload is not in the access log:\n%s", data)
 	}
 }
+
+// TestRetiredAccessLogsAreReleased: an access log replaced by a reload is
+// closed and forgotten after its grace period (each holds a 64 KiB
+// buffer: a shield reloaded hourly must not keep them all), and one still
+// in its grace period is flushed by Shutdown.
+func TestRetiredAccessLogsAreReleased(t *testing.T) {
+	o := startOrigin(t)
+	logPath := t.TempDir() + "/access.log"
+	cfgText := fmt.Sprintf(`
+listen: [{address: "127.0.0.1:0"}]
+sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
+log: {access_log: %s}
+`, o.addr, logPath)
+	s := startShield(t, cfgText)
+	reload := func() {
+		t.Helper()
+		cfg, err := config.Parse([]byte(cfgText), "levee.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Listen = s.cfg.Load().Listen
+		if err := s.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload()
+	reload()
+	retired := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.retiredLogs) }
+	if n := retired(); n != 2 {
+		t.Fatalf("%d retired logs right after two reloads, want 2", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for retired() != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := retired(); n != 0 {
+		t.Fatalf("%d retired logs kept after their grace period", n)
+	}
+	// A line written to a log just retired (by a request that loaded it
+	// before the swap) reaches the file at Shutdown.
+	old := s.alog
+	reload()
+	old.Write(&accesslog.Entry{Format: accesslog.FormatJSON, Time: time.Now(), Path: []byte("/after-reload"), HasVerdict: true}, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	data, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(data), `"path":"/after-reload"`) {
+		t.Fatalf("line missing after shutdown:\n%s", data)
+	}
+}

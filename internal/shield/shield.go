@@ -112,6 +112,9 @@ type Shield struct {
 	pending atomic.Pointer[[]string]
 	// alogSuppressed counts access log lines left out (accessLogSuppressed).
 	alogSuppressed prometheus.Counter
+	// retiredLogs are access logs replaced by reloads (closed 2 s later,
+	// or at Shutdown).
+	retiredLogs []*proxy.AccessLog
 	// abuseBans queues the bans of HTTP/2 abusers (h2Abuse, banAbusers);
 	// banStop ends the worker, banDone says it has ended.
 	abuseBans        chan iplist.Ban
@@ -447,7 +450,13 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	// The old one closes a little later: a request that loaded it just
 	// before the swap still gets its line written.
 	if old := s.alog; old != nil {
-		time.AfterFunc(2*time.Second, func() { old.Close() })
+		s.retiredLogs = append(s.retiredLogs, old)
+		time.AfterFunc(2*time.Second, func() {
+			s.mu.Lock()
+			s.retiredLogs = slices.DeleteFunc(s.retiredLogs, func(l *proxy.AccessLog) bool { return l == old })
+			s.mu.Unlock()
+			old.Close()
+		})
 	}
 	s.alog = alog
 	if alog != nil {
@@ -799,6 +808,9 @@ func (s *Shield) Shutdown(ctx context.Context) error {
 	if s.alog != nil {
 		s.proxy.SetAccessLog(nil)
 		s.alog.Close()
+	}
+	for _, l := range s.retiredLogs { // replaced by reloads: flush now
+		l.Close()
 	}
 	if s.det != nil {
 		s.det.close()
