@@ -500,8 +500,18 @@ func TestFloodEviction(t *testing.T) {
 			if growth > budget+(256<<10) {
 				t.Errorf("heap grew by %d bytes for a %d-byte budget", growth, budget)
 			}
-			if st.Live != st.Slots {
-				t.Errorf("live %d, want the table full (%d slots)", st.Live, st.Slots)
+			// The table is full but for buckets that fewer than eight of
+			// the keys hash to (about one run in a hundred has one).
+			perBucket := map[uint64]int{tb.bucketOf(normKey(heavy)): 1}
+			for i := range distinct {
+				perBucket[tb.bucketOf(normKey(withID(2, uint64(i))))]++
+			}
+			wantLive := 0
+			for _, n := range perBucket {
+				wantLive += min(n, slotsPerBucket)
+			}
+			if st.Live != int64(wantLive) {
+				t.Errorf("live %d, want %d (the table full: %d slots, less the slots of buckets fewer keys reach)", st.Live, wantLive, st.Slots)
 			}
 			evicted := int64(st.EvictionsActive + st.EvictionsRecovered)
 			if min := int64(distinct) + 1 - st.Slots; evicted < min {

@@ -21,8 +21,8 @@ import (
 // one short critical section. It is safe for concurrent use.
 //
 // Lines of requests the shield refused (blocked, limited, challenged,
-// invalid) can be capped per second (LimitRejected), so that a flood the
-// shield turns away does not become a flood of log lines.
+// invalid, shed) can be capped per second (NewAccessLogCapped), so that a
+// flood the shield turns away does not become a flood of log lines.
 type AccessLog struct {
 	mu        sync.Mutex
 	w         *bufio.Writer
@@ -31,18 +31,11 @@ type AccessLog struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	maxRejected  int64         // rejected-request lines per second; <= 0: all
+	maxRejected  int64         // refused-request lines per second; <= 0: all
 	window       atomic.Int64  // Unix second the count below is for
 	inWindow     atomic.Int64  // rejected-request lines in window
 	suppressed   atomic.Int64  // lines not written since the last report
 	onSuppressed func(n int64) // reports suppressed lines, once a second
-}
-
-// LimitRejected caps the lines of rejected requests at perSecond (<= 0:
-// no cap). Once a second, report (if not nil) receives the number of lines
-// left out since its previous call. Call it before the log is used.
-func (l *AccessLog) LimitRejected(perSecond int64, report func(n int64)) {
-	l.maxRejected, l.onSuppressed = perSecond, report
 }
 
 // admitRejected counts a rejected request's line against the cap of the
@@ -80,7 +73,15 @@ func (l *AccessLog) report() {
 // an io.Closer other than os.Stdout/os.Stderr, as decided by the caller via
 // closer, which may be nil).
 func NewAccessLog(w io.Writer, closer io.Closer) *AccessLog {
-	l := &AccessLog{w: bufio.NewWriterSize(w, 64<<10), c: closer, stop: make(chan struct{}), done: make(chan struct{})}
+	return NewAccessLogCapped(w, closer, 0, nil)
+}
+
+// NewAccessLogCapped is NewAccessLog with at most perSecond lines a second
+// of refused requests (<= 0: no cap). Once a second, report (if not nil)
+// receives the number of lines left out since its previous call.
+func NewAccessLogCapped(w io.Writer, closer io.Closer, perSecond int64, report func(n int64)) *AccessLog {
+	l := &AccessLog{w: bufio.NewWriterSize(w, 64<<10), c: closer, stop: make(chan struct{}), done: make(chan struct{}),
+		maxRejected: perSecond, onSuppressed: report}
 	go l.flusher()
 	return l
 }
@@ -126,7 +127,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 // Write formats and writes one entry, in internal/accesslog's JSON format.
 // refused marks a request the shield turned away (counted against the cap
-// of LimitRejected); see refusedVerdict.
+// of NewAccessLogCapped); see refusedVerdict.
 func (l *AccessLog) Write(e *accesslog.Entry, refused bool) {
 	if l.maxRejected > 0 && refused && !l.admitRejected(coarsetime.UnixNano()/int64(time.Second)) {
 		return

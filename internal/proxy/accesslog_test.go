@@ -11,7 +11,7 @@ import (
 	"github.com/levee-dev/levee/internal/accesslog"
 )
 
-// TestAccessLogCapsRejectedLines: with LimitRejected, at most the cap of
+// TestAccessLogCapsRejectedLines: with a cap (NewAccessLogCapped), at most the cap of
 // refused requests' lines are written per second (of writing, whatever the
 // requests' own times: lines stamped seconds apart must not reset the
 // count), shed requests count as refused, every passed request and every
@@ -20,8 +20,7 @@ func TestAccessLogCapsRejectedLines(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	var reported int64
-	l := NewAccessLog(&buf, nil)
-	l.LimitRejected(3, func(n int64) { mu.Lock(); reported += n; mu.Unlock() })
+	l := NewAccessLogCapped(&buf, nil, 3, func(n int64) { mu.Lock(); reported += n; mu.Unlock() })
 	now := time.Now()
 	write := func(at time.Time, v verdictIdx, path string) {
 		l.Write(&accesslog.Entry{Format: accesslog.FormatJSON, Time: at, Client: netip.MustParseAddr("192.0.2.1"),
@@ -66,7 +65,7 @@ func TestAccessLogCapsRejectedLines(t *testing.T) {
 	}
 }
 
-// TestAccessLogUncapped: without LimitRejected every line is written.
+// TestAccessLogUncapped: without a cap every line is written.
 func TestAccessLogUncapped(t *testing.T) {
 	var buf bytes.Buffer
 	l := NewAccessLog(&buf, nil)

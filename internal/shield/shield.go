@@ -405,12 +405,9 @@ func (s *Shield) Apply(cfg *config.Config) error {
 	}
 	// The access log opens before the policy applies: applyPolicy swaps
 	// the engine's policy in, so nothing after it may fail.
-	alog, err := openAccessLog(cfg.Log.AccessLog)
+	alog, err := s.openAccessLog(cfg.Log)
 	if err != nil {
 		return fail(err)
-	}
-	if alog != nil {
-		alog.LimitRejected(int64(cfg.Log.AccessLogMaxRejected), s.accessLogSuppressed)
 	}
 	if err := s.applyPolicy(cfg); err != nil {
 		if alog != nil {
@@ -536,19 +533,21 @@ func (s *Shield) accessLogSuppressed(n int64) {
 }
 
 // openAccessLog opens the JSON access log: a file path (appended to, mode
-// 0640), "stdout", or "" for none.
-func openAccessLog(path string) (*proxy.AccessLog, error) {
-	switch path {
+// 0640), "stdout", or "" for none; refused requests' lines capped at
+// access_log_max_rejected a second.
+func (s *Shield) openAccessLog(c config.Log) (*proxy.AccessLog, error) {
+	limit := int64(c.AccessLogMaxRejected)
+	switch c.AccessLog {
 	case "":
 		return nil, nil
 	case "stdout":
-		return proxy.NewAccessLog(os.Stdout, nil), nil
+		return proxy.NewAccessLogCapped(os.Stdout, nil, limit, s.accessLogSuppressed), nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(c.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("access log: %w", err)
 	}
-	return proxy.NewAccessLog(f, f), nil
+	return proxy.NewAccessLogCapped(f, f, limit, s.accessLogSuppressed), nil
 }
 
 func prefixStrings(ps []netip.Prefix) []string {
