@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -126,16 +125,7 @@ func buildServeConfig(path string, ups []string, listen, adminAddr, dataDir stri
 		cfg.Admin.Address = adminAddr
 	}
 	if dataDir != "" {
-		// The file was defaulted on load: paths derived from its data
-		// directory follow the override; paths it set itself stay.
-		old := cfg.DataDir
-		cfg.DataDir = dataDir
-		if cfg.Admin.TokenFile == filepath.Join(old, "admin.token") {
-			cfg.Admin.TokenFile = ""
-		}
-		if cfg.KnownClients.KeyFile == filepath.Join(old, "known.key") {
-			cfg.KnownClients.KeyFile = ""
-		}
+		cfg.SetDataDir(dataDir) // the file was defaulted on load
 	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {

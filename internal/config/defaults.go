@@ -84,14 +84,14 @@ func (c *Config) Defaults() {
 		c.DataDir = DefaultDataDir()
 	}
 	if c.Admin.TokenFile == "" {
-		c.Admin.TokenFile = filepath.Join(c.DataDir, "admin.token")
+		c.Admin.TokenFile = filepath.Join(c.DataDir, adminTokenFile)
 	}
 	k := &c.KnownClients
 	if k.CookieName == "" {
 		k.CookieName = "levee_known"
 	}
 	if k.KeyFile == "" {
-		k.KeyFile = filepath.Join(c.DataDir, "known.key")
+		k.KeyFile = filepath.Join(c.DataDir, knownKeyFile)
 	}
 	setDur(&k.MaxAge, 30*24*time.Hour)
 	setDur(&k.MinAge, 10*time.Minute)
@@ -129,6 +129,26 @@ func (c *Config) Defaults() {
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
+	}
+}
+
+// Files that Defaults places in the data directory unless configured.
+const (
+	adminTokenFile = "admin.token"
+	knownKeyFile   = "known.key"
+)
+
+// SetDataDir moves c to the data directory dir. The paths Defaults derived
+// from the previous directory (admin token, known-client key) follow it;
+// paths the configuration set itself stay.
+func (c *Config) SetDataDir(dir string) {
+	old := c.DataDir
+	c.DataDir = dir
+	if c.Admin.TokenFile == filepath.Join(old, adminTokenFile) {
+		c.Admin.TokenFile = filepath.Join(dir, adminTokenFile)
+	}
+	if c.KnownClients.KeyFile == filepath.Join(old, knownKeyFile) {
+		c.KnownClients.KeyFile = filepath.Join(dir, knownKeyFile)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"sync"
@@ -568,13 +567,7 @@ func keepDataDir(boot, cfg *config.Config) *config.Config {
 		return cfg
 	}
 	c := *cfg
-	c.DataDir = boot.DataDir
-	if c.KnownClients.KeyFile == filepath.Join(cfg.DataDir, "known.key") {
-		c.KnownClients.KeyFile = filepath.Join(boot.DataDir, "known.key")
-	}
-	if c.Admin.TokenFile == filepath.Join(cfg.DataDir, "admin.token") {
-		c.Admin.TokenFile = filepath.Join(boot.DataDir, "admin.token")
-	}
+	c.SetDataDir(boot.DataDir)
 	return &c
 }
 
