@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unsafe"
 
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/iplist"
@@ -96,72 +97,50 @@ const (
 type matchString struct {
 	f    field
 	name string
-	kind uint8 // 0 exact, 1 prefix, 2 suffix, 3 contains, 4 regex, 5 present, 6 absent
-	s    []byte
-	str  string // s as a string, for the string-typed fields (fingerprints)
+	kind uint8  // 0 exact, 1 prefix, 2 suffix, 3 contains, 4 regex, 5 present, 6 absent
+	s    string // the operand of kinds 0-3
 	re   *regexp.Regexp
 }
 
-func (m *matchString) value(r *Request) []byte {
+// value returns the request field m matches on, as a string. The byte
+// fields are viewed in place (read only, for the length of the match): no
+// copy, so matching never allocates.
+func (m *matchString) value(r *Request) string {
+	var b []byte
 	switch m.f {
+	case fTLS:
+		return r.TLSFingerprint
+	case fHTTP:
+		return r.HTTPFingerprint
 	case fPath:
-		return r.Path
+		b = r.Path
 	case fQuery:
-		return r.Query
+		b = r.Query
 	case fUA:
-		return r.UserAgent
+		b = r.UserAgent
 	case fHeader:
 		if r.Headers != nil {
-			return r.Headers.Peek(m.name)
+			b = r.Headers.Peek(m.name)
 		}
 	case fCookie:
 		if r.Headers != nil {
-			return r.Headers.Cookie(m.name)
+			b = r.Headers.Cookie(m.name)
 		}
 	}
-	return nil
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 func (m *matchString) match(r *Request) bool {
-	// The fingerprints are strings and are matched as such: converting
-	// them to []byte copied them to the heap on every request (the copy
-	// escapes through value's result and regexp.Match).
-	switch m.f {
-	case fTLS:
-		return m.matchStr(r.TLSFingerprint)
-	case fHTTP:
-		return m.matchStr(r.HTTPFingerprint)
-	}
 	v := m.value(r)
 	switch m.kind {
 	case 0:
-		return bytes.Equal(v, m.s)
+		return v == m.s
 	case 1:
-		return bytes.HasPrefix(v, m.s)
+		return strings.HasPrefix(v, m.s)
 	case 2:
-		return bytes.HasSuffix(v, m.s)
+		return strings.HasSuffix(v, m.s)
 	case 3:
-		return bytes.Contains(v, m.s)
-	case 4:
-		return m.re.Match(v)
-	case 5:
-		return len(v) > 0
-	default:
-		return len(v) == 0
-	}
-}
-
-// matchStr is match for a string-typed field; it does not allocate.
-func (m *matchString) matchStr(v string) bool {
-	switch m.kind {
-	case 0:
-		return v == m.str
-	case 1:
-		return strings.HasPrefix(v, m.str)
-	case 2:
-		return strings.HasSuffix(v, m.str)
-	case 3:
-		return strings.Contains(v, m.str)
+		return strings.Contains(v, m.s)
 	case 4:
 		return m.re.MatchString(v)
 	case 5:
@@ -290,13 +269,13 @@ func compileString(f field, name string, s *config.StringMatch) (*matchString, e
 	m := &matchString{f: f, name: name}
 	switch {
 	case s.Exact != "":
-		m.kind, m.s = 0, []byte(s.Exact)
+		m.kind, m.s = 0, s.Exact
 	case s.Prefix != "":
-		m.kind, m.s = 1, []byte(s.Prefix)
+		m.kind, m.s = 1, s.Prefix
 	case s.Suffix != "":
-		m.kind, m.s = 2, []byte(s.Suffix)
+		m.kind, m.s = 2, s.Suffix
 	case s.Contains != "":
-		m.kind, m.s = 3, []byte(s.Contains)
+		m.kind, m.s = 3, s.Contains
 	case s.Regex != "":
 		re, err := regexp.Compile(s.Regex)
 		if err != nil {
@@ -310,6 +289,5 @@ func compileString(f field, name string, s *config.StringMatch) (*matchString, e
 	default:
 		return nil, fmt.Errorf("empty string match")
 	}
-	m.str = string(m.s)
 	return m, nil
 }
