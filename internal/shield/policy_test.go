@@ -499,14 +499,7 @@ log: {access_log: %s}
 		done <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
-	cfg, err := config.Parse([]byte(cfgText), "levee.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Listen = s.cfg.Load().Listen
-	if err := s.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
+	reapply(t, s, cfgText)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -532,17 +525,7 @@ sites: [{name: shop, upstreams: [{url: "http://%s"}]}]
 log: {access_log: %s}
 `, o.addr, logPath)
 	s := startShield(t, cfgText)
-	reload := func() {
-		t.Helper()
-		cfg, err := config.Parse([]byte(cfgText), "levee.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Listen = s.cfg.Load().Listen
-		if err := s.Apply(cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	reload := func() { t.Helper(); reapply(t, s, cfgText) }
 	reload()
 	reload()
 	retired := func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.retiredLogs) }
@@ -567,5 +550,19 @@ log: {access_log: %s}
 	data, _ := os.ReadFile(logPath)
 	if !strings.Contains(string(data), `"path":"/after-reload"`) {
 		t.Fatalf("line missing after shutdown:\n%s", data)
+	}
+}
+
+// reapply reloads s with the configuration text cfgText, keeping the
+// listeners it started on (port 0 became real ports).
+func reapply(t *testing.T, s *Shield, cfgText string) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(cfgText), "levee.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = s.cfg.Load().Listen
+	if err := s.Apply(cfg); err != nil {
+		t.Fatal(err)
 	}
 }
