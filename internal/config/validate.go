@@ -182,12 +182,7 @@ func (c *Config) Validate() error {
 			cc := s.Cache.Config
 			cc.Name = s.Name
 			if err := cc.WithDefaults().Validate(); err != nil {
-				msg := err.Error()
-				path := p + ".cache"
-				if i := strings.IndexAny(msg, " :"); i > 0 && cacheKeys[msg[:i]] {
-					path += "." + msg[:i]
-				}
-				v.add(path, "%s", msg)
+				v.addNamed(p+".cache", err.Error(), func(k string) bool { return cacheKeys[k] })
 			}
 		}
 		v.passiveHealth(p+".passive_health", s.PassiveHealth)
@@ -331,12 +326,9 @@ func (v *validator) challenge(c *challenge.Config) {
 	}
 	cc.SetDefaults()
 	if err := cc.Validate(); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "challenge: ")
-		path := "challenge"
-		if i := strings.IndexAny(msg, " :"); i > 0 && strings.Trim(msg[:i], "abcdefghijklmnopqrstuvwxyz0123456789_.") == "" {
-			path += "." + msg[:i] // the field it names, for the line
-		}
-		v.add(path, "%s", msg)
+		v.addNamed("challenge", strings.TrimPrefix(err.Error(), "challenge: "), func(k string) bool {
+			return strings.Trim(k, "abcdefghijklmnopqrstuvwxyz0123456789_.") == ""
+		})
 	}
 }
 
@@ -434,6 +426,16 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("invalid status range %q: want e.g. 200-399", s)
 	}
 	return lo, hi, nil
+}
+
+// addNamed adds msg, an error of a section's own validation, under
+// section; when msg starts with one of the section's keys (isKey), under
+// that key's path, so that the error gets the key's line.
+func (v *validator) addNamed(section, msg string, isKey func(string) bool) {
+	if i := strings.IndexAny(msg, " :"); i > 0 && isKey(msg[:i]) {
+		section += "." + msg[:i]
+	}
+	v.add(section, "%s", msg)
 }
 
 // cacheKeys are the cache settings whose name starts cache.Config.Validate's
