@@ -147,7 +147,7 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 
 // h2Log wraps the response writer of an HTTP/2 request while an access log
 // is configured, and collects what its line records. The verdict is
-// pass unless a reject path notes another (noteVerdict).
+// pass unless a reject path counts another (countH2).
 type h2Log struct {
 	http.ResponseWriter
 	status     int
@@ -185,9 +185,10 @@ func (l *h2Log) Flush() {
 // Unwrap lets http.ResponseController reach the wrapped writer (deadlines).
 func (l *h2Log) Unwrap() http.ResponseWriter { return l.ResponseWriter }
 
-// noteVerdict records the verdict of an HTTP/2 request for its access log
-// line; w is the request's writer (a no-op unless it is an h2Log).
-func noteVerdict(w http.ResponseWriter, v verdictIdx) {
+// countH2 counts an HTTP/2 request's verdict in the site's metrics and,
+// when w is an h2Log (access log on), records it for the request's line.
+func countH2(w http.ResponseWriter, sm *siteMetrics, v verdictIdx, status int) {
+	sm.count(v, status)
 	if lw, ok := w.(*h2Log); ok {
 		lw.v = v
 	}

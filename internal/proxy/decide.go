@@ -346,8 +346,7 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 				mode = st.ModeName(now)
 			}
 			st.Challenge.ServeChallenge(w, r, now, client, bind, st.Challenge.Difficulty(mode, risk(site, client, now, d, known)))
-			site.m.count(vChallenge, 403)
-			noteVerdict(w, vChallenge)
+			countH2(w, site.m, vChallenge, 403)
 			return false, false
 		}
 		w.Header().Set("Retry-After", retryAfter(d.RetryAfter))
@@ -359,15 +358,13 @@ func (p *Proxy) decideH2(w http.ResponseWriter, r *http.Request, st *State, site
 		if d.Verdict == decide.Tarpit && p.tarpit.held.Load() < int64(st.Config.MaxTarpits) {
 			p.tarpit.held.Add(1)
 			defer p.tarpit.held.Add(-1)
-			site.m.count(vTarpit, 0)
-			noteVerdict(w, vTarpit)
+			countH2(w, site.m, vTarpit, 0)
 			select {
 			case <-time.After(st.Config.TarpitDelay):
 			case <-r.Context().Done():
 			}
 		} else {
-			site.m.count(vDrop, 0)
-			noteVerdict(w, vDrop)
+			countH2(w, site.m, vDrop, 0)
 		}
 		// Resets the stream without a response.
 		panic(http.ErrAbortHandler)

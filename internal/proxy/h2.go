@@ -98,8 +98,7 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request, start time.Tim
 	if st.Challenge != nil && challenge.IsEndpoint([]byte(r.URL.Path)) {
 		_, _, bind := connFingerprint(connFrom(r))
 		st.Challenge.ServeEndpoint(w, r, start, client, bind)
-		site.m.count(vChallenge, 200)
-		noteVerdict(w, vChallenge)
+		countH2(w, site.m, vChallenge, 200)
 		return
 	}
 	pass, allowed := p.decideH2(w, r, st, site, client, start)
@@ -155,8 +154,7 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request, start time.Tim
 			h.Set("Content-Type", ct)
 			w.WriteHeader(503)
 			_, _ = w.Write(body)
-			site.m.count(vShed, 503)
-			noteVerdict(w, vShed)
+			countH2(w, site.m, vShed, 503)
 			return
 		}
 		w.Header().Set("Retry-After", retryAfter(site.Breaker.RetryAfter(time.Now())))
@@ -286,6 +284,5 @@ func (p *Proxy) writePageHTTP(w http.ResponseWriter, r *http.Request, sm *siteMe
 	}
 	w.WriteHeader(pg.status)
 	_, _ = w.Write(body)
-	sm.count(v, pg.status)
-	noteVerdict(w, v)
+	countH2(w, sm, v, pg.status)
 }
