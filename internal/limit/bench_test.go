@@ -372,3 +372,41 @@ func BenchmarkMemoryFloor(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheckParts takes a check at 1M keys apart, each part adding to
+// the one before: part=hash (the harness's key and the table's bucket,
+// then an atomic add on the bucket's first slot), part=find (the bucket
+// scan for the key, then an atomic add on its slot), part=check (the
+// whole check, allow, with the limit precompiled). BenchmarkMemoryFloor is
+// the memory access alone.
+func BenchmarkCheckParts(b *testing.B) {
+	const n = 1_000_000
+	t := newBenchTable(b, n)
+	b.Run("part=hash", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			p := newPicker(n)
+			for pb.Next() {
+				atomic.AddInt64(&t.buckets[t.bucketOf(normKey(benchKey(p.next())))][0].tat, 0)
+			}
+		})
+	})
+	b.Run("part=find", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			p := newPicker(n)
+			for pb.Next() {
+				k := normKey(benchKey(p.next()))
+				if s := t.buckets[t.bucketOf(k)].find(k); s != nil {
+					atomic.AddInt64(&s.tat, 0)
+				}
+			}
+		})
+	})
+	b.Run("part=check", func(b *testing.B) {
+		runParallel(b, func(pb *testing.PB) {
+			p, c := newPicker(n), benchClock{}
+			for pb.Next() {
+				t.AllowCompiledAt(c.tick(), benchKey(p.next()), benchCompiled)
+			}
+		})
+	})
+}
