@@ -227,9 +227,7 @@ func (l *listener) acceptLoop() {
 	s := l.s
 	var backoff time.Duration
 	defer func() {
-		if l.rawMode.Load() {
-			s.floodListeners.Add(-1)
-		}
+		l.rawMode.Store(false)
 		l.stopRaw()
 	}()
 	for {
@@ -317,12 +315,10 @@ func (l *listener) setRawMode(raw bool) {
 	s := l.s
 	l.rawMode.Store(raw)
 	if raw {
-		s.floodListeners.Add(1)
 		s.log.Warn("connection flood: refusing at accept with raw system calls", "listener", l.ln.Addr().String(),
 			"refusals_per_second", max(l.flood.n, l.flood.prev))
 		return
 	}
-	s.floodListeners.Add(-1)
 	l.stopRaw()
 	s.log.Info("connection flood over: back to Go's accept", "listener", l.ln.Addr().String())
 }

@@ -133,7 +133,7 @@ func (s *Shield) Status() any {
 		StartedAt:       s.started,
 		Mode:            s.engine.ModeAt(time.Now()).Name,
 		OpenConnections: s.guard.Open(),
-		FloodListeners:  int(s.floodListeners.Load()),
+		FloodListeners:  s.floodListeners(),
 		TrackedAddrs:    s.guard.Tracked(),
 		Reloads:         s.reloads.Load(),
 	}

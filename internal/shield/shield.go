@@ -64,8 +64,6 @@ type Shield struct {
 	sampled *sampledLog
 
 	guard *guard.Guard
-	// floodListeners counts listeners on the raw accept path (listener.go).
-	floodListeners atomic.Int32
 	// acceptRec receives the connections refused at accept (see
 	// acceptRecorder); nil without detection.
 	acceptRec atomic.Pointer[telemetry.Recorder]
@@ -139,7 +137,7 @@ func New(cfg *config.Config, opts Options) (*Shield, error) {
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "levee_guard_flood_listeners",
 		Help: "Listeners refusing a connection flood (64 or more refusals a second, more than admissions) with raw accept calls.",
-	}, func() float64 { return float64(s.floodListeners.Load()) })); err != nil {
+	}, func() float64 { return float64(s.floodListeners()) })); err != nil {
 		return nil, fmt.Errorf("shield: register metrics: %w", err)
 	}
 	s.alogSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
@@ -718,6 +716,18 @@ func (s *Shield) Addrs() []net.Addr {
 		out[i] = l.ln.Addr()
 	}
 	return out
+}
+
+// floodListeners counts the listeners on the raw accept path of a
+// connection flood (listener.go).
+func (s *Shield) floodListeners() int {
+	n := 0
+	for _, l := range s.listeners {
+		if l.rawMode.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // Registry returns the metrics registry.
