@@ -5,32 +5,18 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/levee-dev/levee/internal/config"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the engine's logger.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the JSON log records written so far.
-func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
+// logLines returns the JSON log records in buf (the engine logs from the
+// goroutine that calls Decide: this test's own).
+func logLines(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, ln := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+	for _, ln := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		if ln == "" {
 			continue
 		}
@@ -48,7 +34,7 @@ func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
 // the hits in between), never decide, and name themselves in
 // Decision.Logged for the access log.
 func TestLogOnlyAndDryRunRulesLog(t *testing.T) {
-	var buf lockedBuffer
+	var buf bytes.Buffer
 	e := engine(t, `
 disable_default_limits: true
 rules:
@@ -77,7 +63,7 @@ rules:
 		t.Fatalf("GET /: %+v, want a plain pass", d)
 	}
 
-	lines := buf.lines(t)
+	lines := logLines(t, &buf)
 	if len(lines) != 2 {
 		t.Fatalf("%d log lines in the first second, want 2 (one per rule): %v", len(lines), lines)
 	}
@@ -93,7 +79,7 @@ rules:
 	// A second later the next hit is logged with the hits in between
 	// (99 from the loop, 1 from the blocked request).
 	e.Decide(now+int64(2*time.Second), req("192.0.2.7", "GET", "/search", "ua"))
-	lines = buf.lines(t)
+	lines = logLines(t, &buf)
 	if len(lines) != 3 {
 		t.Fatalf("%d log lines, want 3", len(lines))
 	}
