@@ -61,11 +61,10 @@ func CheckFiles(cfg *config.Config) []Problem {
 			add(fmt.Sprintf("detection.geoip[%d]", i), err)
 		}
 	}
-	feedShield := &Shield{log: slog.New(slog.DiscardHandler)}
 	for i := range cfg.Feeds {
 		one := *cfg
 		one.Feeds = cfg.Feeds[i : i+1]
-		set, err := feedShield.newFeeds(&one)
+		set, err := newFeeds(&one, slog.New(slog.DiscardHandler))
 		field := fmt.Sprintf("feeds[%d]", i)
 		if err != nil {
 			add(field, err)

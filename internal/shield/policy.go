@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -34,7 +35,7 @@ func (s *Shield) openPolicy(ctx context.Context, cfg *config.Config) error {
 		st.Close()
 		return fmt.Errorf("bans: %w", err)
 	}
-	feeds, err := s.newFeeds(cfg)
+	feeds, err := newFeeds(cfg, s.log)
 	if err != nil {
 		st.Close()
 		return err
@@ -63,7 +64,7 @@ func (s *Shield) openPolicy(ctx context.Context, cfg *config.Config) error {
 // newFeeds loads the feed files of cfg into a new set (nil without feeds).
 // Its metrics are not registered: the collector registered in openPolicy
 // follows the engine's current set.
-func (s *Shield) newFeeds(cfg *config.Config) (*iplist.Set, error) {
+func newFeeds(cfg *config.Config, log *slog.Logger) (*iplist.Set, error) {
 	if len(cfg.Feeds) == 0 {
 		return nil, nil
 	}
@@ -71,7 +72,7 @@ func (s *Shield) newFeeds(cfg *config.Config) (*iplist.Set, error) {
 	for _, f := range cfg.Feeds {
 		lists = append(lists, iplist.ListConfig{Name: f.Name, Path: f.Path, Format: f.Format, Lenient: !f.Strict})
 	}
-	set, err := iplist.NewSet(iplist.SetConfig{Lists: lists, Interval: cfg.FeedRefresh}, iplist.SetDeps{Logger: s.log})
+	set, err := iplist.NewSet(iplist.SetConfig{Lists: lists, Interval: cfg.FeedRefresh}, iplist.SetDeps{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("feeds: %w", err)
 	}
@@ -87,7 +88,7 @@ func (s *Shield) applyPolicy(cfg *config.Config) error {
 	change := !reflect.DeepEqual(cfg.Feeds, s.feedCfg) || s.feedRefreshChanged(cfg)
 	if change {
 		var err error
-		if set, err = s.newFeeds(cfg); err != nil {
+		if set, err = newFeeds(cfg, s.log); err != nil {
 			return err
 		}
 	}
