@@ -134,12 +134,13 @@ guard: {http2: {max_resets_per_window: 100}}
 }
 
 // normalH2 runs n GETs of path through an http2.Transport (its own
-// connection, from 127.0.0.1) once start is closed, and sends the outcome
-// on the returned channel.
-func normalH2(addr, sni, path string, n int, start <-chan struct{}) <-chan error {
+// connection, from 127.0.0.1) once start is called (callable more than
+// once), and sends the outcome on the returned channel.
+func normalH2(addr, sni, path string, n int) (start func(), result <-chan error) {
 	out := make(chan error, 1)
+	begin := make(chan struct{})
 	go func() {
-		<-start
+		<-begin
 		tr := &http2.Transport{TLSClientConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true}}
 		defer tr.CloseIdleConnections()
 		cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -158,7 +159,7 @@ func normalH2(addr, sni, path string, n int, start <-chan struct{}) <-chan error
 		}
 		out <- nil
 	}()
-	return out
+	return sync.OnceFunc(func() { close(begin) }), out
 }
 
 // h2AbuseShield starts a shield with one TLS listener (certificate for
@@ -198,10 +199,8 @@ func TestContinuationFloodGetsGoAwayNormalClientServed(t *testing.T) {
 	const sni = "cont.test"
 	s := h2AbuseShield(t, sni)
 	addr := addrOf(s, 0)
-	start := make(chan struct{})
-	startNormal := sync.OnceFunc(func() { close(start) })
+	startNormal, normal := normalH2(addr, sni, "/normal", 100)
 	defer startNormal()
-	normal := normalH2(addr, sni, "/normal", 100, start)
 
 	c := dialRawH2(t, "127.0.0.71", addr, sni)
 	// A valid header block (about 6 KiB, under the 16 KiB header list
@@ -252,10 +251,8 @@ func TestMadeYouResetGetsGoAwayNormalClientServed(t *testing.T) {
 	const sni = "myr.test"
 	s := h2AbuseShield(t, sni)
 	addr := addrOf(s, 0)
-	start := make(chan struct{})
-	startNormal := sync.OnceFunc(func() { close(start) })
+	startNormal, normal := normalH2(addr, sni, "/normal", 100)
 	defer startNormal()
-	normal := normalH2(addr, sni, "/normal", 100, start)
 
 	c := dialRawH2(t, "127.0.0.72", addr, sni)
 	sent := 0

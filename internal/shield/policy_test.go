@@ -280,13 +280,7 @@ rules:
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.Shutdown(ctx)
-	data, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := shutdownAndRead(t, s, logPath)
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 	if len(lines) != 4 {
 		t.Fatalf("want 4 lines, got %q", data)
@@ -455,13 +449,7 @@ rules: [{name: scanners, match: {user_agent: {contains: sqlmap}}, action: block}
 		}
 	}
 	c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.Shutdown(ctx)
-	data, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := shutdownAndRead(t, s, logPath)
 	rejected := strings.Count(string(data), `"verdict":"blocked"`)
 	passed := strings.Count(string(data), `"verdict":"pass"`)
 	suppressed, _ := metricValue(t, s, "levee_access_log_suppressed_total", nil)
@@ -503,10 +491,7 @@ log: {access_log: %s}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.Shutdown(ctx)
-	data, _ := os.ReadFile(logPath)
+	data := shutdownAndRead(t, s, logPath)
 	if !strings.Contains(string(data), `"path":"/slow"`) {
 		t.Fatalf("the HTTP/2 request in flight across the reload is not in the access log:\n%s", data)
 	}
@@ -544,10 +529,7 @@ log: {access_log: %s}
 	old := s.alog
 	reload()
 	old.Write(&accesslog.Entry{Format: accesslog.FormatJSON, Time: time.Now(), Path: []byte("/after-reload"), HasVerdict: true}, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.Shutdown(ctx)
-	data, _ := os.ReadFile(logPath)
+	data := shutdownAndRead(t, s, logPath)
 	if !strings.Contains(string(data), `"path":"/after-reload"`) {
 		t.Fatalf("line missing after shutdown:\n%s", data)
 	}
@@ -565,4 +547,18 @@ func reapply(t *testing.T, s *Shield, cfgText string) {
 	if err := s.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// shutdownAndRead shuts s down (flushing its access log) and returns the
+// contents of the file at path.
+func shutdownAndRead(t *testing.T, s *Shield, path string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
